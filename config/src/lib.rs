@@ -1,0 +1,123 @@
+//! ftp-pooler-config: everything the service reads before it starts.
+//!
+//! Owns `config.yaml` ([`Settings`], with environment overrides) and `connections.ini`
+//! ([`Registry`]). Invariants:
+//! - precedence is environment > YAML file > built-in defaults (the Python version's);
+//! - an unknown key, a wrong type or an out-of-range value is an error that names the file
+//!   (or environment variable), the section and the key: nothing falls back silently;
+//! - loading collects *every* error it can find, so `check-config` shows them all at once;
+//! - passwords live in [`Secret`], whose `Debug` and `Display` never show them.
+
+mod connections;
+mod error;
+mod schema;
+mod settings;
+
+pub use connections::{
+    Connection, ConnectionKind, FtpConnection, LocalConnection, Registry, Secret, TlsMode,
+};
+pub use error::{ConfigError, ConfigErrors, Place};
+pub use settings::{
+    ApiSettings, CircuitBreakerSettings, KafkaSettings, LoggingSettings, MetricsSettings,
+    PoolSettings, Settings, ShutdownSettings, TransferSettings,
+};
+
+use std::path::{Path, PathBuf};
+
+/// Environment variable naming the YAML settings file.
+pub const ENV_CONFIG: &str = "FTP_POOLER_CONFIG";
+/// Environment variable naming the connections file.
+pub const ENV_CONNECTIONS: &str = "FTP_POOLER_CONNECTIONS";
+/// Prefix of setting overrides such as `FTP_POOLER_KAFKA__BOOTSTRAP_SERVERS`.
+pub const ENV_PREFIX: &str = "FTP_POOLER_";
+
+/// Both configuration files, loaded and validated together.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub settings: Settings,
+    pub registry: Registry,
+    /// The files they came from (None: built-in defaults only).
+    pub config_file: Option<PathBuf>,
+    pub connections_file: PathBuf,
+}
+
+/// Where to read the configuration from: explicit paths (command line) win over the
+/// `FTP_POOLER_CONFIG` / `FTP_POOLER_CONNECTIONS` variables, which win over
+/// `connections_path` inside config.yaml.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    pub config_file: Option<PathBuf>,
+    pub connections_file: Option<PathBuf>,
+    /// The environment to apply (normally `std::env::vars()`).
+    pub env: Vec<(String, String)>,
+}
+
+impl Sources {
+    /// Reads the process environment; `config`/`connections` override it when given.
+    pub fn from_env(config: Option<PathBuf>, connections: Option<PathBuf>) -> Self {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let get = |k: &str| {
+            env.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| PathBuf::from(v))
+                .filter(|p| !p.as_os_str().is_empty())
+        };
+        Sources {
+            config_file: config.or_else(|| get(ENV_CONFIG)),
+            connections_file: connections.or_else(|| get(ENV_CONNECTIONS)),
+            env,
+        }
+    }
+
+    /// Loads and validates both files; every error found in either is returned.
+    pub fn load(&self) -> Result<Config, ConfigErrors> {
+        let mut errors = ConfigErrors::default();
+        let settings = match settings::load(self.config_file.as_deref(), &self.env) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                errors.extend(e);
+                None
+            }
+        };
+        let connections_file = self.connections_file.clone().or_else(|| {
+            settings
+                .as_ref()
+                .and_then(|s| s.connections_path.as_ref().map(PathBuf::from))
+        });
+        let registry = match &connections_file {
+            Some(path) => match Registry::load(path) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    errors.extend(e);
+                    None
+                }
+            },
+            None => {
+                errors.push(ConfigError::new(
+                    Place::Env(ENV_CONNECTIONS.into()),
+                    "no connections file given: set FTP_POOLER_CONNECTIONS or --connections",
+                ));
+                None
+            }
+        };
+        match (settings, registry, connections_file) {
+            (Some(settings), Some(registry), Some(connections_file)) if errors.is_empty() => {
+                Ok(Config {
+                    settings,
+                    registry,
+                    config_file: self.config_file.clone(),
+                    connections_file,
+                })
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
+/// Loads only the settings (YAML + environment); see [`Sources::load`] for both files.
+pub fn load_settings(
+    file: Option<&Path>,
+    env: &[(String, String)],
+) -> Result<Settings, ConfigErrors> {
+    settings::load(file, env)
+}

@@ -1,0 +1,539 @@
+//! `config.yaml` and its environment overrides: the [`Settings`] tree.
+//!
+//! Keys and defaults are the Python ftp-pooler's (DESIGN.md section 6) plus the additions
+//! of section 8 (`shutdown.drain_timeout_seconds`, `kafka.consumer_config`,
+//! `kafka.producer_config`) and `logging.file`. Loading runs in four steps, each
+//! collecting every problem: read and parse the file; check it against the defaults'
+//! shape ([`crate::schema`]); apply `FTP_POOLER_SECTION__KEY` variables; check ranges and
+//! cross-key rules. Each problem names the file or variable it came from.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_yaml::Value;
+
+use crate::error::{ConfigError, ConfigErrors, Place};
+use crate::schema::{self, Shape};
+use crate::ENV_PREFIX;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub kafka: KafkaSettings,
+    pub pool: PoolSettings,
+    pub transfer: TransferSettings,
+    pub circuit_breaker: CircuitBreakerSettings,
+    pub api: ApiSettings,
+    pub metrics: MetricsSettings,
+    pub logging: LoggingSettings,
+    pub shutdown: ShutdownSettings,
+    /// The Python version's `Settings.config_path`: accepted, informational only.
+    pub config_path: Option<String>,
+    /// The connections file, when neither `--connections` nor FTP_POOLER_CONNECTIONS names one.
+    pub connections_path: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSettings {
+    pub bootstrap_servers: Vec<String>,
+    pub consumer_group: String,
+    pub input_topic: String,
+    pub result_topic: String,
+    pub fail_topic: String,
+    pub dlq_topic: String,
+    pub max_retries: u64,
+    pub base_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// librdkafka consumer properties, passed as-is (after the service's own).
+    pub consumer_config: BTreeMap<String, String>,
+    /// librdkafka producer properties, passed as-is (after the service's own).
+    pub producer_config: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolSettings {
+    pub max_sessions_per_pod: u64,
+    pub max_sessions_per_connection: u64,
+    pub session_timeout_seconds: u64,
+    pub prewarm_enabled: bool,
+    pub prewarm_sessions_per_connection: u64,
+    pub prewarm_timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransferSettings {
+    pub transfer_timeout_seconds: u64,
+    pub connect_timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CircuitBreakerSettings {
+    pub failure_threshold: u64,
+    pub success_threshold: u64,
+    pub timeout_seconds: u64,
+    pub half_open_max_calls: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSettings {
+    pub host: String,
+    pub port: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    pub port: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingSettings {
+    /// TRACE, DEBUG, INFO, WARNING (or WARN), ERROR, CRITICAL; any case.
+    pub level: String,
+    /// `json` or `text` (`console` is taken as `text`).
+    pub format: String,
+    /// Optional daily-rolling log file (in addition to stderr).
+    pub file: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownSettings {
+    pub drain_timeout_seconds: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            kafka: KafkaSettings::default(),
+            pool: PoolSettings::default(),
+            transfer: TransferSettings::default(),
+            circuit_breaker: CircuitBreakerSettings::default(),
+            api: ApiSettings::default(),
+            metrics: MetricsSettings::default(),
+            logging: LoggingSettings::default(),
+            shutdown: ShutdownSettings::default(),
+            config_path: None,
+            connections_path: None,
+        }
+    }
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        KafkaSettings {
+            bootstrap_servers: vec!["localhost:9092".into()],
+            consumer_group: "ftp-pooler".into(),
+            input_topic: "ftp-tasks".into(),
+            result_topic: "ftp-results".into(),
+            fail_topic: "ftp-failures".into(),
+            dlq_topic: "ftp-tasks-dlq".into(),
+            max_retries: 5,
+            base_backoff_ms: 1000,
+            max_backoff_ms: 30000,
+            consumer_config: BTreeMap::new(),
+            producer_config: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            max_sessions_per_pod: 100,
+            max_sessions_per_connection: 10,
+            session_timeout_seconds: 300,
+            prewarm_enabled: true,
+            prewarm_sessions_per_connection: 2,
+            prewarm_timeout_seconds: 30,
+        }
+    }
+}
+
+impl Default for TransferSettings {
+    fn default() -> Self {
+        TransferSettings {
+            transfer_timeout_seconds: 300,
+            connect_timeout_seconds: 30,
+        }
+    }
+}
+
+impl Default for CircuitBreakerSettings {
+    fn default() -> Self {
+        CircuitBreakerSettings {
+            failure_threshold: 5,
+            success_threshold: 3,
+            timeout_seconds: 60,
+            half_open_max_calls: 3,
+        }
+    }
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            host: "0.0.0.0".into(),
+            port: 8080,
+        }
+    }
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings { port: 9090 }
+    }
+}
+
+impl Default for LoggingSettings {
+    fn default() -> Self {
+        LoggingSettings {
+            level: "INFO".into(),
+            format: "json".into(),
+            file: None,
+        }
+    }
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        ShutdownSettings {
+            drain_timeout_seconds: 30,
+        }
+    }
+}
+
+/// librdkafka properties the delivery guarantees rest on, and the only value allowed.
+const PINNED_CONSUMER: &[(&str, &str)] = &[
+    ("enable.auto.commit", "false"),
+    ("enable.auto.offset.store", "false"),
+];
+const PINNED_PRODUCER: &[(&str, &str)] = &[("acks", "all"), ("enable.idempotence", "true")];
+
+impl KafkaSettings {
+    /// librdkafka consumer properties: the service's own, then `consumer_config`.
+    /// Offsets are committed by hand, after publish (auto commit and auto store off).
+    pub fn consumer_properties(&self) -> Vec<(String, String)> {
+        let mut props = vec![
+            (
+                "bootstrap.servers".to_string(),
+                self.bootstrap_servers.join(","),
+            ),
+            ("group.id".into(), self.consumer_group.clone()),
+            ("auto.offset.reset".into(), "earliest".into()),
+            ("enable.partition.eof".into(), "false".into()),
+        ];
+        props.extend(pinned(PINNED_CONSUMER));
+        props.extend(self.consumer_config.clone());
+        props
+    }
+
+    /// librdkafka producer properties: the service's own (acks=all, idempotence on),
+    /// then `producer_config`.
+    pub fn producer_properties(&self) -> Vec<(String, String)> {
+        let mut props = vec![(
+            "bootstrap.servers".to_string(),
+            self.bootstrap_servers.join(","),
+        )];
+        props.extend(pinned(PINNED_PRODUCER));
+        props.extend(self.producer_config.clone());
+        props
+    }
+}
+
+fn pinned(list: &'static [(&'static str, &'static str)]) -> impl Iterator<Item = (String, String)> {
+    list.iter().map(|(k, v)| (k.to_string(), v.to_string()))
+}
+
+/// Loads the settings: defaults, then `file` (if any), then environment overrides.
+pub(crate) fn load(
+    file: Option<&Path>,
+    env: &[(String, String)],
+) -> Result<Settings, ConfigErrors> {
+    let defaults = serde_yaml::to_value(Settings::default()).expect("defaults serialise");
+    let shape = Shape::of(&defaults);
+    let mut errors = ConfigErrors::default();
+    // Where each dotted key's value came from, for the errors of the last step.
+    let mut origin: HashMap<String, Place> = HashMap::new();
+
+    let mut tree = match file {
+        Some(path) => {
+            let mut tree = read_yaml(path)?;
+            let mut problems = Vec::new();
+            let mut visited = Vec::new();
+            schema::normalise(&mut tree, &shape, "", &mut problems, &mut visited);
+            for (key, problem) in problems {
+                errors.push(ConfigError::new(yaml_place(path, &key), problem));
+            }
+            for key in visited {
+                origin.insert(key.clone(), yaml_place(path, &key));
+            }
+            tree
+        }
+        None => Value::Mapping(Default::default()),
+    };
+
+    for (var, text) in env {
+        let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if !rest.contains("__") {
+            continue; // FTP_POOLER_CONFIG, FTP_POOLER_CONNECTIONS, test-suite variables
+        }
+        let key = rest.to_ascii_lowercase();
+        let path: Vec<&str> = key.split("__").collect();
+        let place = Place::Env(var.clone());
+        match shape.at(&path) {
+            None => {
+                let parent = shape.at(&path[..path.len() - 1]);
+                let hint = match parent {
+                    Some(p @ Shape::Section(_)) => {
+                        let mut probe = Value::Mapping(Default::default());
+                        let mut problems = Vec::new();
+                        schema::set_path(&mut probe, &path[path.len() - 1..], Value::Null);
+                        schema::normalise(&mut probe, p, "", &mut problems, &mut Vec::new());
+                        problems.first().map(|(_, m)| m.clone()).unwrap_or_default()
+                    }
+                    _ => format!("unknown setting {}", path.join(".")),
+                };
+                errors.push(ConfigError::new(place, hint));
+            }
+            Some(leaf) => match schema::from_env_text(text, leaf) {
+                Ok(value) => {
+                    schema::set_path(&mut tree, &path, value);
+                    origin.insert(path.join("."), place);
+                }
+                Err(problem) => errors.push(ConfigError::new(place, problem)),
+            },
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+
+    let settings: Settings = serde_yaml::from_value(tree).map_err(|e| {
+        let place = file.map_or(Place::Env(ENV_PREFIX.into()), |f| Place::File(f.into()));
+        ConfigErrors::from(ConfigError::new(place, e.to_string()))
+    })?;
+    let at = |key: &str| {
+        origin
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| Place::Default(key.to_string()))
+    };
+    validate(&settings, &at, &mut errors);
+    errors.into_result(settings)
+}
+
+fn read_yaml(path: &Path) -> Result<Value, ConfigErrors> {
+    let file_err =
+        |problem: String| ConfigErrors::from(ConfigError::new(Place::File(path.into()), problem));
+    let text = std::fs::read_to_string(path).map_err(|e| file_err(format!("cannot read: {e}")))?;
+    if text.trim().is_empty() {
+        return Ok(Value::Mapping(Default::default()));
+    }
+    let value: Value =
+        serde_yaml::from_str(&text).map_err(|e| file_err(format!("not valid YAML: {e}")))?;
+    Ok(match value {
+        Value::Null => Value::Mapping(Default::default()),
+        v => v,
+    })
+}
+
+fn yaml_place(file: &Path, key: &str) -> Place {
+    if key.is_empty() {
+        Place::File(file.into())
+    } else {
+        Place::Yaml {
+            file: file.into(),
+            key: key.to_string(),
+        }
+    }
+}
+
+/// Ranges and cross-key rules, checked after types.
+fn validate(s: &Settings, at: &dyn Fn(&str) -> Place, errors: &mut ConfigErrors) {
+    let mut bad = |key: &str, problem: String| errors.push(ConfigError::new(at(key), problem));
+
+    let k = &s.kafka;
+    if k.bootstrap_servers.is_empty() {
+        bad(
+            "kafka.bootstrap_servers",
+            "must name at least one broker (host:port)".into(),
+        );
+    }
+    for server in &k.bootstrap_servers {
+        if let Err(problem) = check_host_port(server) {
+            bad("kafka.bootstrap_servers", format!("{server:?}: {problem}"));
+        }
+    }
+    for (key, value) in [
+        ("kafka.consumer_group", &k.consumer_group),
+        ("kafka.input_topic", &k.input_topic),
+        ("kafka.result_topic", &k.result_topic),
+        ("kafka.fail_topic", &k.fail_topic),
+        ("kafka.dlq_topic", &k.dlq_topic),
+    ] {
+        if value.trim().is_empty() {
+            bad(key, "must not be empty".into());
+        }
+    }
+    for (key, value) in [
+        ("kafka.result_topic", &k.result_topic),
+        ("kafka.fail_topic", &k.fail_topic),
+        ("kafka.dlq_topic", &k.dlq_topic),
+    ] {
+        if *value == k.input_topic {
+            bad(key, format!("must differ from kafka.input_topic ({value:?}): results would be read back as tasks"));
+        }
+    }
+    if k.max_backoff_ms < k.base_backoff_ms {
+        bad(
+            "kafka.max_backoff_ms",
+            format!("must be >= kafka.base_backoff_ms ({})", k.base_backoff_ms),
+        );
+    }
+    for (map_key, map, pins) in [
+        ("kafka.consumer_config", &k.consumer_config, PINNED_CONSUMER),
+        ("kafka.producer_config", &k.producer_config, PINNED_PRODUCER),
+    ] {
+        for (prop, want) in pins {
+            if let Some(v) = map.get(*prop) {
+                if !v.eq_ignore_ascii_case(want) && !(*want == "all" && v == "-1") {
+                    bad(
+                        map_key,
+                        format!("{prop} must stay {want}: the delivery guarantees depend on it"),
+                    );
+                }
+            }
+        }
+        for prop in ["bootstrap.servers", "group.id"] {
+            if map.contains_key(prop) {
+                bad(
+                    map_key,
+                    format!(
+                        "{prop} is set by kafka.{}; do not repeat it here",
+                        if prop == "group.id" {
+                            "consumer_group"
+                        } else {
+                            "bootstrap_servers"
+                        }
+                    ),
+                );
+            }
+        }
+    }
+
+    let p = &s.pool;
+    for (key, v) in [
+        ("pool.max_sessions_per_pod", p.max_sessions_per_pod),
+        (
+            "pool.max_sessions_per_connection",
+            p.max_sessions_per_connection,
+        ),
+        ("pool.session_timeout_seconds", p.session_timeout_seconds),
+        (
+            "transfer.transfer_timeout_seconds",
+            s.transfer.transfer_timeout_seconds,
+        ),
+        (
+            "transfer.connect_timeout_seconds",
+            s.transfer.connect_timeout_seconds,
+        ),
+        (
+            "circuit_breaker.failure_threshold",
+            s.circuit_breaker.failure_threshold,
+        ),
+        (
+            "circuit_breaker.success_threshold",
+            s.circuit_breaker.success_threshold,
+        ),
+        (
+            "circuit_breaker.half_open_max_calls",
+            s.circuit_breaker.half_open_max_calls,
+        ),
+    ] {
+        if v == 0 {
+            bad(key, "must be at least 1".into());
+        }
+    }
+    if p.prewarm_enabled && p.prewarm_timeout_seconds == 0 {
+        bad(
+            "pool.prewarm_timeout_seconds",
+            "must be at least 1 when prewarm_enabled".into(),
+        );
+    }
+    for (key, port) in [("api.port", s.api.port), ("metrics.port", s.metrics.port)] {
+        if !(1..=65535).contains(&port) {
+            bad(key, format!("{port} is not a TCP port (1-65535)"));
+        }
+    }
+    if s.api.port == s.metrics.port {
+        bad(
+            "metrics.port",
+            format!("must differ from api.port ({})", s.api.port),
+        );
+    }
+    if s.api.host.trim().is_empty() {
+        bad("api.host", "must not be empty".into());
+    }
+    if s.logging.level_filter().is_none() {
+        bad(
+            "logging.level",
+            format!(
+                "{:?} is not a level (TRACE, DEBUG, INFO, WARNING, ERROR, CRITICAL)",
+                s.logging.level
+            ),
+        );
+    }
+    if s.logging.is_json().is_none() {
+        bad(
+            "logging.format",
+            format!("{:?} is not a format (json or text)", s.logging.format),
+        );
+    }
+}
+
+impl LoggingSettings {
+    /// The level as a tracing filter directive (`info`, `warn`, ...), if valid.
+    pub fn level_filter(&self) -> Option<&'static str> {
+        Some(match self.level.to_ascii_uppercase().as_str() {
+            "TRACE" => "trace",
+            "DEBUG" => "debug",
+            "INFO" => "info",
+            "WARNING" | "WARN" => "warn",
+            "ERROR" | "CRITICAL" | "FATAL" => "error",
+            _ => return None,
+        })
+    }
+
+    /// `Some(true)` for JSON lines, `Some(false)` for text, `None` if unknown.
+    pub fn is_json(&self) -> Option<bool> {
+        match self.format.to_ascii_lowercase().as_str() {
+            "json" => Some(true),
+            "text" | "console" | "plain" => Some(false),
+            _ => None,
+        }
+    }
+}
+
+/// `host:port` with a port in 1-65535 (IPv6 as `[::1]:9092`).
+pub(crate) fn check_host_port(s: &str) -> Result<(), String> {
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err("expected host:port".into());
+    };
+    if host.is_empty() || host == "[]" {
+        return Err("host is empty".into());
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("port {port:?} is not a TCP port (1-65535)")),
+    }
+}

