@@ -1,1 +1,25 @@
-//! placeholder
+//! ftp-pooler-contract: the Kafka wire contract (DESIGN.md sections 2 and 8).
+//!
+//! Owns the JSON shapes that clients written by others depend on: [`TransferTask`] on
+//! `ftp-tasks`, [`TransferResult`] on `ftp-results` / `ftp-failures`, [`DlqRecord`] on
+//! `ftp-tasks-dlq`, the [`ErrorCode`]s, and direction resolution ([`Route`]).
+//! Invariants:
+//! - a payload either parses into a valid task or yields an [`InvalidMessage`] that sends
+//!   it to the DLQ whole; nothing is dropped;
+//! - every result carries every field of section 2 (error fields null on success);
+//! - timestamps are RFC 3339 UTC with six fractional digits and `+00:00`;
+//! - the golden tests in `tests/golden.rs` pin the bytes: change them only additively.
+
+mod dlq;
+mod error_code;
+mod result;
+mod route;
+mod task;
+mod timestamp;
+
+pub use dlq::{DlqRecord, Encoding};
+pub use error_code::ErrorCode;
+pub use result::{Status, TransferResult};
+pub use route::{Direction, Route, RouteError};
+pub use task::{InvalidMessage, TransferTask, MAX_TASK_ID_CHARS};
+pub use timestamp::Timestamp;

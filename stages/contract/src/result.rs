@@ -1,0 +1,89 @@
+//! The one result published per task: `ftp-results` on success, `ftp-failures` on
+//! failure, keyed by task_id. Every field is present on every result; `error_code` and
+//! `error_message` are null on success; `attempts` is 0 for tasks never tried.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ErrorCode, Timestamp, TransferTask};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Success,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferResult {
+    pub task_id: String,
+    pub status: Status,
+    pub src_id: String,
+    pub src_path: String,
+    pub dst_id: String,
+    pub dst_path: String,
+    pub bytes_transferred: u64,
+    pub duration_ms: u64,
+    pub timestamp: Timestamp,
+    pub error_code: Option<ErrorCode>,
+    pub error_message: Option<String>,
+    pub attempts: u32,
+    pub retryable: bool,
+}
+
+impl TransferResult {
+    pub fn success(task: &TransferTask, bytes: u64, duration_ms: u64, attempts: u32) -> Self {
+        TransferResult {
+            status: Status::Success,
+            bytes_transferred: bytes,
+            duration_ms,
+            attempts,
+            ..Self::blank(task)
+        }
+    }
+
+    /// A failure; `retryable` says whether the code is one that is retried (the retries
+    /// were spent by the time it is published).
+    pub fn failure(
+        task: &TransferTask,
+        code: ErrorCode,
+        message: impl Into<String>,
+        duration_ms: u64,
+        attempts: u32,
+    ) -> Self {
+        TransferResult {
+            status: Status::Failed,
+            duration_ms,
+            error_code: Some(code),
+            error_message: Some(message.into()),
+            attempts,
+            retryable: code.is_retryable(),
+            ..Self::blank(task)
+        }
+    }
+
+    fn blank(task: &TransferTask) -> Self {
+        TransferResult {
+            task_id: task.task_id.clone(),
+            status: Status::Failed,
+            src_id: task.src_id.clone(),
+            src_path: task.src_path.clone(),
+            dst_id: task.dst_id.clone(),
+            dst_path: task.dst_path.clone(),
+            bytes_transferred: 0,
+            duration_ms: 0,
+            timestamp: Timestamp::now(),
+            error_code: None,
+            error_message: None,
+            attempts: 0,
+            retryable: false,
+        }
+    }
+
+    pub fn is_success(&self) -> bool {
+        self.status == Status::Success
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a result serialises")
+    }
+}

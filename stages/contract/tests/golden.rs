@@ -1,0 +1,256 @@
+//! Golden tests: the exact JSON of tasks, results and DLQ records (DESIGN.md sections 2
+//! and 8). A consumer written for the Python ftp-pooler parses these bytes; change them
+//! only by adding fields.
+
+use chrono::TimeZone;
+use ftp_pooler_config::Registry;
+use ftp_pooler_contract::{
+    Direction, DlqRecord, Encoding, ErrorCode, InvalidMessage, Route, Status, Timestamp,
+    TransferResult, TransferTask,
+};
+use serde_json::{json, Value};
+
+fn at() -> Timestamp {
+    Timestamp(
+        chrono::Utc
+            .with_ymd_and_hms(2025, 11, 25, 19, 0, 3)
+            .unwrap()
+            + chrono::Duration::microseconds(45406),
+    )
+}
+
+fn task() -> TransferTask {
+    TransferTask::parse(Some(br#"{"task_id":"uuid-1234","src_id":"remote-ftp","src_path":"/data/file.txt","dst_id":"local","dst_path":"/storage/file.txt"}"#)).unwrap()
+}
+
+#[test]
+fn success_result_bytes() {
+    let mut r = TransferResult::success(&task(), 1048576, 1234, 1);
+    r.timestamp = at();
+    assert_eq!(
+        String::from_utf8(r.to_json()).unwrap(),
+        r#"{"task_id":"uuid-1234","status":"success","src_id":"remote-ftp","src_path":"/data/file.txt","dst_id":"local","dst_path":"/storage/file.txt","bytes_transferred":1048576,"duration_ms":1234,"timestamp":"2025-11-25T19:00:03.045406+00:00","error_code":null,"error_message":null,"attempts":1,"retryable":false}"#
+    );
+}
+
+#[test]
+fn failure_result_bytes() {
+    let mut r = TransferResult::failure(
+        &task(),
+        ErrorCode::ConnectionError,
+        "Connection refused",
+        5000,
+        6,
+    );
+    r.timestamp = at();
+    assert_eq!(
+        String::from_utf8(r.to_json()).unwrap(),
+        r#"{"task_id":"uuid-1234","status":"failed","src_id":"remote-ftp","src_path":"/data/file.txt","dst_id":"local","dst_path":"/storage/file.txt","bytes_transferred":0,"duration_ms":5000,"timestamp":"2025-11-25T19:00:03.045406+00:00","error_code":"CONNECTION_ERROR","error_message":"Connection refused","attempts":6,"retryable":true}"#
+    );
+    let never_tried =
+        TransferResult::failure(&task(), ErrorCode::InvalidConfig, "both local", 0, 0);
+    assert_eq!((never_tried.attempts, never_tried.retryable), (0, false));
+}
+
+#[test]
+fn results_round_trip_and_timestamps_have_six_digits() {
+    let r = TransferResult::success(&task(), 1, 2, 1);
+    let v: Value = serde_json::from_slice(&r.to_json()).unwrap();
+    let ts = v["timestamp"].as_str().unwrap();
+    // 2025-11-25T19:00:03.045406+00:00
+    assert_eq!(ts.len(), 32, "{ts}");
+    assert_eq!(&ts[19..20], ".");
+    assert!(ts[20..26].bytes().all(|b| b.is_ascii_digit()), "{ts}");
+    assert!(ts.ends_with("+00:00"), "{ts}");
+    let back: TransferResult = serde_json::from_value(v).unwrap();
+    assert_eq!(back, r);
+    assert_eq!(back.status, Status::Success);
+}
+
+#[test]
+fn dlq_record_bytes_utf8_and_base64() {
+    let mut d = DlqRecord::new(
+        "ftp-tasks",
+        2,
+        41,
+        Some(b"k1"),
+        Some(b"{not json"),
+        &InvalidMessage("not valid JSON: x".into()),
+    );
+    d.timestamp = at();
+    assert_eq!(
+        String::from_utf8(d.to_json()).unwrap(),
+        r#"{"original_topic":"ftp-tasks","original_partition":2,"original_offset":41,"original_key":"k1","original_value":"{not json","error_type":"INVALID_MESSAGE","error_message":"not valid JSON: x","timestamp":"2025-11-25T19:00:03.045406+00:00","original_key_encoding":"utf-8","original_value_encoding":"utf-8"}"#
+    );
+    let raw = [0xff, 0xfe, 0x00, b'{'];
+    let mut d = DlqRecord::new(
+        "ftp-tasks",
+        0,
+        7,
+        None,
+        Some(&raw),
+        &InvalidMessage("bad".into()),
+    );
+    d.timestamp = at();
+    let v: Value = serde_json::from_slice(&d.to_json()).unwrap();
+    assert_eq!(v["original_key"], Value::Null);
+    assert_eq!(v["original_key_encoding"], Value::Null);
+    assert_eq!(v["original_value"], json!("//4Aew=="));
+    assert_eq!(v["original_value_encoding"], json!("base64"));
+    assert_eq!(d.original_value_bytes().unwrap(), raw);
+    assert_eq!(d.original_value_encoding, Some(Encoding::Base64));
+}
+
+#[test]
+fn task_fields_and_generated_id() {
+    let t = task();
+    assert_eq!(
+        (t.task_id.as_str(), t.src_id.as_str(), t.dst_path.as_str()),
+        ("uuid-1234", "remote-ftp", "/storage/file.txt")
+    );
+    for payload in [
+        r#"{"src_id":"a","src_path":"p","dst_id":"b","dst_path":"q"}"#,
+        r#"{"task_id":null,"src_id":"a","src_path":"p","dst_id":"b","dst_path":"q","extra":{"ignored":true}}"#,
+    ] {
+        let t = TransferTask::parse(Some(payload.as_bytes())).unwrap();
+        let id = uuid::Uuid::parse_str(&t.task_id).expect("a UUID");
+        assert_eq!(id.get_version_num(), 4);
+    }
+    let max = "x".repeat(256);
+    let t = TransferTask::parse(Some(
+        json!({"task_id": max, "src_id":"a","src_path":"p","dst_id":"b","dst_path":"q"})
+            .to_string()
+            .as_bytes(),
+    ))
+    .unwrap();
+    assert_eq!(t.task_id.len(), 256);
+}
+
+#[test]
+fn every_dlq_rule_of_section_8() {
+    let ok = json!({"task_id":"t","src_id":"a","src_path":"p","dst_id":"b","dst_path":"q"});
+    let with = |field: &str, v: Value| {
+        let mut o = ok.clone();
+        o[field] = v;
+        o.to_string()
+    };
+    let without = |field: &str| {
+        let mut o = ok.clone();
+        o.as_object_mut().unwrap().remove(field);
+        o.to_string()
+    };
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"not json".to_vec(), "not valid JSON"),
+        (vec![0xff, 0xfe, 0x01], "not valid JSON (not UTF-8 text)"),
+        (b"[1,2]".to_vec(), "not a JSON object: found an array"),
+        (
+            b"\"a string\"".to_vec(),
+            "not a JSON object: found a string",
+        ),
+        (b"null".to_vec(), "not a JSON object: found null"),
+        (
+            without("src_id").into_bytes(),
+            "missing required field src_id",
+        ),
+        (
+            without("dst_path").into_bytes(),
+            "missing required field dst_path",
+        ),
+        (
+            with("src_path", Value::Null).into_bytes(),
+            "required field src_path is null",
+        ),
+        (
+            with("dst_id", json!("")).into_bytes(),
+            "required field dst_id is empty",
+        ),
+        (
+            with("dst_id", json!("  ")).into_bytes(),
+            "required field dst_id is empty",
+        ),
+        (
+            with("src_id", json!(42)).into_bytes(),
+            "required field src_id must be a string, found a number",
+        ),
+        (
+            with("src_path", json!(["a"])).into_bytes(),
+            "required field src_path must be a string, found an array",
+        ),
+        (
+            with("task_id", json!(7)).into_bytes(),
+            "task_id must be a string, found a number",
+        ),
+        (
+            with("task_id", json!("x".repeat(257))).into_bytes(),
+            "task_id is 257 characters long; at most 256 are allowed",
+        ),
+    ];
+    for (payload, want) in cases {
+        let err = TransferTask::parse(Some(&payload)).unwrap_err();
+        assert!(
+            err.0.starts_with(want),
+            "{:?}: got {:?}, want {want:?}",
+            String::from_utf8_lossy(&payload),
+            err.0
+        );
+    }
+    assert_eq!(
+        TransferTask::parse(None).unwrap_err().0,
+        "message has no value"
+    );
+}
+
+#[test]
+fn routes_resolve_direction_or_invalid_config() {
+    let base = tempfile::tempdir().unwrap();
+    let registry = Registry::parse(
+        std::path::Path::new("connections.ini"),
+        &format!("[ftp-a]\ntype=ftp\nhost=h\nuser=u\n[ftp-b]\ntype=ftp\nhost=h\nuser=u\n[disk]\ntype=local\nbase_path={}\n[disk2]\ntype=local\nbase_path={}\n",
+            base.path().display(), base.path().display()),
+    ).unwrap();
+    let t = |src: &str, dst: &str| TransferTask {
+        task_id: "t".into(),
+        src_id: src.into(),
+        src_path: "/s".into(),
+        dst_id: dst.into(),
+        dst_path: "/d".into(),
+    };
+    let down = Route::resolve(&t("ftp-a", "disk"), &registry).unwrap();
+    assert_eq!(
+        (
+            down.direction,
+            down.remote_id.as_str(),
+            down.remote_path.as_str(),
+            down.local_path.as_str()
+        ),
+        (Direction::Download, "ftp-a", "/s", "/d")
+    );
+    let up = Route::resolve(&t("disk", "ftp-b"), &registry).unwrap();
+    assert_eq!(
+        (
+            up.direction,
+            up.remote_id.as_str(),
+            up.remote_path.as_str(),
+            up.local_path.as_str()
+        ),
+        (Direction::Upload, "ftp-b", "/d", "/s")
+    );
+    for (src, dst, want) in [
+        (
+            "disk",
+            "disk2",
+            "both src_id \"disk\" and dst_id \"disk2\" are local connections",
+        ),
+        (
+            "ftp-a",
+            "ftp-b",
+            "both src_id \"ftp-a\" and dst_id \"ftp-b\" are ftp connections",
+        ),
+        ("nope", "disk", "unknown connection id \"nope\" (src_id)"),
+        ("ftp-a", "gone", "unknown connection id \"gone\" (dst_id)"),
+    ] {
+        let e = Route::resolve(&t(src, dst), &registry).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidConfig);
+        assert!(e.message.starts_with(want), "{}", e.message);
+    }
+}
