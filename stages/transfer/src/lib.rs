@@ -1,1 +1,17 @@
-//! placeholder
+//! ftp-pooler-transfer: the transfer stage's room.
+//!
+//! Owns everything that speaks FTP: [`FtpSession`] (one logged-in control connection,
+//! plain, explicit or implicit FTPS), its TLS setup ([`tls`]), and the mapping of FTP and
+//! I/O failures to the contract's error codes ([`TransferError`]). Invariants:
+//! - every network call is bounded by a timeout; a session whose call failed or timed out
+//!   is poisoned ([`FtpSession::is_poisoned`]) and must be discarded, never reused;
+//! - transfers are binary and stream through a fixed-size buffer;
+//! - remote relative paths resolve against the login directory, never a current directory;
+//! - passwords are never logged.
+
+mod error;
+mod session;
+pub mod tls;
+
+pub use error::TransferError;
+pub use session::{FtpSession, SessionOptions};

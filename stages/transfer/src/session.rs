@@ -1,0 +1,430 @@
+//! One FTP session: a logged-in control connection (plain, explicit or implicit FTPS).
+//!
+//! A session is used by one task at a time. Every call is bounded by a timeout; any
+//! failure that may have left the control channel out of step (a timeout, an I/O or TLS
+//! error, any failed transfer) poisons the session, and a poisoned session refuses further
+//! use: the pool discards it and opens a new one. Replies that leave the channel in step
+//! (a 550 to SIZE, MKD or RNFR) do not poison it.
+//!
+//! Data connections are passive: EPSV first, falling back to PASV for good when the server
+//! rejects EPSV; the address in a PASV reply is replaced by the control connection's peer
+//! (servers behind NAT or in Kubernetes advertise addresses clients cannot reach).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ftp_pooler_config::{FtpConnection, Secret, TlsMode, TransferSettings};
+use ftp_pooler_contract::ErrorCode;
+use suppaftp::tokio::{
+    AsyncFtpStream, AsyncRustlsConnector, AsyncRustlsFtpStream, ImplAsyncFtpStream, TokioTlsStream,
+};
+use suppaftp::types::FileType;
+use suppaftp::{FtpError, Mode};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use crate::tls::TlsContext;
+use crate::TransferError;
+
+/// Size of the buffer a transfer streams through (memory per transfer, whatever the file size).
+const CHUNK: usize = 64 * 1024;
+
+/// Timeouts of one session.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionOptions {
+    /// TCP connect + greeting + TLS handshake + login.
+    pub connect_timeout: Duration,
+    /// Each command's reply, and each read or write of a data connection (a transfer that
+    /// makes no progress for this long has stalled).
+    pub op_timeout: Duration,
+}
+
+impl SessionOptions {
+    /// The connection's own `timeout`, else `transfer.connect_timeout_seconds`, for both.
+    pub fn for_connection(conn: &FtpConnection, transfer: &TransferSettings) -> Self {
+        let secs = conn.timeout_seconds.unwrap_or(transfer.connect_timeout_seconds);
+        SessionOptions {
+            connect_timeout: Duration::from_secs(secs),
+            op_timeout: Duration::from_secs(secs),
+        }
+    }
+}
+
+enum Ftp {
+    Plain(AsyncFtpStream),
+    Tls(AsyncRustlsFtpStream),
+}
+
+/// Runs `$body` with `$f` bound to the session's stream, whatever its TLS type.
+macro_rules! with_ftp {
+    ($session:expr, $f:ident => $body:expr) => {
+        match &mut $session.ftp {
+            Ftp::Plain($f) => $body,
+            Ftp::Tls($f) => $body,
+        }
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Epsv {
+    /// Not tried yet: a 500/501/502 to EPSV switches to PASV.
+    Untried,
+    Works,
+    Refused,
+}
+
+pub struct FtpSession {
+    ftp: Ftp,
+    /// The login directory; relative remote paths resolve against it.
+    home: String,
+    epsv: Epsv,
+    poisoned: bool,
+    opts: SessionOptions,
+}
+
+impl std::fmt::Debug for FtpSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FtpSession")
+            .field("home", &self.home)
+            .field("epsv", &self.epsv)
+            .field("poisoned", &self.poisoned)
+            .finish()
+    }
+}
+
+impl FtpSession {
+    /// Connects, secures (per the connection's `tls`), logs in, and sets binary type.
+    /// `tls` must be given for FTPS connections.
+    pub async fn connect(
+        conn: &FtpConnection,
+        tls: Option<&TlsContext>,
+        opts: SessionOptions,
+    ) -> Result<FtpSession, TransferError> {
+        let deadline = opts.connect_timeout;
+        let secs = deadline.as_secs_f64();
+        let ftp = timeout(deadline, open(conn, tls))
+            .await
+            .map_err(|_| {
+                TransferError::new(
+                    ErrorCode::ConnectionError,
+                    format!("connect {}:{}: no answer within {secs:.0} s", conn.host, conn.port),
+                )
+            })??;
+        let mut session = FtpSession {
+            ftp,
+            home: String::from("/"),
+            epsv: Epsv::Untried,
+            poisoned: false,
+            opts,
+        };
+        let user = conn.user.clone();
+        let password: Secret = conn.password.clone();
+        let login = async {
+            with_ftp!(session, f => f.login(user.as_str(), password.expose()).await)
+                .map_err(|e| TransferError::ftp("login", e))?;
+            with_ftp!(session, f => f.transfer_type(FileType::Binary).await)
+                .map_err(|e| TransferError::ftp("TYPE I", e))?;
+            let home = with_ftp!(session, f => f.pwd().await).map_err(|e| TransferError::ftp("PWD", e))?;
+            with_ftp!(session, f => {
+                f.set_mode(Mode::ExtendedPassive);
+                f.set_passive_nat_workaround(true);
+            });
+            Ok::<String, TransferError>(home)
+        };
+        match timeout(deadline, login).await {
+            Ok(Ok(home)) => {
+                session.home = home;
+                Ok(session)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(TransferError::new(
+                ErrorCode::ConnectionError,
+                format!("login to {}:{}: no answer within {secs:.0} s", conn.host, conn.port),
+            )),
+        }
+    }
+
+    /// True once a failure may have left the session unusable: discard it.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// The login directory.
+    pub fn home(&self) -> &str {
+        &self.home
+    }
+
+    /// A remote path as sent to the server: relative paths are taken under the login
+    /// directory; CR, LF and NUL (command injection) are refused.
+    pub fn remote_path(&self, path: &str) -> Result<String, TransferError> {
+        if path.contains(['\r', '\n', '\0']) {
+            return Err(TransferError::new(
+                ErrorCode::PathNotAllowed,
+                format!("remote path {path:?} contains CR, LF or NUL"),
+            ));
+        }
+        if path.starts_with('/') {
+            Ok(path.to_string())
+        } else {
+            Ok(format!("{}/{}", self.home.trim_end_matches('/'), path))
+        }
+    }
+
+    /// NOOP: proves the session alive.
+    pub async fn noop(&mut self) -> Result<(), TransferError> {
+        let r = with_ftp!(self, f => timed(self.opts.op_timeout, f.noop()).await);
+        self.settle("NOOP", r, true)
+    }
+
+    /// SIZE of a remote file, in bytes.
+    pub async fn size(&mut self, path: &str) -> Result<u64, TransferError> {
+        let path = self.remote_path(path)?;
+        let r = with_ftp!(self, f => timed(self.opts.op_timeout, f.size(path.as_str())).await);
+        self.settle("SIZE", r, false).map(|n| n as u64)
+    }
+
+    /// RNFR/RNTO.
+    pub async fn rename(&mut self, from: &str, to: &str) -> Result<(), TransferError> {
+        let (from, to) = (self.remote_path(from)?, self.remote_path(to)?);
+        let r = with_ftp!(self, f => timed(self.opts.op_timeout, f.rename(from.as_str(), to.as_str())).await);
+        self.settle("RNFR/RNTO", r, false)
+    }
+
+    /// DELE.
+    pub async fn delete(&mut self, path: &str) -> Result<(), TransferError> {
+        let path = self.remote_path(path)?;
+        let r = with_ftp!(self, f => timed(self.opts.op_timeout, f.rm(path.as_str())).await);
+        self.settle("DELE", r, false)
+    }
+
+    /// Creates `dir` and its missing parents (MKD each level; "exists" replies are fine).
+    pub async fn mkdir_all(&mut self, dir: &str) -> Result<(), TransferError> {
+        let dir = self.remote_path(dir)?;
+        let mut prefix = String::new();
+        for part in dir.split('/').filter(|p| !p.is_empty()) {
+            prefix.push('/');
+            prefix.push_str(part);
+            let r = with_ftp!(self, f => timed(self.opts.op_timeout, f.mkdir(prefix.as_str())).await);
+            match self.settle("MKD", r, false) {
+                Ok(()) => {}
+                // 550/521: exists (or not allowed here: the upload that follows will say).
+                Err(_) if !self.poisoned => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// RETR `path` into `out`, streaming; returns the bytes written. Any failure poisons.
+    pub async fn download<W: AsyncWrite + Unpin>(&mut self, path: &str, out: &mut W) -> Result<u64, TransferError> {
+        let path = self.remote_path(path)?;
+        self.guard("RETR")?;
+        let op = self.opts.op_timeout;
+        let r = with_ftp!(self, f => retr(f, &mut self.epsv, &path, out, op).await);
+        if r.is_err() {
+            self.poisoned = true;
+        }
+        r
+    }
+
+    /// STOR `in` to `path`, streaming; returns the bytes sent. Any failure poisons.
+    pub async fn upload<R: AsyncRead + Unpin>(&mut self, input: &mut R, path: &str) -> Result<u64, TransferError> {
+        let path = self.remote_path(path)?;
+        self.guard("STOR")?;
+        let op = self.opts.op_timeout;
+        let r = with_ftp!(self, f => stor(f, &mut self.epsv, input, &path, op).await);
+        if r.is_err() {
+            self.poisoned = true;
+        }
+        r
+    }
+
+    /// QUIT, politely; the session is gone either way.
+    pub async fn quit(mut self) {
+        if !self.poisoned {
+            let _ = with_ftp!(self, f => timed(self.opts.op_timeout, f.quit()).await);
+        }
+    }
+
+    fn guard(&self, op: &str) -> Result<(), TransferError> {
+        if self.poisoned {
+            Err(TransferError::new(ErrorCode::ConnectionError, format!("{op}: session is no longer usable")))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Maps a timed call's outcome, poisoning the session when the channel may be out of
+    /// step: always after a timeout or an I/O error, after an unexpected reply only when
+    /// `poison_on_reply`.
+    fn settle<T>(&mut self, op: &str, r: Result<T, Fail>, poison_on_reply: bool) -> Result<T, TransferError> {
+        r.map_err(|fail| {
+            if poison_on_reply || !matches!(fail, Fail::Ftp(FtpError::UnexpectedResponse(_))) {
+                self.poisoned = true;
+            }
+            fail.classify(op, self.opts.op_timeout)
+        })
+    }
+}
+
+async fn open(conn: &FtpConnection, tls: Option<&TlsContext>) -> Result<Ftp, TransferError> {
+    let addr = format!("{}:{}", conn.host, conn.port);
+    let refused = |e: FtpError| TransferError::ftp(&format!("connect {addr}"), e);
+    let connector = || {
+        let ctx = tls.ok_or_else(|| {
+            TransferError::new(ErrorCode::UnknownError, "FTPS connection without a TLS context")
+        })?;
+        let config = Arc::new(ctx.client_config());
+        Ok::<_, TransferError>(AsyncRustlsConnector::from(
+            suppaftp::tokio_rustls::TlsConnector::from(config),
+        ))
+    };
+    match conn.tls {
+        TlsMode::None => {
+            let tcp = tcp(&addr).await?;
+            Ok(Ftp::Plain(AsyncFtpStream::connect_with_stream(tcp).await.map_err(refused)?))
+        }
+        TlsMode::Explicit => {
+            let tcp = tcp(&addr).await?;
+            let ftp = ImplAsyncFtpStream::connect_with_stream(tcp).await.map_err(refused)?;
+            let ftp = ftp
+                .into_secure(connector()?, &conn.host)
+                .await
+                .map_err(|e| TransferError::ftp("AUTH TLS", e))?;
+            Ok(Ftp::Tls(ftp))
+        }
+        TlsMode::Implicit => {
+            let ftp = ImplAsyncFtpStream::connect_secure_implicit(addr.as_str(), connector()?, &conn.host)
+                .await
+                .map_err(refused)?;
+            Ok(Ftp::Tls(ftp))
+        }
+    }
+}
+
+async fn tcp(addr: &str) -> Result<TcpStream, TransferError> {
+    let s = TcpStream::connect(addr)
+        .await
+        .map_err(|e| TransferError::new(ErrorCode::ConnectionError, format!("connect {addr}: {e}")))?;
+    let _ = s.set_nodelay(true);
+    Ok(s)
+}
+
+/// True when a reply to EPSV means "not supported" (switch to PASV).
+fn epsv_refused(e: &FtpError) -> bool {
+    matches!(e, FtpError::UnexpectedResponse(r) if matches!(r.status.code(), 500 | 501 | 502))
+}
+
+async fn retr<T, W>(
+    f: &mut ImplAsyncFtpStream<T>,
+    epsv: &mut Epsv,
+    path: &str,
+    out: &mut W,
+    op: Duration,
+) -> Result<u64, TransferError>
+where
+    T: TokioTlsStream + Send,
+    W: AsyncWrite + Unpin,
+{
+    let classify = |fail: Fail| fail.classify("RETR", op);
+    let mut stream = match timed(op, f.retr_as_stream(path)).await {
+        Err(Fail::Ftp(e)) if *epsv == Epsv::Untried && epsv_refused(&e) => {
+            *epsv = Epsv::Refused;
+            f.set_mode(Mode::Passive);
+            timed(op, f.retr_as_stream(path)).await.map_err(classify)?
+        }
+        r => r.map_err(classify)?,
+    };
+    if *epsv == Epsv::Untried {
+        *epsv = Epsv::Works;
+    }
+    let mut buf = vec![0u8; CHUNK];
+    let mut total = 0u64;
+    loop {
+        let n = match timeout(op, stream.read(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return Err(TransferError::new(ErrorCode::ConnectionError, format!("RETR data: {e}"))),
+            Err(_) => return Err(TransferError::timeout("RETR data (stalled)", op.as_secs_f64())),
+        };
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n])
+            .await
+            .map_err(|e| TransferError::local_io("write destination", &e))?;
+        total += n as u64;
+    }
+    out.flush()
+        .await
+        .map_err(|e| TransferError::local_io("write destination", &e))?;
+    timed(op, stream.finish()).await.map_err(classify)?;
+    Ok(total)
+}
+
+async fn stor<T, R>(
+    f: &mut ImplAsyncFtpStream<T>,
+    epsv: &mut Epsv,
+    input: &mut R,
+    path: &str,
+    op: Duration,
+) -> Result<u64, TransferError>
+where
+    T: TokioTlsStream + Send,
+    R: AsyncRead + Unpin,
+{
+    let classify = |fail: Fail| fail.classify("STOR", op);
+    let mut stream = match timed(op, f.put_with_stream(path)).await {
+        Err(Fail::Ftp(e)) if *epsv == Epsv::Untried && epsv_refused(&e) => {
+            *epsv = Epsv::Refused;
+            f.set_mode(Mode::Passive);
+            timed(op, f.put_with_stream(path)).await.map_err(classify)?
+        }
+        r => r.map_err(classify)?,
+    };
+    if *epsv == Epsv::Untried {
+        *epsv = Epsv::Works;
+    }
+    let mut buf = vec![0u8; CHUNK];
+    let mut total = 0u64;
+    loop {
+        let n = input
+            .read(&mut buf)
+            .await
+            .map_err(|e| TransferError::local_io("read source", &e))?;
+        if n == 0 {
+            break;
+        }
+        match timeout(op, stream.write_all(&buf[..n])).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(TransferError::new(ErrorCode::ConnectionError, format!("STOR data: {e}"))),
+            Err(_) => return Err(TransferError::timeout("STOR data (stalled)", op.as_secs_f64())),
+        }
+        total += n as u64;
+    }
+    timed(op, stream.finish()).await.map_err(classify)?;
+    Ok(total)
+}
+
+/// How a timed FTP call failed.
+enum Fail {
+    Ftp(FtpError),
+    Timeout,
+}
+
+impl Fail {
+    fn classify(self, op: &str, limit: Duration) -> TransferError {
+        match self {
+            Fail::Ftp(e) => TransferError::ftp(op, e),
+            Fail::Timeout => TransferError::timeout(op, limit.as_secs_f64()),
+        }
+    }
+}
+
+/// Runs an FTP future with a timeout.
+async fn timed<T>(limit: Duration, fut: impl std::future::Future<Output = Result<T, FtpError>>) -> Result<T, Fail> {
+    match timeout(limit, fut).await {
+        Ok(r) => r.map_err(Fail::Ftp),
+        Err(_) => Err(Fail::Timeout),
+    }
+}
