@@ -354,22 +354,23 @@ fn parse_ftp(
         (Some(p), None) | (None, Some(p)) => Secret::new(p.clone()),
         (None, None) => Secret::default(),
     };
+    // None: an invalid value (already reported).
     let tls = match keys.get("tls").map(|t| t.to_ascii_lowercase()) {
-        None => TlsMode::None,
+        None => Some(TlsMode::None),
         Some(t) => match t.as_str() {
-            "none" | "" => TlsMode::None,
-            "explicit" => TlsMode::Explicit,
-            "implicit" => TlsMode::Implicit,
+            "none" | "" => Some(TlsMode::None),
+            "explicit" => Some(TlsMode::Explicit),
+            "implicit" => Some(TlsMode::Implicit),
             _ => {
                 fail(
                     "tls",
                     format!("{t:?} is not a TLS mode (none, explicit or implicit)"),
                 );
-                TlsMode::None
+                None
             }
         },
     };
-    let default_port = if tls == TlsMode::Implicit { 990 } else { 21 };
+    let default_port = if tls == Some(TlsMode::Implicit) { 990 } else { 21 };
     let port = match keys.get("port") {
         None => default_port,
         Some(p) => match p.parse::<u32>() {
@@ -412,7 +413,7 @@ fn parse_ftp(
             fail("tls_ca_file", format!("cannot read {}: {e}", ca.display()));
         }
     }
-    if tls == TlsMode::None && (tls_ca_file.is_some() || tls_insecure) {
+    if tls == Some(TlsMode::None) && (tls_ca_file.is_some() || tls_insecure) {
         fail(
             "tls",
             "tls_ca_file / tls_insecure are set but tls is none: set tls = explicit or implicit"
@@ -426,7 +427,7 @@ fn parse_ftp(
         password,
         passive,
         timeout_seconds,
-        tls,
+        tls: tls.unwrap_or(TlsMode::None),
         tls_ca_file,
         tls_insecure,
         max_sessions,

@@ -467,3 +467,14 @@ fn sources_load_both_files_and_report_both_files_errors() {
         "{none}"
     );
 }
+
+#[test]
+fn the_example_connections_file_parses_up_to_its_production_paths() {
+    // The example names production paths (/etc/ftp-pooler/ca.pem, /data/storage) that do
+    // not exist here: those, and only those, are reported.
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("connections.ini");
+    let errs = errors_of(Registry::load(&example));
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(errs[0].contains("[remote-server-a] tls_ca_file: cannot read /etc/ftp-pooler/ca.pem"), "{errs:#?}");
+    assert!(errs[1].contains("[local] base_path: \"/data/storage\""), "{errs:#?}");
+}

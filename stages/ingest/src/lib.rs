@@ -1,1 +1,68 @@
-//! placeholder
+//! ftp-pooler-ingest: the ingest stage's room, the Kafka consumer.
+//!
+//! Owns the consumer of `kafka.input_topic` in group `kafka.consumer_group`. Invariants:
+//! auto commit and auto offset store are off (pinned in the config crate), so an offset
+//! is committed only by [`commit`], which the stage calls with the end of each partition's
+//! contiguous prefix of published results.
+
+use std::collections::BTreeMap;
+
+use ftp_pooler_config::KafkaSettings;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::{Offset, TopicPartitionList};
+
+/// librdkafka configuration of the task consumer.
+pub fn consumer_config(kafka: &KafkaSettings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    for (k, v) in kafka.consumer_properties() {
+        config.set(k, v);
+    }
+    config
+}
+
+/// A consumer subscribed to the input topic.
+pub fn subscribe(kafka: &KafkaSettings) -> KafkaResult<StreamConsumer> {
+    let consumer: StreamConsumer = consumer_config(kafka).create()?;
+    consumer.subscribe(&[kafka.input_topic.as_str()])?;
+    Ok(consumer)
+}
+
+/// Commits, synchronously, `next_offset` (the first offset *not* yet done) for each
+/// partition of `topic`.
+pub fn commit<C: Consumer>(consumer: &C, topic: &str, next_offsets: &BTreeMap<i32, i64>) -> KafkaResult<()> {
+    if next_offsets.is_empty() {
+        return Ok(());
+    }
+    let mut list = TopicPartitionList::new();
+    for (&partition, &offset) in next_offsets {
+        list.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    }
+    consumer.commit(&list, CommitMode::Sync)
+}
+
+/// The group's committed offsets for `partitions` of `topic` (None: nothing committed).
+pub fn committed<C: Consumer>(
+    consumer: &C,
+    topic: &str,
+    partitions: &[i32],
+    timeout: std::time::Duration,
+) -> KafkaResult<BTreeMap<i32, Option<i64>>> {
+    let mut list = TopicPartitionList::new();
+    for &p in partitions {
+        list.add_partition(topic, p);
+    }
+    let got = consumer.committed_offsets(list, timeout)?;
+    Ok(got
+        .elements()
+        .iter()
+        .map(|e| {
+            let off = match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            };
+            (e.partition(), off)
+        })
+        .collect())
+}

@@ -1,1 +1,247 @@
-//! placeholder
+//! ftp-pooler-testbed: real servers for the tests, on 127.0.0.1 and free ports.
+//!
+//! - [`broker()`]: one Tansu broker per test binary (shared; tests use unique topic and
+//!   group names from [`unique`]), or the external cluster named by
+//!   `FTP_POOLER_TEST_BOOTSTRAP` (so the suite runs against real Apache Kafka too).
+//! - [`FtpServer::start`]: a vsftpd or pyftpdlib server, plain or explicit FTPS, with its
+//!   own root directory, owned by the test and stopped when dropped.
+//!
+//! Servers run through `scripts/testbed/serve` (the same script the dev stack uses), as
+//! children of one long-lived spawner thread with `PR_SET_PDEATHSIG`, so they die with the
+//! test process even when it is killed. Nothing here skips: a server that is not installed
+//! or not reachable panics with what to do (`scripts/testbed/install.sh`).
+
+mod kafka;
+mod process;
+
+pub use kafka::{broker, Broker};
+pub use process::{free_port, free_port_range, unique, workspace_root, ServerProcess};
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ftp_pooler_config::{FtpConnection, Secret, TlsMode};
+
+/// The FTP server programs of the test bed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FtpKind {
+    Vsftpd,
+    Pyftpdlib,
+}
+
+impl FtpKind {
+    pub const ALL: [FtpKind; 2] = [FtpKind::Vsftpd, FtpKind::Pyftpdlib];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FtpKind::Vsftpd => "vsftpd",
+            FtpKind::Pyftpdlib => "pyftpdlib",
+        }
+    }
+}
+
+/// The test account on every FTP server (see scripts/testbed/env.sh).
+pub fn ftp_user() -> String {
+    std::env::var("FTP_POOLER_TEST_FTP_USER").unwrap_or_else(|_| "ftptest".into())
+}
+
+/// The test account's password (a fixture, not a secret).
+pub fn ftp_password() -> String {
+    std::env::var("FTP_POOLER_TEST_FTP_PASSWORD").unwrap_or_else(|_| "ftptest-pw".into())
+}
+
+/// The test bed's folder (binaries, venv, certificates).
+pub fn testbed_dir() -> PathBuf {
+    std::env::var_os("FTP_POOLER_TESTBED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".testbed"))
+}
+
+/// The test CA that signed the FTPS servers' certificate.
+pub fn ca_file() -> PathBuf {
+    let ca = testbed_dir().join("certs/ca.pem");
+    assert!(
+        ca.exists(),
+        "{} is missing: run scripts/testbed/install.sh",
+        ca.display()
+    );
+    ca
+}
+
+/// A running FTP server with its own root directory; stopped when dropped.
+pub struct FtpServer {
+    pub kind: FtpKind,
+    pub port: u16,
+    pub tls: bool,
+    root: tempfile::TempDir,
+    process: Option<ServerProcess>,
+    extra: Vec<String>,
+}
+
+impl FtpServer {
+    /// Starts `kind` (explicit FTPS only, when `tls`) and waits for its 220 greeting.
+    pub fn start(kind: FtpKind, tls: bool) -> FtpServer {
+        Self::start_with(kind, tls, &[])
+    }
+
+    /// As [`FtpServer::start`], with extra vsftpd options (`max_per_ip=2`, ...).
+    pub fn start_with(kind: FtpKind, tls: bool, vsftpd_options: &[&str]) -> FtpServer {
+        assert!(
+            vsftpd_options.is_empty() || kind == FtpKind::Vsftpd,
+            "server options are for vsftpd"
+        );
+        let root = tempfile::Builder::new()
+            .prefix(&format!("ftp-root-{}-", kind.name()))
+            .tempdir()
+            .expect("temp dir for the FTP root");
+        let mut server = FtpServer {
+            kind,
+            port: 0,
+            tls,
+            root,
+            process: None,
+            extra: vsftpd_options.iter().map(|s| s.to_string()).collect(),
+        };
+        server.restart();
+        server
+    }
+
+    /// (Re)starts the server, on the same port as before (a free one the first time).
+    pub fn restart(&mut self) {
+        self.stop();
+        if self.port == 0 {
+            self.port = free_port();
+        }
+        let pasv = free_port_range(16);
+        let mut args: Vec<String> = vec![
+            self.kind.name().into(),
+            self.port.to_string(),
+            pasv.to_string(),
+            (pasv + 15).to_string(),
+            self.root.path().display().to_string(),
+        ];
+        if self.tls {
+            args.push("tls".into());
+        }
+        args.extend(self.extra.iter().cloned());
+        let name = format!("{}:{}", self.kind.name(), self.port);
+        let process = ServerProcess::serve(&name, &args);
+        wait_for_greeting(self.port, &process, Duration::from_secs(20));
+        if self.kind == FtpKind::Vsftpd {
+            chown_to_ftp_user(self.root.path());
+        }
+        self.process = Some(process);
+    }
+
+    /// Kills the server (SIGKILL); its root directory stays.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.kill();
+        }
+    }
+
+    /// The server's root directory on disk (its "/").
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// Writes a file under the root (parents created), readable and replaceable by the
+    /// FTP user.
+    pub fn put(&self, rel: &str, data: &[u8]) -> PathBuf {
+        let path = self.root.path().join(rel.trim_start_matches('/'));
+        let parent = path.parent().expect("a file path has a parent");
+        std::fs::create_dir_all(parent).expect("create dirs under the FTP root");
+        std::fs::write(&path, data).expect("write a file under the FTP root");
+        if self.kind == FtpKind::Vsftpd {
+            let mut dir = parent;
+            while dir.starts_with(self.root.path()) {
+                chown_to_ftp_user(dir);
+                match dir.parent() {
+                    Some(p) => dir = p,
+                    None => break,
+                }
+            }
+            chown_to_ftp_user(&path);
+        }
+        path
+    }
+
+    /// The connection settings a client uses for this server (CA-verified when TLS).
+    pub fn connection(&self) -> FtpConnection {
+        FtpConnection {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            user: ftp_user(),
+            password: Secret::new(ftp_password()),
+            passive: true,
+            timeout_seconds: Some(10),
+            tls: if self.tls { TlsMode::Explicit } else { TlsMode::None },
+            tls_ca_file: self.tls.then(ca_file),
+            tls_insecure: false,
+            max_sessions: None,
+        }
+    }
+
+    /// A `connections.ini` section for this server.
+    pub fn ini_section(&self, id: &str) -> String {
+        let mut s = format!(
+            "[{id}]\ntype = ftp\nhost = 127.0.0.1\nport = {}\nuser = {}\npass = {}\n",
+            self.port,
+            ftp_user(),
+            ftp_password()
+        );
+        if self.tls {
+            s.push_str(&format!("tls = explicit\ntls_ca_file = {}\n", ca_file().display()));
+        }
+        s
+    }
+}
+
+impl Drop for FtpServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn chown_to_ftp_user(path: &Path) {
+    let user = nix::unistd::User::from_name(&ftp_user())
+        .expect("look up the FTP test user")
+        .unwrap_or_else(|| panic!("no system user {}: run scripts/testbed/install.sh", ftp_user()));
+    nix::unistd::chown(path, Some(user.uid), Some(user.gid))
+        .unwrap_or_else(|e| panic!("chown {} to {}: {e}", path.display(), ftp_user()));
+}
+
+/// Waits until the server on `port` answers with its `220` greeting.
+fn wait_for_greeting(port: u16, process: &ServerProcess, limit: Duration) {
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < limit {
+        if let Some(status) = process.exited() {
+            panic!(
+                "{} exited ({status}) before greeting; its output:\n{}",
+                process.name(),
+                process.output()
+            );
+        }
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => {
+                s.set_read_timeout(Some(Duration::from_secs(2))).ok();
+                let mut line = String::new();
+                match BufReader::new(s).read_line(&mut line) {
+                    Ok(_) if line.starts_with("220") => return,
+                    Ok(_) => last = format!("greeting {line:?}"),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!(
+        "{} gave no 220 greeting on 127.0.0.1:{port} within {limit:?} (last: {last}); output:\n{}",
+        process.name(),
+        process.output()
+    );
+}
