@@ -31,7 +31,9 @@ fn summary(c: &Config) -> String {
     let config_file = c
         .config_file
         .as_ref()
-        .map_or("(built-in defaults)".to_string(), |p| p.display().to_string());
+        .map_or("(built-in defaults)".to_string(), |p| {
+            p.display().to_string()
+        });
     out.push_str(&format!("config:       {config_file}\n"));
     out.push_str(&format!("connections:  {}\n", c.connections_file.display()));
     out.push_str(&format!(

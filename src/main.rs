@@ -13,7 +13,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "ftp-pooler", version, about = "Moves files between FTP/FTPS servers and local storage, driven by Kafka")]
+#[command(
+    name = "ftp-pooler",
+    version,
+    about = "Moves files between FTP/FTPS servers and local storage, driven by Kafka"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -370,7 +370,11 @@ fn parse_ftp(
             }
         },
     };
-    let default_port = if tls == Some(TlsMode::Implicit) { 990 } else { 21 };
+    let default_port = if tls == Some(TlsMode::Implicit) {
+        990
+    } else {
+        21
+    };
     let port = match keys.get("port") {
         None => default_port,
         Some(p) => match p.parse::<u32>() {

@@ -475,6 +475,12 @@ fn the_example_connections_file_parses_up_to_its_production_paths() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("connections.ini");
     let errs = errors_of(Registry::load(&example));
     assert_eq!(errs.len(), 2, "{errs:#?}");
-    assert!(errs[0].contains("[remote-server-a] tls_ca_file: cannot read /etc/ftp-pooler/ca.pem"), "{errs:#?}");
-    assert!(errs[1].contains("[local] base_path: \"/data/storage\""), "{errs:#?}");
+    assert!(
+        errs[0].contains("[remote-server-a] tls_ca_file: cannot read /etc/ftp-pooler/ca.pem"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[1].contains("[local] base_path: \"/data/storage\""),
+        "{errs:#?}"
+    );
 }

@@ -31,7 +31,11 @@ pub fn subscribe(kafka: &KafkaSettings) -> KafkaResult<StreamConsumer> {
 
 /// Commits, synchronously, `next_offset` (the first offset *not* yet done) for each
 /// partition of `topic`.
-pub fn commit<C: Consumer>(consumer: &C, topic: &str, next_offsets: &BTreeMap<i32, i64>) -> KafkaResult<()> {
+pub fn commit<C: Consumer>(
+    consumer: &C,
+    topic: &str,
+    next_offsets: &BTreeMap<i32, i64>,
+) -> KafkaResult<()> {
     if next_offsets.is_empty() {
         return Ok(());
     }

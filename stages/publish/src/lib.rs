@@ -45,7 +45,12 @@ impl Publisher {
     }
 
     /// Sends one record and waits for Kafka's acknowledgement.
-    pub async fn send(&self, topic: &str, key: Option<&[u8]>, payload: &[u8]) -> Result<Delivered, KafkaError> {
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+    ) -> Result<Delivered, KafkaError> {
         let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
         if let Some(key) = key {
             record = record.key(key);
@@ -69,13 +74,22 @@ impl Publisher {
 
     /// Publishes a result (keyed by task_id) and waits for the acknowledgement.
     pub async fn publish_result(&self, result: &TransferResult) -> Result<Delivered, KafkaError> {
-        self.send(self.topic_for(result), Some(result.task_id.as_bytes()), &result.to_json())
-            .await
+        self.send(
+            self.topic_for(result),
+            Some(result.task_id.as_bytes()),
+            &result.to_json(),
+        )
+        .await
     }
 
     /// Publishes a DLQ record under the original message's key.
-    pub async fn publish_dlq(&self, record: &DlqRecord, original_key: Option<&[u8]>) -> Result<Delivered, KafkaError> {
-        self.send(&self.dlq_topic, original_key, &record.to_json()).await
+    pub async fn publish_dlq(
+        &self,
+        record: &DlqRecord,
+        original_key: Option<&[u8]>,
+    ) -> Result<Delivered, KafkaError> {
+        self.send(&self.dlq_topic, original_key, &record.to_json())
+            .await
     }
 
     /// Waits for every outstanding record to be acknowledged.

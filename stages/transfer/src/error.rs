@@ -5,7 +5,8 @@
 //! `CONNECTION_ERROR`; local disk errors are `IO_ERROR`; timeouts `TRANSFER_TIMEOUT`.
 
 use ftp_pooler_contract::ErrorCode;
-use suppaftp::{FtpError, Status};
+use suppaftp::types::Response;
+use suppaftp::FtpError;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
@@ -25,14 +26,19 @@ impl TransferError {
     /// A local file-system failure (reading the source or writing the destination).
     pub fn local_io(what: &str, e: &std::io::Error) -> Self {
         let code = match e.kind() {
-            std::io::ErrorKind::NotFound if what.starts_with("open source") => ErrorCode::FileNotFound,
+            std::io::ErrorKind::NotFound if what.starts_with("open source") => {
+                ErrorCode::FileNotFound
+            }
             _ => ErrorCode::IoError,
         };
         TransferError::new(code, format!("{what}: {e}"))
     }
 
     pub fn timeout(what: &str, secs: f64) -> Self {
-        TransferError::new(ErrorCode::TransferTimeout, format!("{what}: no answer within {secs:.0} s"))
+        TransferError::new(
+            ErrorCode::TransferTimeout,
+            format!("{what}: no answer within {secs:.0} s"),
+        )
     }
 
     /// Classifies an FTP error; `op` names the command for the message and decides
@@ -45,22 +51,36 @@ impl TransferError {
             FtpError::ConnectionError(_) | FtpError::SecureError(_) | FtpError::BadResponse => {
                 ErrorCode::ConnectionError
             }
-            FtpError::InvalidAddress(_) | FtpError::DataConnectionAlreadyOpen => ErrorCode::ConnectionError,
-            FtpError::UnexpectedResponse(r) => match r.status {
-                Status::NotLoggedIn => ErrorCode::AuthError,
-                Status::FileUnavailable if op == "RETR" || op == "SIZE" => ErrorCode::FileNotFound,
-                s if (400..500).contains(&s.code()) => ErrorCode::ConnectionError,
+            FtpError::InvalidAddress(_) | FtpError::DataConnectionAlreadyOpen => {
+                ErrorCode::ConnectionError
+            }
+            FtpError::UnexpectedResponse(r) => match reply_code(r) {
+                530 => ErrorCode::AuthError,
+                550 if op == "RETR" || op == "SIZE" => ErrorCode::FileNotFound,
+                // 4xx: transient (421 service closing, 425 no data connection, ...);
+                // 522: the server wants TLS where we spoke plain.
+                400..=499 | 522 => ErrorCode::ConnectionError,
                 _ => ErrorCode::UnknownError,
             },
         };
         let detail = match &e {
-            FtpError::UnexpectedResponse(r) => format!(
-                "{} {}",
-                r.status.code(),
-                String::from_utf8_lossy(&r.body).trim()
-            ),
+            FtpError::UnexpectedResponse(r) => String::from_utf8_lossy(&r.body).trim().to_string(),
             other => other.to_string(),
         };
         TransferError::new(code, format!("{op}: {detail}"))
+    }
+}
+
+/// The reply's numeric code; suppaftp maps codes it does not know (522, ...) to 0, so
+/// fall back to the digits the reply starts with.
+pub(crate) fn reply_code(r: &Response) -> u32 {
+    match r.status.code() {
+        0 => r
+            .body
+            .get(..3)
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0),
+        code => code,
     }
 }

@@ -19,7 +19,7 @@ use suppaftp::tokio::{
     AsyncFtpStream, AsyncRustlsConnector, AsyncRustlsFtpStream, ImplAsyncFtpStream, TokioTlsStream,
 };
 use suppaftp::types::FileType;
-use suppaftp::{FtpError, Mode};
+use suppaftp::{FtpError, Mode, Status};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -43,7 +43,9 @@ pub struct SessionOptions {
 impl SessionOptions {
     /// The connection's own `timeout`, else `transfer.connect_timeout_seconds`, for both.
     pub fn for_connection(conn: &FtpConnection, transfer: &TransferSettings) -> Self {
-        let secs = conn.timeout_seconds.unwrap_or(transfer.connect_timeout_seconds);
+        let secs = conn
+            .timeout_seconds
+            .unwrap_or(transfer.connect_timeout_seconds);
         SessionOptions {
             connect_timeout: Duration::from_secs(secs),
             op_timeout: Duration::from_secs(secs),
@@ -103,14 +105,15 @@ impl FtpSession {
     ) -> Result<FtpSession, TransferError> {
         let deadline = opts.connect_timeout;
         let secs = deadline.as_secs_f64();
-        let ftp = timeout(deadline, open(conn, tls))
-            .await
-            .map_err(|_| {
-                TransferError::new(
-                    ErrorCode::ConnectionError,
-                    format!("connect {}:{}: no answer within {secs:.0} s", conn.host, conn.port),
-                )
-            })??;
+        let ftp = timeout(deadline, open(conn, tls)).await.map_err(|_| {
+            TransferError::new(
+                ErrorCode::ConnectionError,
+                format!(
+                    "connect {}:{}: no answer within {secs:.0} s",
+                    conn.host, conn.port
+                ),
+            )
+        })??;
         let mut session = FtpSession {
             ftp,
             home: String::from("/"),
@@ -120,12 +123,22 @@ impl FtpSession {
         };
         let user = conn.user.clone();
         let password: Secret = conn.password.clone();
+        let implicit = conn.tls == TlsMode::Implicit;
         let login = async {
             with_ftp!(session, f => f.login(user.as_str(), password.expose()).await)
                 .map_err(|e| TransferError::ftp("login", e))?;
+            if implicit {
+                // suppaftp sends PBSZ/PROT only for explicit TLS; data must be private here
+                // too. After login: vsftpd forgets a PROT P given before it.
+                for cmd in ["PBSZ 0", "PROT P"] {
+                    with_ftp!(session, f => f.custom_command(cmd, &[Status::CommandOk]).await)
+                        .map_err(|e| TransferError::ftp(cmd, e))?;
+                }
+            }
             with_ftp!(session, f => f.transfer_type(FileType::Binary).await)
                 .map_err(|e| TransferError::ftp("TYPE I", e))?;
-            let home = with_ftp!(session, f => f.pwd().await).map_err(|e| TransferError::ftp("PWD", e))?;
+            let home =
+                with_ftp!(session, f => f.pwd().await).map_err(|e| TransferError::ftp("PWD", e))?;
             with_ftp!(session, f => {
                 f.set_mode(Mode::ExtendedPassive);
                 f.set_passive_nat_workaround(true);
@@ -140,7 +153,10 @@ impl FtpSession {
             Ok(Err(e)) => Err(e),
             Err(_) => Err(TransferError::new(
                 ErrorCode::ConnectionError,
-                format!("login to {}:{}: no answer within {secs:.0} s", conn.host, conn.port),
+                format!(
+                    "login to {}:{}: no answer within {secs:.0} s",
+                    conn.host, conn.port
+                ),
             )),
         }
     }
@@ -205,7 +221,8 @@ impl FtpSession {
         for part in dir.split('/').filter(|p| !p.is_empty()) {
             prefix.push('/');
             prefix.push_str(part);
-            let r = with_ftp!(self, f => timed(self.opts.op_timeout, f.mkdir(prefix.as_str())).await);
+            let r =
+                with_ftp!(self, f => timed(self.opts.op_timeout, f.mkdir(prefix.as_str())).await);
             match self.settle("MKD", r, false) {
                 Ok(()) => {}
                 // 550/521: exists (or not allowed here: the upload that follows will say).
@@ -217,7 +234,11 @@ impl FtpSession {
     }
 
     /// RETR `path` into `out`, streaming; returns the bytes written. Any failure poisons.
-    pub async fn download<W: AsyncWrite + Unpin>(&mut self, path: &str, out: &mut W) -> Result<u64, TransferError> {
+    pub async fn download<W: AsyncWrite + Unpin>(
+        &mut self,
+        path: &str,
+        out: &mut W,
+    ) -> Result<u64, TransferError> {
         let path = self.remote_path(path)?;
         self.guard("RETR")?;
         let op = self.opts.op_timeout;
@@ -229,7 +250,11 @@ impl FtpSession {
     }
 
     /// STOR `in` to `path`, streaming; returns the bytes sent. Any failure poisons.
-    pub async fn upload<R: AsyncRead + Unpin>(&mut self, input: &mut R, path: &str) -> Result<u64, TransferError> {
+    pub async fn upload<R: AsyncRead + Unpin>(
+        &mut self,
+        input: &mut R,
+        path: &str,
+    ) -> Result<u64, TransferError> {
         let path = self.remote_path(path)?;
         self.guard("STOR")?;
         let op = self.opts.op_timeout;
@@ -249,7 +274,10 @@ impl FtpSession {
 
     fn guard(&self, op: &str) -> Result<(), TransferError> {
         if self.poisoned {
-            Err(TransferError::new(ErrorCode::ConnectionError, format!("{op}: session is no longer usable")))
+            Err(TransferError::new(
+                ErrorCode::ConnectionError,
+                format!("{op}: session is no longer usable"),
+            ))
         } else {
             Ok(())
         }
@@ -258,7 +286,12 @@ impl FtpSession {
     /// Maps a timed call's outcome, poisoning the session when the channel may be out of
     /// step: always after a timeout or an I/O error, after an unexpected reply only when
     /// `poison_on_reply`.
-    fn settle<T>(&mut self, op: &str, r: Result<T, Fail>, poison_on_reply: bool) -> Result<T, TransferError> {
+    fn settle<T>(
+        &mut self,
+        op: &str,
+        r: Result<T, Fail>,
+        poison_on_reply: bool,
+    ) -> Result<T, TransferError> {
         r.map_err(|fail| {
             if poison_on_reply || !matches!(fail, Fail::Ftp(FtpError::UnexpectedResponse(_))) {
                 self.poisoned = true;
@@ -273,7 +306,10 @@ async fn open(conn: &FtpConnection, tls: Option<&TlsContext>) -> Result<Ftp, Tra
     let refused = |e: FtpError| TransferError::ftp(&format!("connect {addr}"), e);
     let connector = || {
         let ctx = tls.ok_or_else(|| {
-            TransferError::new(ErrorCode::UnknownError, "FTPS connection without a TLS context")
+            TransferError::new(
+                ErrorCode::UnknownError,
+                "FTPS connection without a TLS context",
+            )
         })?;
         let config = Arc::new(ctx.client_config());
         Ok::<_, TransferError>(AsyncRustlsConnector::from(
@@ -283,11 +319,17 @@ async fn open(conn: &FtpConnection, tls: Option<&TlsContext>) -> Result<Ftp, Tra
     match conn.tls {
         TlsMode::None => {
             let tcp = tcp(&addr).await?;
-            Ok(Ftp::Plain(AsyncFtpStream::connect_with_stream(tcp).await.map_err(refused)?))
+            Ok(Ftp::Plain(
+                AsyncFtpStream::connect_with_stream(tcp)
+                    .await
+                    .map_err(refused)?,
+            ))
         }
         TlsMode::Explicit => {
             let tcp = tcp(&addr).await?;
-            let ftp = ImplAsyncFtpStream::connect_with_stream(tcp).await.map_err(refused)?;
+            let ftp = ImplAsyncFtpStream::connect_with_stream(tcp)
+                .await
+                .map_err(refused)?;
             let ftp = ftp
                 .into_secure(connector()?, &conn.host)
                 .await
@@ -295,25 +337,29 @@ async fn open(conn: &FtpConnection, tls: Option<&TlsContext>) -> Result<Ftp, Tra
             Ok(Ftp::Tls(ftp))
         }
         TlsMode::Implicit => {
-            let ftp = ImplAsyncFtpStream::connect_secure_implicit(addr.as_str(), connector()?, &conn.host)
-                .await
-                .map_err(refused)?;
+            let ftp = ImplAsyncFtpStream::connect_secure_implicit(
+                addr.as_str(),
+                connector()?,
+                &conn.host,
+            )
+            .await
+            .map_err(refused)?;
             Ok(Ftp::Tls(ftp))
         }
     }
 }
 
 async fn tcp(addr: &str) -> Result<TcpStream, TransferError> {
-    let s = TcpStream::connect(addr)
-        .await
-        .map_err(|e| TransferError::new(ErrorCode::ConnectionError, format!("connect {addr}: {e}")))?;
+    let s = TcpStream::connect(addr).await.map_err(|e| {
+        TransferError::new(ErrorCode::ConnectionError, format!("connect {addr}: {e}"))
+    })?;
     let _ = s.set_nodelay(true);
     Ok(s)
 }
 
 /// True when a reply to EPSV means "not supported" (switch to PASV).
 fn epsv_refused(e: &FtpError) -> bool {
-    matches!(e, FtpError::UnexpectedResponse(r) if matches!(r.status.code(), 500 | 501 | 502))
+    matches!(e, FtpError::UnexpectedResponse(r) if matches!(crate::error::reply_code(r), 500 | 501 | 502))
 }
 
 async fn retr<T, W>(
@@ -344,8 +390,18 @@ where
     loop {
         let n = match timeout(op, stream.read(&mut buf)).await {
             Ok(Ok(n)) => n,
-            Ok(Err(e)) => return Err(TransferError::new(ErrorCode::ConnectionError, format!("RETR data: {e}"))),
-            Err(_) => return Err(TransferError::timeout("RETR data (stalled)", op.as_secs_f64())),
+            Ok(Err(e)) => {
+                return Err(TransferError::new(
+                    ErrorCode::ConnectionError,
+                    format!("RETR data: {e}"),
+                ))
+            }
+            Err(_) => {
+                return Err(TransferError::timeout(
+                    "RETR data (stalled)",
+                    op.as_secs_f64(),
+                ))
+            }
         };
         if n == 0 {
             break;
@@ -397,8 +453,18 @@ where
         }
         match timeout(op, stream.write_all(&buf[..n])).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(TransferError::new(ErrorCode::ConnectionError, format!("STOR data: {e}"))),
-            Err(_) => return Err(TransferError::timeout("STOR data (stalled)", op.as_secs_f64())),
+            Ok(Err(e)) => {
+                return Err(TransferError::new(
+                    ErrorCode::ConnectionError,
+                    format!("STOR data: {e}"),
+                ))
+            }
+            Err(_) => {
+                return Err(TransferError::timeout(
+                    "STOR data (stalled)",
+                    op.as_secs_f64(),
+                ))
+            }
         }
         total += n as u64;
     }
@@ -422,7 +488,10 @@ impl Fail {
 }
 
 /// Runs an FTP future with a timeout.
-async fn timed<T>(limit: Duration, fut: impl std::future::Future<Output = Result<T, FtpError>>) -> Result<T, Fail> {
+async fn timed<T>(
+    limit: Duration,
+    fut: impl std::future::Future<Output = Result<T, FtpError>>,
+) -> Result<T, Fail> {
     match timeout(limit, fut).await {
         Ok(r) => r.map_err(Fail::Ftp),
         Err(_) => Err(Fail::Timeout),

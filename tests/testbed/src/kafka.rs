@@ -33,7 +33,10 @@ pub fn broker() -> &'static Broker {
             _ => Broker::start_tansu(),
         };
         if let Err(e) = broker.check(Duration::from_secs(30)) {
-            panic!("the test broker at {} is not reachable: {e}", broker.bootstrap);
+            panic!(
+                "the test broker at {} is not reachable: {e}",
+                broker.bootstrap
+            );
         }
         broker
     })
@@ -48,7 +51,10 @@ impl Broker {
             tansu.display()
         );
         let port = free_port();
-        let process = ServerProcess::serve(&format!("tansu:{port}"), &["broker".into(), port.to_string()]);
+        let process = ServerProcess::serve(
+            &format!("tansu:{port}"),
+            &["broker".into(), port.to_string()],
+        );
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Some(status) = process.exited() {

@@ -75,6 +75,8 @@ pub struct FtpServer {
     pub kind: FtpKind,
     pub port: u16,
     pub tls: bool,
+    /// Implicit FTPS (TLS from the first byte; vsftpd only).
+    pub implicit: bool,
     root: tempfile::TempDir,
     process: Option<ServerProcess>,
     extra: Vec<String>,
@@ -84,6 +86,11 @@ impl FtpServer {
     /// Starts `kind` (explicit FTPS only, when `tls`) and waits for its 220 greeting.
     pub fn start(kind: FtpKind, tls: bool) -> FtpServer {
         Self::start_with(kind, tls, &[])
+    }
+
+    /// vsftpd serving implicit FTPS (TLS from the first byte).
+    pub fn start_implicit() -> FtpServer {
+        Self::start_with(FtpKind::Vsftpd, true, &["implicit_ssl=YES"])
     }
 
     /// As [`FtpServer::start`], with extra vsftpd options (`max_per_ip=2`, ...).
@@ -100,6 +107,7 @@ impl FtpServer {
             kind,
             port: 0,
             tls,
+            implicit: vsftpd_options.contains(&"implicit_ssl=YES"),
             root,
             process: None,
             extra: vsftpd_options.iter().map(|s| s.to_string()).collect(),
@@ -128,7 +136,8 @@ impl FtpServer {
         args.extend(self.extra.iter().cloned());
         let name = format!("{}:{}", self.kind.name(), self.port);
         let process = ServerProcess::serve(&name, &args);
-        wait_for_greeting(self.port, &process, Duration::from_secs(20));
+        // An implicit-TLS server greets only after the handshake: wait for its port.
+        wait_for_greeting(self.port, &process, Duration::from_secs(20), !self.implicit);
         if self.kind == FtpKind::Vsftpd {
             chown_to_ftp_user(self.root.path());
         }
@@ -177,7 +186,11 @@ impl FtpServer {
             password: Secret::new(ftp_password()),
             passive: true,
             timeout_seconds: Some(10),
-            tls: if self.tls { TlsMode::Explicit } else { TlsMode::None },
+            tls: match (self.tls, self.implicit) {
+                (false, _) => TlsMode::None,
+                (true, false) => TlsMode::Explicit,
+                (true, true) => TlsMode::Implicit,
+            },
             tls_ca_file: self.tls.then(ca_file),
             tls_insecure: false,
             max_sessions: None,
@@ -193,7 +206,15 @@ impl FtpServer {
             ftp_password()
         );
         if self.tls {
-            s.push_str(&format!("tls = explicit\ntls_ca_file = {}\n", ca_file().display()));
+            let mode = if self.implicit {
+                "implicit"
+            } else {
+                "explicit"
+            };
+            s.push_str(&format!(
+                "tls = {mode}\ntls_ca_file = {}\n",
+                ca_file().display()
+            ));
         }
         s
     }
@@ -208,13 +229,19 @@ impl Drop for FtpServer {
 fn chown_to_ftp_user(path: &Path) {
     let user = nix::unistd::User::from_name(&ftp_user())
         .expect("look up the FTP test user")
-        .unwrap_or_else(|| panic!("no system user {}: run scripts/testbed/install.sh", ftp_user()));
+        .unwrap_or_else(|| {
+            panic!(
+                "no system user {}: run scripts/testbed/install.sh",
+                ftp_user()
+            )
+        });
     nix::unistd::chown(path, Some(user.uid), Some(user.gid))
         .unwrap_or_else(|e| panic!("chown {} to {}: {e}", path.display(), ftp_user()));
 }
 
-/// Waits until the server on `port` answers with its `220` greeting.
-fn wait_for_greeting(port: u16, process: &ServerProcess, limit: Duration) {
+/// Waits until the server on `port` answers with its `220` greeting (or, when not
+/// `greets`, just accepts connections).
+fn wait_for_greeting(port: u16, process: &ServerProcess, limit: Duration, greets: bool) {
     let start = Instant::now();
     let mut last = String::new();
     while start.elapsed() < limit {
@@ -226,6 +253,7 @@ fn wait_for_greeting(port: u16, process: &ServerProcess, limit: Duration) {
             );
         }
         match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(_) if !greets => return,
             Ok(s) => {
                 s.set_read_timeout(Some(Duration::from_secs(2))).ok();
                 let mut line = String::new();

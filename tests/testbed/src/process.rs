@@ -70,7 +70,11 @@ impl ServerProcess {
             });
         }
         let (tx, rx) = channel();
-        spawner().lock().unwrap().send((cmd, tx)).expect("spawner thread alive");
+        spawner()
+            .lock()
+            .unwrap()
+            .send((cmd, tx))
+            .expect("spawner thread alive");
         let child = rx
             .recv()
             .expect("spawner replies")

@@ -1,0 +1,216 @@
+//! The project's FTP code against real FTP servers: vsftpd and pyftpdlib, each plain and
+//! with explicit FTPS (vsftpd requires TLS session reuse on the data channel). Log in,
+//! upload, rename, size, download, delete; and the failures that map to error codes.
+
+use ftp_pooler_config::{TlsMode, TransferSettings};
+use ftp_pooler_contract::ErrorCode;
+use ftp_pooler_testbed::{FtpKind, FtpServer};
+use ftp_pooler_transfer::tls::TlsContext;
+use ftp_pooler_transfer::{FtpSession, SessionOptions};
+use sha2::{Digest, Sha256};
+
+fn payload(len: usize, seed: u8) -> Vec<u8> {
+    // Not text: CR/LF bytes would be mangled by an ASCII-mode transfer.
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
+        .collect()
+}
+
+fn sha(data: &[u8]) -> Vec<u8> {
+    Sha256::digest(data).to_vec()
+}
+
+async fn session(server: &FtpServer) -> FtpSession {
+    let conn = server.connection();
+    let tls = (conn.tls != TlsMode::None).then(|| TlsContext::for_connection(&conn).unwrap());
+    let opts = SessionOptions::for_connection(&conn, &TransferSettings::default());
+    FtpSession::connect(&conn, tls.as_ref(), opts)
+        .await
+        .unwrap_or_else(|e| panic!("{} (tls={}) login: {e}", server.kind.name(), server.tls))
+}
+
+/// Upload to a temporary name in a new nested directory, rename into place, check SIZE,
+/// download it back, and download a file placed on the server; all on one session.
+async fn round_trip(kind: FtpKind, tls: bool) {
+    let server = FtpServer::start(kind, tls);
+    let label = format!("{} tls={tls}", kind.name());
+    let mut s = session(&server).await;
+
+    let up = payload(300_000, 7);
+    s.mkdir_all("/in/deep/er").await.unwrap();
+    let sent = s
+        .upload(&mut up.as_slice(), "/in/deep/er/.file.bin.tmp")
+        .await
+        .unwrap();
+    assert_eq!(sent, up.len() as u64, "{label}");
+    s.rename("/in/deep/er/.file.bin.tmp", "/in/deep/er/file.bin")
+        .await
+        .unwrap();
+    assert_eq!(
+        s.size("/in/deep/er/file.bin").await.unwrap(),
+        up.len() as u64,
+        "{label}"
+    );
+    let on_disk = std::fs::read(server.root().join("in/deep/er/file.bin")).unwrap();
+    assert_eq!(sha(&on_disk), sha(&up), "{label}: uploaded bytes");
+    assert!(
+        !server.root().join("in/deep/er/.file.bin.tmp").exists(),
+        "{label}"
+    );
+
+    let mut back = Vec::new();
+    let got = s.download("in/deep/er/file.bin", &mut back).await.unwrap(); // relative path
+    assert_eq!(got, up.len() as u64, "{label}");
+    assert_eq!(sha(&back), sha(&up), "{label}: downloaded bytes");
+
+    let placed = payload(70_000, 99);
+    server.put("/out/a.bin", &placed);
+    for _ in 0..3 {
+        let mut buf = Vec::new();
+        s.download("/out/a.bin", &mut buf).await.unwrap();
+        assert_eq!(sha(&buf), sha(&placed), "{label}: reused session downloads");
+    }
+    let mut empty = Vec::new();
+    server.put("/out/empty", b"");
+    assert_eq!(
+        s.download("/out/empty", &mut empty).await.unwrap(),
+        0,
+        "{label}"
+    );
+
+    s.delete("/in/deep/er/file.bin").await.unwrap();
+    assert!(
+        !server.root().join("in/deep/er/file.bin").exists(),
+        "{label}"
+    );
+    s.noop().await.unwrap();
+    assert!(!s.is_poisoned(), "{label}");
+    s.quit().await;
+}
+
+#[tokio::test]
+async fn vsftpd_plain() {
+    round_trip(FtpKind::Vsftpd, false).await;
+}
+
+#[tokio::test]
+async fn vsftpd_explicit_ftps_with_required_session_reuse() {
+    round_trip(FtpKind::Vsftpd, true).await;
+}
+
+#[tokio::test]
+async fn pyftpdlib_plain() {
+    round_trip(FtpKind::Pyftpdlib, false).await;
+}
+
+#[tokio::test]
+async fn pyftpdlib_explicit_ftps() {
+    round_trip(FtpKind::Pyftpdlib, true).await;
+}
+
+#[tokio::test]
+async fn wrong_password_is_auth_error() {
+    for kind in FtpKind::ALL {
+        let server = FtpServer::start(kind, false);
+        let mut conn = server.connection();
+        conn.password = ftp_pooler_config::Secret::new("wrong-password");
+        let opts = SessionOptions::for_connection(&conn, &TransferSettings::default());
+        let err = FtpSession::connect(&conn, None, opts).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::AuthError, "{}: {err}", kind.name());
+        assert!(!err.message.contains("wrong-password"), "{}", err.message);
+    }
+}
+
+#[tokio::test]
+async fn missing_file_is_file_not_found_and_keeps_nothing() {
+    for kind in FtpKind::ALL {
+        let server = FtpServer::start(kind, false);
+        let mut s = session(&server).await;
+        let mut sink = Vec::new();
+        let err = s.download("/no/such/file", &mut sink).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::FileNotFound, "{}: {err}", kind.name());
+        assert!(sink.is_empty());
+        let err = s.size("/no/such/file").await.unwrap_err();
+        assert!(
+            matches!(err.code, ErrorCode::FileNotFound),
+            "{}: {err}",
+            kind.name()
+        );
+    }
+}
+
+#[tokio::test]
+async fn untrusted_certificate_fails_unless_insecure_is_chosen() {
+    let server = FtpServer::start(FtpKind::Vsftpd, true);
+    let mut conn = server.connection();
+    conn.tls_ca_file = None; // the test CA is not among the system roots
+    let opts = SessionOptions::for_connection(&conn, &TransferSettings::default());
+    let ctx = TlsContext::for_connection(&conn).unwrap();
+    let err = FtpSession::connect(&conn, Some(&ctx), opts)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::ConnectionError, "{err}");
+    assert!(err.message.to_lowercase().contains("certificate"), "{err}");
+
+    conn.tls_insecure = true;
+    let ctx = TlsContext::for_connection(&conn).unwrap();
+    let mut s = FtpSession::connect(&conn, Some(&ctx), opts).await.unwrap();
+    server.put("/x", b"hello");
+    let mut buf = Vec::new();
+    s.download("/x", &mut buf).await.unwrap();
+    assert_eq!(buf, b"hello");
+}
+
+#[tokio::test]
+async fn plain_login_to_a_tls_only_server_is_refused() {
+    let server = FtpServer::start(FtpKind::Vsftpd, true);
+    let mut conn = server.connection();
+    conn.tls = TlsMode::None;
+    let opts = SessionOptions::for_connection(&conn, &TransferSettings::default());
+    let err = FtpSession::connect(&conn, None, opts).await.unwrap_err();
+    assert!(
+        matches!(err.code, ErrorCode::AuthError | ErrorCode::ConnectionError),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_server_is_a_connection_error_and_poisons_the_session() {
+    let mut server = FtpServer::start(FtpKind::Pyftpdlib, false);
+    let mut s = session(&server).await;
+    server.stop();
+    let mut buf = Vec::new();
+    let err = s.download("/x", &mut buf).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::ConnectionError, "{err}");
+    assert!(s.is_poisoned());
+    let conn = server.connection();
+    let opts = SessionOptions::for_connection(&conn, &TransferSettings::default());
+    let err = FtpSession::connect(&conn, None, opts).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::ConnectionError, "{err}");
+}
+
+#[tokio::test]
+async fn remote_paths_cannot_inject_commands() {
+    let server = FtpServer::start(FtpKind::Vsftpd, false);
+    let mut s = session(&server).await;
+    let mut buf = Vec::new();
+    let err = s.download("/a\r\nDELE /b", &mut buf).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::PathNotAllowed);
+    assert!(!s.is_poisoned());
+}
+
+#[tokio::test]
+async fn vsftpd_implicit_ftps() {
+    let server = FtpServer::start_implicit();
+    let conn = server.connection();
+    assert_eq!(conn.tls, TlsMode::Implicit);
+    let ctx = TlsContext::for_connection(&conn).unwrap();
+    let opts = SessionOptions::for_connection(&conn, &TransferSettings::default());
+    let mut s = FtpSession::connect(&conn, Some(&ctx), opts).await.unwrap();
+    let data = payload(50_000, 3);
+    s.upload(&mut data.as_slice(), "/i.tmp").await.unwrap();
+    s.rename("/i.tmp", "/i.bin").await.unwrap();
+    let mut back = Vec::new();
+    s.download("/i.bin", &mut back).await.unwrap();
+    assert_eq!(sha(&back), sha(&data));
+}
