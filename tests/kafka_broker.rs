@@ -25,7 +25,8 @@ async fn kafka_settings(partitions: i32) -> KafkaSettings {
     k.fail_topic = unique("failures");
     k.dlq_topic = unique("dlq");
     // Tansu: group join takes about half the session timeout.
-    k.consumer_config.insert("session.timeout.ms".into(), "6000".into());
+    k.consumer_config
+        .insert("session.timeout.ms".into(), "6000".into());
     for t in [&k.input_topic, &k.result_topic, &k.fail_topic, &k.dlq_topic] {
         b.create_topic(t, partitions).await;
     }
@@ -33,7 +34,11 @@ async fn kafka_settings(partitions: i32) -> KafkaSettings {
 }
 
 /// Receives `n` messages (or fails after `limit`).
-async fn receive(consumer: &StreamConsumer, n: usize, limit: Duration) -> Vec<(i32, i64, Vec<u8>, Option<Vec<u8>>)> {
+async fn receive(
+    consumer: &StreamConsumer,
+    n: usize,
+    limit: Duration,
+) -> Vec<(i32, i64, Vec<u8>, Option<Vec<u8>>)> {
     let mut out = Vec::new();
     let mut stream = consumer.stream();
     let deadline = tokio::time::Instant::now() + limit;
@@ -69,7 +74,11 @@ async fn consumer_group_with_manual_commits_resumes_where_it_committed() {
             dst_path: format!("/d{i}"),
         };
         let (p, o) = publisher
-            .send(&k.input_topic, Some(task.task_id.as_bytes()), &task.to_json())
+            .send(
+                &k.input_topic,
+                Some(task.task_id.as_bytes()),
+                &task.to_json(),
+            )
             .await
             .unwrap();
         let e = last.entry(p).or_insert(o);
@@ -100,7 +109,13 @@ async fn consumer_group_with_manual_commits_resumes_where_it_committed() {
     }
     ftp_pooler_ingest::commit(&consumer, &k.input_topic, &half).unwrap();
     let partitions: Vec<i32> = per_partition.keys().copied().collect();
-    let committed = ftp_pooler_ingest::committed(&consumer, &k.input_topic, &partitions, Duration::from_secs(10)).unwrap();
+    let committed = ftp_pooler_ingest::committed(
+        &consumer,
+        &k.input_topic,
+        &partitions,
+        Duration::from_secs(10),
+    )
+    .unwrap();
     for (p, next) in &half {
         assert_eq!(committed[p], Some(*next), "partition {p}");
     }
@@ -110,12 +125,21 @@ async fn consumer_group_with_manual_commits_resumes_where_it_committed() {
     let consumer = ftp_pooler_ingest::subscribe(&k).unwrap();
     let rest = receive(&consumer, expect_rest, Duration::from_secs(60)).await;
     for (p, o, _, _) in &rest {
-        assert!(*o >= half[p], "partition {p}: offset {o} was committed already");
+        assert!(
+            *o >= half[p],
+            "partition {p}: offset {o} was committed already"
+        );
     }
     // Commit everything: the end offsets equal the producer's last offsets plus one.
     let end: BTreeMap<i32, i64> = last.iter().map(|(p, o)| (*p, o + 1)).collect();
     ftp_pooler_ingest::commit(&consumer, &k.input_topic, &end).unwrap();
-    let committed = ftp_pooler_ingest::committed(&consumer, &k.input_topic, &partitions, Duration::from_secs(10)).unwrap();
+    let committed = ftp_pooler_ingest::committed(
+        &consumer,
+        &k.input_topic,
+        &partitions,
+        Duration::from_secs(10),
+    )
+    .unwrap();
     for (p, next) in &end {
         assert_eq!(committed[p], Some(*next), "partition {p}");
     }
@@ -125,14 +149,33 @@ async fn consumer_group_with_manual_commits_resumes_where_it_committed() {
 async fn results_and_dlq_records_land_on_their_topics() {
     let k = kafka_settings(1).await;
     let publisher = Publisher::new(&k).unwrap();
-    let task = TransferTask::parse(Some(br#"{"task_id":"ok-1","src_id":"a","src_path":"/x","dst_id":"b","dst_path":"/y"}"#)).unwrap();
-    publisher.publish_result(&TransferResult::success(&task, 5, 1, 1)).await.unwrap();
+    let task = TransferTask::parse(Some(
+        br#"{"task_id":"ok-1","src_id":"a","src_path":"/x","dst_id":"b","dst_path":"/y"}"#,
+    ))
+    .unwrap();
     publisher
-        .publish_result(&TransferResult::failure(&task, ErrorCode::FileNotFound, "550", 1, 1))
+        .publish_result(&TransferResult::success(&task, 5, 1, 1))
+        .await
+        .unwrap();
+    publisher
+        .publish_result(&TransferResult::failure(
+            &task,
+            ErrorCode::FileNotFound,
+            "550",
+            1,
+            1,
+        ))
         .await
         .unwrap();
     let raw = [0xffu8, 0x00, 0x7b];
-    let dlq = DlqRecord::new(&k.input_topic, 0, 9, Some(b"key-9"), Some(&raw), &InvalidMessage("not valid JSON".into()));
+    let dlq = DlqRecord::new(
+        &k.input_topic,
+        0,
+        9,
+        Some(b"key-9"),
+        Some(&raw),
+        &InvalidMessage("not valid JSON".into()),
+    );
     publisher.publish_dlq(&dlq, Some(b"key-9")).await.unwrap();
     publisher.flush(Duration::from_secs(5)).unwrap();
 
@@ -158,9 +201,17 @@ async fn results_and_dlq_records_land_on_their_topics() {
     let dead = read(k.dlq_topic.clone());
     let got = receive(&dead, 1, Duration::from_secs(60)).await;
     let d: DlqRecord = serde_json::from_slice(&got[0].2).unwrap();
-    assert_eq!(d.original_value_bytes().unwrap(), raw, "the whole original value is kept");
+    assert_eq!(
+        d.original_value_bytes().unwrap(),
+        raw,
+        "the whole original value is kept"
+    );
     assert_eq!(d.original_key.as_deref(), Some("key-9"));
-    assert_eq!(got[0].3.as_deref(), Some(&b"key-9"[..]), "under the original key");
+    assert_eq!(
+        got[0].3.as_deref(),
+        Some(&b"key-9"[..]),
+        "under the original key"
+    );
 }
 
 #[test]

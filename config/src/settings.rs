@@ -17,7 +17,7 @@ use crate::error::{ConfigError, ConfigErrors, Place};
 use crate::schema::{self, Shape};
 use crate::ENV_PREFIX;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     pub kafka: KafkaSettings,
@@ -107,23 +107,6 @@ pub struct LoggingSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct ShutdownSettings {
     pub drain_timeout_seconds: u64,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            kafka: KafkaSettings::default(),
-            pool: PoolSettings::default(),
-            transfer: TransferSettings::default(),
-            circuit_breaker: CircuitBreakerSettings::default(),
-            api: ApiSettings::default(),
-            metrics: MetricsSettings::default(),
-            logging: LoggingSettings::default(),
-            shutdown: ShutdownSettings::default(),
-            config_path: None,
-            connections_path: None,
-        }
-    }
 }
 
 impl Default for KafkaSettings {
@@ -406,7 +389,8 @@ fn validate(s: &Settings, at: &dyn Fn(&str) -> Place, errors: &mut ConfigErrors)
     ] {
         for (prop, want) in pins {
             if let Some(v) = map.get(*prop) {
-                if !v.eq_ignore_ascii_case(want) && !(*want == "all" && v == "-1") {
+                let same = v.eq_ignore_ascii_case(want) || (*want == "all" && v == "-1");
+                if !same {
                     bad(
                         map_key,
                         format!("{prop} must stay {want}: the delivery guarantees depend on it"),

@@ -359,7 +359,7 @@ async fn tcp(addr: &str) -> Result<TcpStream, TransferError> {
 
 /// True when a reply to EPSV means "not supported" (switch to PASV).
 fn epsv_refused(e: &FtpError) -> bool {
-    matches!(e, FtpError::UnexpectedResponse(r) if matches!(crate::error::reply_code(r), 500 | 501 | 502))
+    matches!(e, FtpError::UnexpectedResponse(r) if matches!(crate::error::reply_code(r), 500..=502))
 }
 
 async fn retr<T, W>(

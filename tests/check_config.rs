@@ -1,0 +1,114 @@
+//! `ftp-pooler check-config`, as an operator runs it: exit 0 with a summary that shows no
+//! password, or exit 2 with every error, one per line, naming file, section and key.
+
+use std::process::Command;
+
+fn ftp_pooler() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ftp-pooler"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("FTP_POOLER_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+#[test]
+fn valid_files_print_a_summary_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("storage");
+    std::fs::create_dir(&storage).unwrap();
+    let conns = dir.path().join("connections.ini");
+    std::fs::write(
+        &conns,
+        format!("[server-a]\ntype = ftp\nhost = 127.0.0.1\nuser = alice\npass = s3cr3t-pw\n\n[local]\ntype = local\nbase_path = {}\n", storage.display()),
+    )
+    .unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/config.yaml");
+    let out = ftp_pooler()
+        .args(["check-config", "--config", example])
+        .env("FTP_POOLER_CONNECTIONS", &conns)
+        .env("FTP_POOLER_KAFKA__BOOTSTRAP_SERVERS", "k1:9092,k2:9092")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("k1:9092,k2:9092"), "{stdout}");
+    assert!(stdout.contains("server-a"), "{stdout}");
+    assert!(stdout.contains("alice@127.0.0.1:21"), "{stdout}");
+    assert!(stdout.contains(&storage.display().to_string()), "{stdout}");
+    assert!(!stdout.contains("s3cr3t-pw"), "password shown: {stdout}");
+    assert!(stdout.ends_with("configuration ok\n"), "{stdout}");
+}
+
+#[test]
+fn invalid_files_exit_2_with_every_error_one_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        "kafka:\n  max_retries: lots\npool:\n  max_sessions_per_pod: 0\napi: {prot: 1}\n",
+    )
+    .unwrap();
+    let conns = dir.path().join("connections.ini");
+    std::fs::write(&conns, "[a]\ntype = ftp\nhost = h\nuser = u\npass = hunter2\nport = 0\n[b]\ntype = local\nbase_path = rel\n").unwrap();
+    let out = ftp_pooler()
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .arg("--connections")
+        .arg(&conns)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    let c = cfg.display().to_string();
+    let n = conns.display().to_string();
+    for want in [
+        format!("{c}: kafka.max_retries: expected a whole number >= 0, found \"lots\""),
+        format!("{c}: api.prot: unknown key \"prot\" (did you mean \"port\"?)"),
+        format!("{n}: [a] port: \"0\" is not a TCP port (1-65535)"),
+        format!("{n}: [b] base_path: \"rel\" is not an absolute path"),
+    ] {
+        assert!(
+            lines.contains(&want.as_str()),
+            "missing {want:?} in:\n{stderr}"
+        );
+    }
+    assert!(!stderr.contains("hunter2"));
+    assert_eq!(
+        lines.last(),
+        Some(&"configuration invalid: 4 error(s)"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let out = ftp_pooler()
+        .args([
+            "check-config",
+            "--config",
+            "/nonexistent/config.yaml",
+            "--connections",
+            "/nonexistent/connections.ini",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/nonexistent/config.yaml: cannot read"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("/nonexistent/connections.ini: cannot read"),
+        "{stderr}"
+    );
+}
