@@ -172,6 +172,8 @@ const FTP_KEYS: &[&str] = &[
     "max_sessions",
 ];
 const LOCAL_KEYS: &[&str] = &["type", "base_path"];
+/// configparser's section of defaults for every other section.
+const DEFAULT_SECTION: &str = "DEFAULT";
 
 impl Registry {
     /// Reads and validates a connections file.
@@ -201,7 +203,19 @@ impl Registry {
         let mut errors = ConfigErrors::default();
         let mut registry = Registry::default();
         let mut seen = std::collections::HashSet::new();
+        // configparser's [DEFAULT]: its keys are defaults for every section.
+        let defaults: Vec<(String, String)> = ini
+            .section(Some(DEFAULT_SECTION))
+            .map(|p| {
+                p.iter()
+                    .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
         for (section, props) in ini.iter() {
+            if section == Some(DEFAULT_SECTION) {
+                continue;
+            }
             let Some(id) = section else {
                 if let Some((k, _)) = props.iter().next() {
                     errors.push(file_err(format!(
@@ -226,13 +240,19 @@ impl Registry {
                 errors.push(ConfigError::new(place(None), problem));
                 continue;
             }
-            // Keys are case-insensitive; a key given twice is an error.
+            // Keys are case-insensitive; a key given twice is an error. [DEFAULT] keys fill
+            // in what a section does not set (those not known for its type are ignored).
             let mut keys: BTreeMap<String, String> = BTreeMap::new();
+            let mut own = std::collections::HashSet::new();
             for (k, v) in props.iter() {
                 let key = k.trim().to_ascii_lowercase();
-                if keys.insert(key.clone(), v.trim().to_string()).is_some() {
+                keys.insert(key.clone(), v.trim().to_string());
+                if !own.insert(key.clone()) {
                     errors.push(ConfigError::new(place(Some(&key)), "given more than once"));
                 }
+            }
+            for (k, v) in &defaults {
+                keys.entry(k.clone()).or_insert_with(|| v.clone());
             }
             let mut bad = |key: &str, problem: String| {
                 errors.push(ConfigError::new(place(Some(key)), problem))
@@ -242,8 +262,14 @@ impl Registry {
                     bad("type", "missing: set type = ftp or type = local".into());
                     continue;
                 }
-                Some(t) if t == "ftp" => parse_ftp(&keys, &mut bad),
-                Some(t) if t == "local" => parse_local(&keys, &mut bad),
+                Some(t) if t == "ftp" => {
+                    keys.retain(|k, _| own.contains(k) || FTP_KEYS.contains(&k.as_str()));
+                    parse_ftp(&keys, &mut bad)
+                }
+                Some(t) if t == "local" => {
+                    keys.retain(|k, _| own.contains(k) || LOCAL_KEYS.contains(&k.as_str()));
+                    parse_local(&keys, &mut bad)
+                }
                 Some(t) => {
                     bad(
                         "type",
@@ -336,12 +362,10 @@ fn parse_ftp(
             String::new()
         }
     };
+    // As in the Python version: no user means anonymous FTP.
     let user = match keys.get("user").filter(|u| !u.is_empty()) {
         Some(u) => u.clone(),
-        None => {
-            fail("user", "missing: an ftp connection needs user".into());
-            String::new()
-        }
+        None => "anonymous".to_string(),
     };
     let password = match (keys.get("pass"), keys.get("password")) {
         (Some(_), Some(_)) => {

@@ -392,7 +392,6 @@ base_path = /definitely/not/here
         "connections.ini: [c] type: \"sftp\" is not a connection type (ftp or local)",
         "connections.ini: [d] type: missing",
         "connections.ini: [e] host: missing",
-        "connections.ini: [e] user: missing",
         "connections.ini: [e] password: both pass and password are given",
         "connections.ini: [f] base_path: \"/definitely/not/here\": No such file or directory",
     ] {
@@ -435,7 +434,7 @@ fn sources_load_both_files_and_report_both_files_errors() {
         env: vec![],
     };
     let errs = sources.load().unwrap_err();
-    assert_eq!(errs.len(), 3, "{errs}");
+    assert_eq!(errs.len(), 2, "{errs}");
     assert!(matches!(errs.0[0].place, Place::Yaml { .. }));
     assert!(matches!(errs.0[1].place, Place::Ini { .. }));
 
@@ -482,5 +481,57 @@ fn the_example_connections_file_parses_up_to_its_production_paths() {
     assert!(
         errs[1].contains("[local] base_path: \"/data/storage\""),
         "{errs:#?}"
+    );
+}
+
+#[test]
+fn configparser_features_default_section_colon_and_anonymous() {
+    let base = tempfile::tempdir().unwrap();
+    let r = registry(&format!(
+        "
+[DEFAULT]
+user: shared
+pass = shared-pw
+port = 2121
+
+[a]
+type = ftp
+host = h1
+
+[b]
+type = ftp
+host = h2
+user = own
+port = 21
+
+[c]
+type = ftp
+host = h3
+user =
+
+[disk]
+type = local
+base_path = {}
+",
+        base.path().display()
+    ))
+    .unwrap();
+    let a = r.get("a").unwrap().as_ftp().unwrap();
+    assert_eq!(
+        (a.user.as_str(), a.password.expose(), a.port),
+        ("shared", "shared-pw", 2121)
+    );
+    let b = r.get("b").unwrap().as_ftp().unwrap();
+    assert_eq!((b.user.as_str(), b.port), ("own", 21));
+    let c = r.get("c").unwrap().as_ftp().unwrap();
+    assert_eq!(
+        c.user, "anonymous",
+        "no user: anonymous, as in the Python version"
+    );
+    assert!(r.get("DEFAULT").is_none());
+    assert_eq!(
+        r.len(),
+        4,
+        "[DEFAULT] is not a connection; its ftp keys do not trouble [disk]"
     );
 }
