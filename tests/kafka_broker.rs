@@ -58,6 +58,17 @@ async fn receive(
     out
 }
 
+/// The group's committed offsets are exactly `expected` (partition -> next offset).
+fn assert_committed(consumer: &StreamConsumer, topic: &str, expected: &BTreeMap<i32, i64>) {
+    let partitions: Vec<i32> = expected.keys().copied().collect();
+    let committed =
+        ftp_pooler_ingest::committed(consumer, topic, &partitions, Duration::from_secs(10))
+            .unwrap();
+    for (p, next) in expected {
+        assert_eq!(committed[p], Some(*next), "partition {p}");
+    }
+}
+
 #[tokio::test]
 async fn consumer_group_with_manual_commits_resumes_where_it_committed() {
     let k = kafka_settings(3).await;
@@ -108,17 +119,7 @@ async fn consumer_group_with_manual_commits_resumes_where_it_committed() {
         expect_rest += offsets.len() - keep;
     }
     ftp_pooler_ingest::commit(&consumer, &k.input_topic, &half).unwrap();
-    let partitions: Vec<i32> = per_partition.keys().copied().collect();
-    let committed = ftp_pooler_ingest::committed(
-        &consumer,
-        &k.input_topic,
-        &partitions,
-        Duration::from_secs(10),
-    )
-    .unwrap();
-    for (p, next) in &half {
-        assert_eq!(committed[p], Some(*next), "partition {p}");
-    }
+    assert_committed(&consumer, &k.input_topic, &half);
     drop(consumer);
 
     // Second member of the same group: starts from the committed offsets.
@@ -133,16 +134,7 @@ async fn consumer_group_with_manual_commits_resumes_where_it_committed() {
     // Commit everything: the end offsets equal the producer's last offsets plus one.
     let end: BTreeMap<i32, i64> = last.iter().map(|(p, o)| (*p, o + 1)).collect();
     ftp_pooler_ingest::commit(&consumer, &k.input_topic, &end).unwrap();
-    let committed = ftp_pooler_ingest::committed(
-        &consumer,
-        &k.input_topic,
-        &partitions,
-        Duration::from_secs(10),
-    )
-    .unwrap();
-    for (p, next) in &end {
-        assert_eq!(committed[p], Some(*next), "partition {p}");
-    }
+    assert_committed(&consumer, &k.input_topic, &end);
 }
 
 #[tokio::test]

@@ -17,6 +17,7 @@ use ftp_pooler_config::{FtpConnection, Secret, TlsMode, TransferSettings};
 use ftp_pooler_contract::ErrorCode;
 use suppaftp::tokio::{
     AsyncFtpStream, AsyncRustlsConnector, AsyncRustlsFtpStream, ImplAsyncFtpStream, TokioTlsStream,
+    TransferStream,
 };
 use suppaftp::types::FileType;
 use suppaftp::{FtpError, Mode, Status};
@@ -362,6 +363,49 @@ fn epsv_refused(e: &FtpError) -> bool {
     matches!(e, FtpError::UnexpectedResponse(r) if matches!(crate::error::reply_code(r), 500..=502))
 }
 
+#[derive(Clone, Copy)]
+enum DataCmd {
+    Retr,
+    Stor,
+}
+
+/// Opens a data transfer (RETR or STOR): EPSV, or PASV for good once the server has
+/// refused EPSV (a 500-502 reply to it).
+async fn open_data<T>(
+    f: &mut ImplAsyncFtpStream<T>,
+    epsv: &mut Epsv,
+    cmd: DataCmd,
+    path: &str,
+    op: Duration,
+) -> Result<TransferStream<T>, TransferError>
+where
+    T: TokioTlsStream + Send,
+{
+    loop {
+        let opened = match cmd {
+            DataCmd::Retr => timed(op, f.retr_as_stream(path)).await,
+            DataCmd::Stor => timed(op, f.put_with_stream(path)).await,
+        };
+        match opened {
+            Err(Fail::Ftp(e)) if *epsv == Epsv::Untried && epsv_refused(&e) => {
+                *epsv = Epsv::Refused;
+                f.set_mode(Mode::Passive);
+            }
+            opened => {
+                let name = match cmd {
+                    DataCmd::Retr => "RETR",
+                    DataCmd::Stor => "STOR",
+                };
+                let stream = opened.map_err(|fail| fail.classify(name, op))?;
+                if *epsv == Epsv::Untried {
+                    *epsv = Epsv::Works;
+                }
+                return Ok(stream);
+            }
+        }
+    }
+}
+
 async fn retr<T, W>(
     f: &mut ImplAsyncFtpStream<T>,
     epsv: &mut Epsv,
@@ -374,17 +418,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let classify = |fail: Fail| fail.classify("RETR", op);
-    let mut stream = match timed(op, f.retr_as_stream(path)).await {
-        Err(Fail::Ftp(e)) if *epsv == Epsv::Untried && epsv_refused(&e) => {
-            *epsv = Epsv::Refused;
-            f.set_mode(Mode::Passive);
-            timed(op, f.retr_as_stream(path)).await.map_err(classify)?
-        }
-        r => r.map_err(classify)?,
-    };
-    if *epsv == Epsv::Untried {
-        *epsv = Epsv::Works;
-    }
+    let mut stream = open_data(f, epsv, DataCmd::Retr, path, op).await?;
     let mut buf = vec![0u8; CHUNK];
     let mut total = 0u64;
     loop {
@@ -430,17 +464,7 @@ where
     R: AsyncRead + Unpin,
 {
     let classify = |fail: Fail| fail.classify("STOR", op);
-    let mut stream = match timed(op, f.put_with_stream(path)).await {
-        Err(Fail::Ftp(e)) if *epsv == Epsv::Untried && epsv_refused(&e) => {
-            *epsv = Epsv::Refused;
-            f.set_mode(Mode::Passive);
-            timed(op, f.put_with_stream(path)).await.map_err(classify)?
-        }
-        r => r.map_err(classify)?,
-    };
-    if *epsv == Epsv::Untried {
-        *epsv = Epsv::Works;
-    }
+    let mut stream = open_data(f, epsv, DataCmd::Stor, path, op).await?;
     let mut buf = vec![0u8; CHUNK];
     let mut total = 0u64;
     loop {
