@@ -18,8 +18,8 @@ pub use connections::{
 };
 pub use error::{ConfigError, ConfigErrors, Place};
 pub use settings::{
-    ApiSettings, CircuitBreakerSettings, KafkaSettings, LoggingSettings, MetricsSettings,
-    PoolSettings, Settings, ShutdownSettings, TransferSettings,
+    is_secret_property, ApiSettings, CircuitBreakerSettings, KafkaSettings, LoggingSettings,
+    MetricsSettings, PoolSettings, Settings, ShutdownSettings, TransferSettings,
 };
 
 use std::path::{Path, PathBuf};

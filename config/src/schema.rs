@@ -51,7 +51,7 @@ impl Shape {
         }
     }
 
-    fn keys(&self) -> Vec<&str> {
+    pub(crate) fn keys(&self) -> Vec<&str> {
         match self {
             Shape::Section(fields) => fields.iter().map(|(k, _)| k.as_str()).collect(),
             _ => Vec::new(),

@@ -34,7 +34,8 @@ pub struct Settings {
     pub connections_path: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `Debug` hides the values of secret librdkafka properties (see [`is_secret_property`]).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaSettings {
     pub bootstrap_servers: Vec<String>,
@@ -193,6 +194,45 @@ impl Default for ShutdownSettings {
     }
 }
 
+impl std::fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redact = |map: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+            map.iter()
+                .map(|(k, v)| {
+                    let v = if is_secret_property(k) {
+                        "***".to_string()
+                    } else {
+                        v.clone()
+                    };
+                    (k.clone(), v)
+                })
+                .collect()
+        };
+        f.debug_struct("KafkaSettings")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("consumer_group", &self.consumer_group)
+            .field("input_topic", &self.input_topic)
+            .field("result_topic", &self.result_topic)
+            .field("fail_topic", &self.fail_topic)
+            .field("dlq_topic", &self.dlq_topic)
+            .field("max_retries", &self.max_retries)
+            .field("base_backoff_ms", &self.base_backoff_ms)
+            .field("max_backoff_ms", &self.max_backoff_ms)
+            .field("consumer_config", &redact(&self.consumer_config))
+            .field("producer_config", &redact(&self.producer_config))
+            .finish()
+    }
+}
+
+/// librdkafka properties that hold secrets (`sasl.password`, `ssl.key.password`,
+/// `sasl.oauthbearer.client.secret`, ...): never shown.
+pub fn is_secret_property(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["password", "secret", "pem", "credentials", "token"]
+        .iter()
+        .any(|w| n.contains(w))
+}
+
 /// librdkafka properties the delivery guarantees rest on, and the only value allowed.
 const PINNED_CONSUMER: &[(&str, &str)] = &[
     ("enable.auto.commit", "false"),
@@ -263,38 +303,54 @@ pub(crate) fn load(
         None => Value::Mapping(Default::default()),
     };
 
-    for (var, text) in env {
-        let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
-            continue;
-        };
-        if !rest.contains("__") {
-            continue; // FTP_POOLER_CONFIG, FTP_POOLER_CONNECTIONS, test-suite variables
-        }
-        let key = rest.to_ascii_lowercase();
-        let path: Vec<&str> = key.split("__").collect();
+    // Overrides, shortest path first: a whole librdkafka map before its single properties.
+    let mut overrides: Vec<(&String, &String, Vec<String>)> = env
+        .iter()
+        .filter_map(|(var, text)| {
+            let rest = var.strip_prefix(ENV_PREFIX)?;
+            // Without `__` it is no setting: FTP_POOLER_CONFIG, FTP_POOLER_CONNECTIONS, ...
+            rest.contains("__").then(|| {
+                let path = rest
+                    .to_ascii_lowercase()
+                    .split("__")
+                    .map(String::from)
+                    .collect();
+                (var, text, path)
+            })
+        })
+        .collect();
+    overrides.sort_by_key(|(_, _, path)| path.len());
+    for (var, text, path) in overrides {
+        let path: Vec<&str> = path.iter().map(String::as_str).collect();
+        let (parent, last) = path.split_at(path.len() - 1);
         let place = Place::Env(var.clone());
-        match shape.at(&path) {
-            None => {
-                let parent = shape.at(&path[..path.len() - 1]);
-                let hint = match parent {
-                    Some(p @ Shape::Section(_)) => {
-                        let mut probe = Value::Mapping(Default::default());
-                        let mut problems = Vec::new();
-                        schema::set_path(&mut probe, &path[path.len() - 1..], Value::Null);
-                        schema::normalise(&mut probe, p, "", &mut problems, &mut Vec::new());
-                        problems.first().map(|(_, m)| m.clone()).unwrap_or_default()
-                    }
-                    _ => format!("unknown setting {}", path.join(".")),
-                };
-                errors.push(ConfigError::new(place, hint));
-            }
-            Some(leaf) => match schema::from_env_text(text, leaf) {
+        match (shape.at(&path), shape.at(parent)) {
+            (Some(leaf), _) => match schema::from_env_text(text, leaf) {
                 Ok(value) => {
                     schema::set_path(&mut tree, &path, value);
                     origin.insert(path.join("."), place);
                 }
                 Err(problem) => errors.push(ConfigError::new(place, problem)),
             },
+            // One librdkafka property (`_` stands for `.`), e.g. secrets from the
+            // environment: FTP_POOLER_KAFKA__PRODUCER_CONFIG__SASL_PASSWORD.
+            (None, Some(Shape::FreeMap)) => {
+                let property = last[0].replace('_', ".");
+                let mut at = parent.to_vec();
+                at.push(&property);
+                schema::set_path(&mut tree, &at, Value::String(text.clone()));
+                origin.insert(parent.join("."), place);
+            }
+            (None, Some(section @ Shape::Section(_))) => {
+                errors.push(ConfigError::new(
+                    place,
+                    schema::unknown(last[0], &section.keys()),
+                ));
+            }
+            (None, _) => errors.push(ConfigError::new(
+                place,
+                format!("unknown setting {}", path.join(".")),
+            )),
         }
     }
     if !errors.is_empty() {

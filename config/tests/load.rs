@@ -535,3 +535,63 @@ base_path = {}
         "[DEFAULT] is not a connection; its ftp keys do not trouble [disk]"
     );
 }
+
+#[test]
+fn single_librdkafka_properties_come_from_the_environment() {
+    let e = env(&[
+        (
+            "FTP_POOLER_KAFKA__PRODUCER_CONFIG__SASL_PASSWORD",
+            "from-a-secret",
+        ),
+        (
+            "FTP_POOLER_KAFKA__PRODUCER_CONFIG",
+            "{\"security.protocol\": \"SASL_SSL\"}",
+        ),
+        (
+            "FTP_POOLER_KAFKA__CONSUMER_CONFIG__SESSION_TIMEOUT_MS",
+            "10000",
+        ),
+        (
+            "FTP_POOLER_KAFKA__CONSUMER_CONFIG__ENABLE_AUTO_COMMIT",
+            "true",
+        ),
+    ]);
+    let errs = errors_of(load_settings(None, &e));
+    assert_eq!(errs, ["environment variable FTP_POOLER_KAFKA__CONSUMER_CONFIG__ENABLE_AUTO_COMMIT: enable.auto.commit must stay false: the delivery guarantees depend on it"]);
+    let s = load_settings(None, &e[..3]).unwrap();
+    assert_eq!(s.kafka.producer_config["sasl.password"], "from-a-secret");
+    assert_eq!(
+        s.kafka.producer_config["security.protocol"], "SASL_SSL",
+        "whole map applied first"
+    );
+    assert_eq!(s.kafka.consumer_config["session.timeout.ms"], "10000");
+}
+
+#[test]
+fn secret_librdkafka_properties_never_show_in_debug() {
+    let e = env(&[
+        (
+            "FTP_POOLER_KAFKA__PRODUCER_CONFIG__SASL_PASSWORD",
+            "hunter2-kafka",
+        ),
+        (
+            "FTP_POOLER_KAFKA__CONSUMER_CONFIG__SSL_KEY_PASSWORD",
+            "hunter3-kafka",
+        ),
+        (
+            "FTP_POOLER_KAFKA__CONSUMER_CONFIG__SASL_USERNAME",
+            "visible-user",
+        ),
+    ]);
+    let s = load_settings(None, &e).unwrap();
+    let shown = format!("{s:?}");
+    assert!(
+        !shown.contains("hunter2-kafka") && !shown.contains("hunter3-kafka"),
+        "{shown}"
+    );
+    assert!(shown.contains("visible-user"), "{shown}");
+    assert_eq!(
+        s.kafka.producer_config["sasl.password"], "hunter2-kafka",
+        "still passed to librdkafka"
+    );
+}
