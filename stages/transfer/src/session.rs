@@ -417,26 +417,11 @@ where
     T: TokioTlsStream + Send,
     W: AsyncWrite + Unpin,
 {
-    let classify = |fail: Fail| fail.classify("RETR", op);
     let mut stream = open_data(f, epsv, DataCmd::Retr, path, op).await?;
     let mut buf = vec![0u8; CHUNK];
     let mut total = 0u64;
     loop {
-        let n = match timeout(op, stream.read(&mut buf)).await {
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) => {
-                return Err(TransferError::new(
-                    ErrorCode::ConnectionError,
-                    format!("RETR data: {e}"),
-                ))
-            }
-            Err(_) => {
-                return Err(TransferError::timeout(
-                    "RETR data (stalled)",
-                    op.as_secs_f64(),
-                ))
-            }
-        };
+        let n = data_io("RETR", op, stream.read(&mut buf)).await?;
         if n == 0 {
             break;
         }
@@ -448,7 +433,9 @@ where
     out.flush()
         .await
         .map_err(|e| TransferError::local_io("write destination", &e))?;
-    timed(op, stream.finish()).await.map_err(classify)?;
+    timed(op, stream.finish())
+        .await
+        .map_err(|fail| fail.classify("RETR", op))?;
     Ok(total)
 }
 
@@ -463,7 +450,6 @@ where
     T: TokioTlsStream + Send,
     R: AsyncRead + Unpin,
 {
-    let classify = |fail: Fail| fail.classify("STOR", op);
     let mut stream = open_data(f, epsv, DataCmd::Stor, path, op).await?;
     let mut buf = vec![0u8; CHUNK];
     let mut total = 0u64;
@@ -475,25 +461,33 @@ where
         if n == 0 {
             break;
         }
-        match timeout(op, stream.write_all(&buf[..n])).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                return Err(TransferError::new(
-                    ErrorCode::ConnectionError,
-                    format!("STOR data: {e}"),
-                ))
-            }
-            Err(_) => {
-                return Err(TransferError::timeout(
-                    "STOR data (stalled)",
-                    op.as_secs_f64(),
-                ))
-            }
-        }
+        data_io("STOR", op, stream.write_all(&buf[..n])).await?;
         total += n as u64;
     }
-    timed(op, stream.finish()).await.map_err(classify)?;
+    timed(op, stream.finish())
+        .await
+        .map_err(|fail| fail.classify("STOR", op))?;
     Ok(total)
+}
+
+/// A read or write of a data connection: an I/O error is a `CONNECTION_ERROR`, no
+/// progress within `limit` a stalled transfer (`TRANSFER_TIMEOUT`).
+async fn data_io<T>(
+    what: &str,
+    limit: Duration,
+    io: impl std::future::Future<Output = std::io::Result<T>>,
+) -> Result<T, TransferError> {
+    match timeout(limit, io).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(TransferError::new(
+            ErrorCode::ConnectionError,
+            format!("{what} data: {e}"),
+        )),
+        Err(_) => Err(TransferError::timeout(
+            &format!("{what} data (stalled)"),
+            limit.as_secs_f64(),
+        )),
+    }
 }
 
 /// How a timed FTP call failed.
