@@ -130,7 +130,11 @@ async fn missing_file_is_file_not_found_and_keeps_nothing() {
         let err = s.download("/no/such/file", &mut sink).await.unwrap_err();
         assert_eq!(err.code, ErrorCode::FileNotFound, "{}: {err}", kind.name());
         assert!(sink.is_empty());
+        // A failed transfer discards its session; a 550 to SIZE does not.
+        assert!(s.is_poisoned());
+        let mut s = session(&server).await;
         let err = s.size("/no/such/file").await.unwrap_err();
+        assert!(!s.is_poisoned());
         assert!(
             matches!(err.code, ErrorCode::FileNotFound),
             "{}: {err}",
@@ -183,6 +187,8 @@ async fn a_dead_server_is_a_connection_error_and_poisons_the_session() {
     let err = s.download("/x", &mut buf).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::ConnectionError, "{err}");
     assert!(s.is_poisoned());
+    let refused = s.noop().await.unwrap_err();
+    assert!(refused.message.contains("no longer usable"), "{refused}");
     let conn = server.connection();
     let opts = SessionOptions::for_connection(&conn, &TransferSettings::default());
     let err = FtpSession::connect(&conn, None, opts).await.unwrap_err();

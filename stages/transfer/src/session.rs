@@ -190,6 +190,7 @@ impl FtpSession {
 
     /// NOOP: proves the session alive.
     pub async fn noop(&mut self) -> Result<(), TransferError> {
+        self.guard("NOOP")?;
         let r = with_ftp!(self, f => timed(self.opts.op_timeout, f.noop()).await);
         self.settle("NOOP", r, true)
     }
@@ -197,6 +198,7 @@ impl FtpSession {
     /// SIZE of a remote file, in bytes.
     pub async fn size(&mut self, path: &str) -> Result<u64, TransferError> {
         let path = self.remote_path(path)?;
+        self.guard("SIZE")?;
         let r = with_ftp!(self, f => timed(self.opts.op_timeout, f.size(path.as_str())).await);
         self.settle("SIZE", r, false).map(|n| n as u64)
     }
@@ -204,6 +206,7 @@ impl FtpSession {
     /// RNFR/RNTO.
     pub async fn rename(&mut self, from: &str, to: &str) -> Result<(), TransferError> {
         let (from, to) = (self.remote_path(from)?, self.remote_path(to)?);
+        self.guard("RNFR/RNTO")?;
         let r = with_ftp!(self, f => timed(self.opts.op_timeout, f.rename(from.as_str(), to.as_str())).await);
         self.settle("RNFR/RNTO", r, false)
     }
@@ -211,6 +214,7 @@ impl FtpSession {
     /// DELE.
     pub async fn delete(&mut self, path: &str) -> Result<(), TransferError> {
         let path = self.remote_path(path)?;
+        self.guard("DELE")?;
         let r = with_ftp!(self, f => timed(self.opts.op_timeout, f.rm(path.as_str())).await);
         self.settle("DELE", r, false)
     }
@@ -218,6 +222,7 @@ impl FtpSession {
     /// Creates `dir` and its missing parents (MKD each level; "exists" replies are fine).
     pub async fn mkdir_all(&mut self, dir: &str) -> Result<(), TransferError> {
         let dir = self.remote_path(dir)?;
+        self.guard("MKD")?;
         let mut prefix = String::new();
         for part in dir.split('/').filter(|p| !p.is_empty()) {
             prefix.push('/');
@@ -273,6 +278,7 @@ impl FtpSession {
         }
     }
 
+    /// Refuses any command on a poisoned session.
     fn guard(&self, op: &str) -> Result<(), TransferError> {
         if self.poisoned {
             Err(TransferError::new(
