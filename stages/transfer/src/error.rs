@@ -23,15 +23,10 @@ impl TransferError {
         }
     }
 
-    /// A local file-system failure (reading the source or writing the destination).
+    /// A local file-system failure while streaming (reading the source or writing the
+    /// destination): `IO_ERROR`.
     pub fn local_io(what: &str, e: &std::io::Error) -> Self {
-        let code = match e.kind() {
-            std::io::ErrorKind::NotFound if what.starts_with("open source") => {
-                ErrorCode::FileNotFound
-            }
-            _ => ErrorCode::IoError,
-        };
-        TransferError::new(code, format!("{what}: {e}"))
+        TransferError::new(ErrorCode::IoError, format!("{what}: {e}"))
     }
 
     pub fn timeout(what: &str, secs: f64) -> Self {
