@@ -296,7 +296,8 @@ pub(crate) fn load(
                 errors.push(ConfigError::new(yaml_place(path, &key), problem));
             }
             for key in visited {
-                origin.insert(key.clone(), yaml_place(path, &key));
+                let place = yaml_place(path, &key);
+                origin.insert(key, place);
             }
             tree
         }
