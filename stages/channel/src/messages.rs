@@ -1,0 +1,133 @@
+//! The typed messages of each channel direction.
+//!
+//! ```text
+//! ingest  --IngestToTransfer-->  transfer[conn]      (jobs)
+//! ingest  <--TransferToIngest--  transfer[conn]      (a job started)
+//! ingest / transfer --ToPublish--> publish           (results, DLQ records)
+//! ingest / transfer <--FromPublish-- publish         (acknowledged by Kafka)
+//! stage   <-> supervisor                             (hello, ready)
+//! ctl     <-> supervisor                             (status, restart)
+//! ```
+//!
+//! Every message of the pipeline carries the [`MessageId`] of the Kafka message it came
+//! from: the ingest generation (one per ingest process), the partition and the offset.
+//! Each hop keeps what it sent until the next hop confirms it, and re-sends it when the
+//! next hop reconnects after a restart.
+
+use ftp_pooler_contract::{DlqRecord, Route, TransferResult, TransferTask};
+use serde::{Deserialize, Serialize};
+
+/// Which Kafka message a piece of work belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MessageId {
+    /// The ingest process that read the message (a new one after every ingest start).
+    pub generation: u64,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl std::fmt::Display for MessageId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}@{:x}", self.partition, self.offset, self.generation)
+    }
+}
+
+/// The first frame after the handshake, from the connecting side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The stage's name (`ingest`, `transfer:<id>`, `publish`, `ctl`).
+    pub name: String,
+    pub pid: u32,
+    /// The ingest generation (ingest only; 0 for others).
+    pub generation: u64,
+}
+
+/// A task to run on one FTP connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: MessageId,
+    pub task: TransferTask,
+    pub route: Route,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IngestToTransfer {
+    Job(Job),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TransferToIngest {
+    /// The worker took a session and began the job (a crash from now on counts against it).
+    Started(MessageId),
+}
+
+/// Something to write to Kafka.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToPublish {
+    /// A task's result: to the result topic on success, the failure topic on failure.
+    Result {
+        id: MessageId,
+        result: TransferResult,
+    },
+    /// A malformed message, to the DLQ topic under its original key.
+    Dlq {
+        id: MessageId,
+        record: DlqRecord,
+        key: Option<Vec<u8>>,
+    },
+}
+
+impl ToPublish {
+    pub fn id(&self) -> MessageId {
+        match self {
+            ToPublish::Result { id, .. } | ToPublish::Dlq { id, .. } => *id,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FromPublish {
+    /// Kafka acknowledged the record of this message (acks=all). To ingest: the message
+    /// is complete. To a transfer worker: drop the copy you kept.
+    Acked(MessageId),
+}
+
+/// A stage to the supervisor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StageToSupervisor {
+    /// Initialised: sockets bound, clients created.
+    Ready,
+}
+
+/// The supervisor to a stage (nothing yet: stop is SIGTERM, as from systemd or kubelet).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SupervisorToStage {
+    Ping,
+}
+
+/// `ftp-pooler ctl` to the supervisor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CtlRequest {
+    Status,
+    /// Restart one stage (`ingest`, `publish`, `transfer:<id>`) while the others run.
+    Restart { stage: String },
+}
+
+/// The state of one stage, as `ctl status` (and later `GET /stages`) shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageStatus {
+    pub name: String,
+    pub pid: Option<u32>,
+    /// `starting`, `running`, `backoff`, `stopping`, `stopped`.
+    pub state: String,
+    pub restarts: u32,
+    pub uptime_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CtlResponse {
+    Status { pid: u32, stages: Vec<StageStatus> },
+    /// The stage was restarted and its new process is ready.
+    Restarted { stage: String, pid: u32 },
+    Error(String),
+}

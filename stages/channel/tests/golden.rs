@@ -1,0 +1,160 @@
+//! Golden bytes of the channel format: a change here is a protocol change (bump
+//! PROTOCOL_VERSION). Also the codec's refusals: oversized, empty, truncated and trailing
+//! frames, strangers and other versions.
+
+use ftp_pooler_channel::frame::{check_len, decode_payload, encode_frame, Handshake, MAGIC};
+use ftp_pooler_channel::*;
+use ftp_pooler_contract::{Direction, Route, TransferTask};
+
+fn id() -> MessageId {
+    MessageId {
+        generation: 7,
+        partition: 2,
+        offset: 300,
+    }
+}
+
+#[test]
+fn handshake_bytes() {
+    let h = Handshake::new(Role::Transfer).to_bytes();
+    assert_eq!(&h, b"FTPPOOLR\x00\x01\x03\x00");
+    assert_eq!(Handshake::parse(&h).unwrap().role, Role::Transfer);
+}
+
+#[test]
+fn ack_frame_bytes() {
+    // length 6; variant 0; generation 7; partition zigzag(2)=4; offset zigzag(300)=600 as
+    // 0xfb + u16 LE.
+    let frame = encode_frame(&FromPublish::Acked(id())).unwrap();
+    assert_eq!(frame, [0, 0, 0, 6, 0x00, 0x07, 0x04, 0xfb, 0x58, 0x02]);
+}
+
+#[test]
+fn job_frame_bytes() {
+    let job = IngestToTransfer::Job(Job {
+        id: id(),
+        task: TransferTask {
+            task_id: "t1".into(),
+            src_id: "a".into(),
+            src_path: "/x".into(),
+            dst_id: "l".into(),
+            dst_path: "y".into(),
+        },
+        route: Route {
+            direction: Direction::Download,
+            remote_id: "a".into(),
+            remote_path: "/x".into(),
+            local_id: "l".into(),
+            local_path: "y".into(),
+        },
+    });
+    let frame = encode_frame(&job).unwrap();
+    #[rustfmt::skip]
+    let expected: Vec<u8> = vec![
+        0, 0, 0, 28,
+        0x00,                               // IngestToTransfer::Job
+        0x07, 0x04, 0xfb, 0x58, 0x02,       // MessageId
+        2, b't', b'1', 1, b'a', 2, b'/', b'x', 1, b'l', 1, b'y', // task
+        0x00,                               // Direction::Download
+        1, b'a', 2, b'/', b'x', 1, b'l', 1, b'y', // route
+    ];
+    assert_eq!(frame, expected);
+    let back: IngestToTransfer = decode_payload(&frame[4..]).unwrap();
+    assert_eq!(back, job);
+}
+
+#[test]
+fn lengths_are_checked_before_allocation() {
+    assert!(matches!(check_len(0), Err(ChannelError::Empty)));
+    assert!(matches!(
+        check_len(MAX_FRAME + 1),
+        Err(ChannelError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        check_len(u32::MAX),
+        Err(ChannelError::TooLarge { .. })
+    ));
+    assert_eq!(check_len(MAX_FRAME).unwrap(), MAX_FRAME as usize);
+}
+
+#[test]
+fn trailing_bytes_and_garbage_are_refused() {
+    let mut payload = encode_frame(&FromPublish::Acked(id())).unwrap()[4..].to_vec();
+    payload.push(0);
+    assert!(matches!(
+        decode_payload::<FromPublish>(&payload),
+        Err(ChannelError::Decode(_))
+    ));
+    assert!(decode_payload::<FromPublish>(&[9, 9, 9]).is_err());
+}
+
+#[test]
+fn strangers_and_other_versions_are_refused() {
+    let mut b = Handshake::new(Role::Ingest).to_bytes();
+    b[0] = b'G';
+    assert!(matches!(Handshake::parse(&b), Err(ChannelError::BadMagic(_))));
+    let mut b = Handshake::new(Role::Ingest).to_bytes();
+    b[9] = 99;
+    assert!(matches!(
+        Handshake::parse(&b),
+        Err(ChannelError::Version { theirs: 99, .. })
+    ));
+    let mut b = Handshake::new(Role::Ingest).to_bytes();
+    b[10] = 42;
+    assert!(matches!(
+        Handshake::parse(&b),
+        Err(ChannelError::UnknownRole(42))
+    ));
+    assert_eq!(&b[..8], &MAGIC);
+}
+
+#[tokio::test]
+async fn a_connection_carries_frames_both_ways_and_refuses_wrong_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.sock");
+    let listener = bind(&path).unwrap();
+    let server = tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        let (role, mut r, mut w) = accept(s, Role::Publish, &[Role::Transfer, Role::Ingest])
+            .await
+            .unwrap();
+        assert_eq!(role, Role::Transfer);
+        let hello: Hello = r.recv().await.unwrap().unwrap();
+        assert_eq!(hello.name, "transfer:a");
+        let msg: ToPublish = r.recv().await.unwrap().unwrap();
+        w.send(&FromPublish::Acked(msg.id())).await.unwrap();
+        assert!(r.recv::<ToPublish>().await.unwrap().is_none(), "clean EOF");
+        // A ctl peer is refused on this socket.
+        let (s, _) = listener.accept().await.unwrap();
+        let err = accept(s, Role::Publish, &[Role::Transfer]).await.unwrap_err();
+        assert!(matches!(err, ChannelError::UnexpectedRole { got: Role::Ctl, .. }));
+    });
+    {
+        let (mut r, mut w) = connect(&path, Role::Transfer, Role::Publish).await.unwrap();
+        w.send(&Hello {
+            name: "transfer:a".into(),
+            pid: 1,
+            generation: 0,
+        })
+        .await
+        .unwrap();
+        let result = ftp_pooler_contract::TransferResult::failure(
+            &TransferTask {
+                task_id: "t".into(),
+                src_id: "a".into(),
+                src_path: "p".into(),
+                dst_id: "l".into(),
+                dst_path: "q".into(),
+            },
+            ftp_pooler_contract::ErrorCode::FileNotFound,
+            "550",
+            3,
+            1,
+        );
+        w.send(&ToPublish::Result { id: id(), result }).await.unwrap();
+        let ack: FromPublish = r.recv().await.unwrap().unwrap();
+        assert_eq!(ack, FromPublish::Acked(id()));
+    }
+    let _ = connect(&path, Role::Ctl, Role::Publish).await;
+    server.await.unwrap();
+}
