@@ -19,7 +19,8 @@ pub use connections::{
 pub use error::{ConfigError, ConfigErrors, Place};
 pub use settings::{
     is_secret_property, ApiSettings, CircuitBreakerSettings, KafkaSettings, LoggingSettings,
-    MetricsSettings, PoolSettings, Settings, ShutdownSettings, TransferSettings,
+    MetricsSettings, PoolSettings, Settings, ShutdownSettings, SupervisorSettings,
+    TransferSettings,
 };
 
 use std::path::{Path, PathBuf};

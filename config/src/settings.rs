@@ -28,6 +28,8 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub logging: LoggingSettings,
     pub shutdown: ShutdownSettings,
+    /// New: how the supervisor restarts crashed stages.
+    pub supervisor: SupervisorSettings,
     /// The Python version's `Settings.config_path`: accepted, informational only.
     pub config_path: Option<String>,
     /// The connections file, when neither `--connections` nor FTP_POOLER_CONNECTIONS names one.
@@ -182,6 +184,35 @@ impl Default for LoggingSettings {
             level: "INFO".into(),
             format: "json".into(),
             file: None,
+        }
+    }
+}
+
+/// Restart policy of the supervisor: exponential backoff from `restart_base_ms` to
+/// `restart_max_ms` (with jitter), reset after `restart_reset_seconds` of healthy uptime;
+/// more than `max_restarts` restarts of one stage within `restart_window_seconds` and the
+/// supervisor stops everything and exits non-zero. A stage must report ready within
+/// `ready_timeout_seconds` of its start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SupervisorSettings {
+    pub restart_base_ms: u64,
+    pub restart_max_ms: u64,
+    pub restart_reset_seconds: u64,
+    pub max_restarts: u64,
+    pub restart_window_seconds: u64,
+    pub ready_timeout_seconds: u64,
+}
+
+impl Default for SupervisorSettings {
+    fn default() -> Self {
+        SupervisorSettings {
+            restart_base_ms: 200,
+            restart_max_ms: 30_000,
+            restart_reset_seconds: 30,
+            max_restarts: 10,
+            restart_window_seconds: 60,
+            ready_timeout_seconds: 60,
         }
     }
 }
@@ -500,10 +531,29 @@ fn validate(s: &Settings, at: &dyn Fn(&str) -> Place, errors: &mut ConfigErrors)
             "circuit_breaker.half_open_max_calls",
             s.circuit_breaker.half_open_max_calls,
         ),
+        ("supervisor.restart_base_ms", s.supervisor.restart_base_ms),
+        ("supervisor.max_restarts", s.supervisor.max_restarts),
+        (
+            "supervisor.restart_window_seconds",
+            s.supervisor.restart_window_seconds,
+        ),
+        (
+            "supervisor.ready_timeout_seconds",
+            s.supervisor.ready_timeout_seconds,
+        ),
     ] {
         if v == 0 {
             bad(key, "must be at least 1".into());
         }
+    }
+    if s.supervisor.restart_max_ms < s.supervisor.restart_base_ms {
+        bad(
+            "supervisor.restart_max_ms",
+            format!(
+                "must be >= supervisor.restart_base_ms ({})",
+                s.supervisor.restart_base_ms
+            ),
+        );
     }
     if p.prewarm_enabled && p.prewarm_timeout_seconds == 0 {
         bad(
