@@ -11,12 +11,15 @@
 //!   transfer -> ingest, ingest/transfer -> publish, publish -> ingest/transfer,
 //!   stage <-> supervisor, ctl <-> supervisor).
 //! - [`paths`]: where each socket lives inside the private runtime directory.
+//! - [`link`]: reconnecting client links between stages (re-sending what the peer has
+//!   not confirmed), and the stage end of the supervisor channel.
 //!
 //! Invariants: a frame's bytes are pinned by golden tests (`tests/golden.rs`); a change to
 //! any message type bumps [`frame::PROTOCOL_VERSION`]; peers of different versions never
 //! exchange a frame.
 
 pub mod frame;
+pub mod link;
 pub mod messages;
 pub mod paths;
 
@@ -24,5 +27,6 @@ pub use frame::{
     accept, bind, connect, ChannelError, FrameReader, FrameWriter, Handshake, Role, MAX_FRAME,
     PROTOCOL_VERSION,
 };
+pub use link::{run_link, LinkEvent, LinkSpec, SupervisorLink};
 pub use messages::*;
 pub use paths::RuntimePaths;

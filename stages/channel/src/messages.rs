@@ -28,7 +28,11 @@ pub struct MessageId {
 
 impl std::fmt::Display for MessageId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}@{:x}", self.partition, self.offset, self.generation)
+        write!(
+            f,
+            "{}:{}@{:x}",
+            self.partition, self.offset, self.generation
+        )
     }
 }
 
@@ -110,7 +114,9 @@ pub enum SupervisorToStage {
 pub enum CtlRequest {
     Status,
     /// Restart one stage (`ingest`, `publish`, `transfer:<id>`) while the others run.
-    Restart { stage: String },
+    Restart {
+        stage: String,
+    },
 }
 
 /// The state of one stage, as `ctl status` (and later `GET /stages`) shows it.
@@ -126,8 +132,14 @@ pub struct StageStatus {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CtlResponse {
-    Status { pid: u32, stages: Vec<StageStatus> },
+    Status {
+        pid: u32,
+        stages: Vec<StageStatus>,
+    },
     /// The stage was restarted and its new process is ready.
-    Restarted { stage: String, pid: u32 },
+    Restarted {
+        stage: String,
+        pid: u32,
+    },
     Error(String),
 }

@@ -57,7 +57,10 @@ mod tests {
     #[test]
     fn transfer_sockets_are_short_and_distinct() {
         let p = RuntimePaths::new("/run/x");
-        assert_eq!(p.transfer("server-a"), Path::new("/run/x/transfer-server-a.sock"));
+        assert_eq!(
+            p.transfer("server-a"),
+            Path::new("/run/x/transfer-server-a.sock")
+        );
         let long = "a".repeat(200);
         let weird = "../etc";
         for id in [long.as_str(), weird] {

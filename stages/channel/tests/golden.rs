@@ -92,7 +92,10 @@ fn trailing_bytes_and_garbage_are_refused() {
 fn strangers_and_other_versions_are_refused() {
     let mut b = Handshake::new(Role::Ingest).to_bytes();
     b[0] = b'G';
-    assert!(matches!(Handshake::parse(&b), Err(ChannelError::BadMagic(_))));
+    assert!(matches!(
+        Handshake::parse(&b),
+        Err(ChannelError::BadMagic(_))
+    ));
     let mut b = Handshake::new(Role::Ingest).to_bytes();
     b[9] = 99;
     assert!(matches!(
@@ -126,8 +129,13 @@ async fn a_connection_carries_frames_both_ways_and_refuses_wrong_roles() {
         assert!(r.recv::<ToPublish>().await.unwrap().is_none(), "clean EOF");
         // A ctl peer is refused on this socket.
         let (s, _) = listener.accept().await.unwrap();
-        let err = accept(s, Role::Publish, &[Role::Transfer]).await.unwrap_err();
-        assert!(matches!(err, ChannelError::UnexpectedRole { got: Role::Ctl, .. }));
+        let err = accept(s, Role::Publish, &[Role::Transfer])
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            ChannelError::UnexpectedRole { got: Role::Ctl, .. }
+        ));
     });
     {
         let (mut r, mut w) = connect(&path, Role::Transfer, Role::Publish).await.unwrap();
@@ -151,7 +159,9 @@ async fn a_connection_carries_frames_both_ways_and_refuses_wrong_roles() {
             3,
             1,
         );
-        w.send(&ToPublish::Result { id: id(), result }).await.unwrap();
+        w.send(&ToPublish::Result { id: id(), result })
+            .await
+            .unwrap();
         let ack: FromPublish = r.recv().await.unwrap().unwrap();
         assert_eq!(ack, FromPublish::Acked(id()));
     }

@@ -1,0 +1,196 @@
+//! Reconnecting links and the stage side of the supervisor channel.
+//!
+//! [`run_link`] keeps one client connection to a peer stage alive: it connects (retrying
+//! with a short capped backoff while the peer is down or restarting), says [`Hello`],
+//! re-sends everything the caller still holds for that peer, then forwards new messages
+//! and hands every received message to the caller.
+//!
+//! Invariant (nothing lost, nothing doubled on a reconnect): callers put an item into
+//! their shared state *and* push it into the link's queue while holding the state's lock;
+//! on connect the link, under the same lock, empties its queue and takes the snapshot of
+//! what is held. Every held item is therefore sent exactly once per connection.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use crate::frame::{connect, ChannelError, FrameWriter, Role};
+use crate::messages::{Hello, StageToSupervisor};
+use crate::RuntimePaths;
+
+/// Where a link goes, and who it says it is.
+#[derive(Debug, Clone)]
+pub struct LinkSpec {
+    pub path: PathBuf,
+    pub me: Role,
+    pub peer: Role,
+    pub hello: Hello,
+}
+
+/// What a link reports to its owner.
+pub enum LinkEvent<R> {
+    /// Connected (again): the snapshot was sent.
+    Connected,
+    Received(R),
+    /// An established connection broke (the peer died or restarted).
+    Lost,
+}
+
+/// Runs the link until `stop` turns true. `snapshot` runs under the state's lock right
+/// after the queue is emptied; `on_event` sees every connect, message and loss.
+pub async fn run_link<S, T, R>(
+    spec: LinkSpec,
+    state: Arc<Mutex<S>>,
+    mut rx: mpsc::UnboundedReceiver<T>,
+    snapshot: impl Fn(&mut S) -> Vec<T>,
+    mut on_event: impl FnMut(LinkEvent<R>),
+    mut stop: watch::Receiver<bool>,
+) where
+    T: Serialize,
+    R: DeserializeOwned + Send + 'static,
+{
+    let mut delay = Duration::from_millis(20);
+    let mut warned = false;
+    while !*stop.borrow() {
+        let (mut reader, mut writer) = match connect(&spec.path, spec.me, spec.peer).await {
+            Ok(rw) => rw,
+            Err(e) => {
+                if !warned && delay >= Duration::from_secs(1) {
+                    tracing::warn!(peer = ?spec.peer, path = %spec.path.display(), error = %e, "peer not reachable yet; retrying");
+                    warned = true;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.changed() => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        delay = Duration::from_millis(20);
+        warned = false;
+        let held = {
+            let mut s = state.lock().expect("link state lock");
+            while rx.try_recv().is_ok() {}
+            snapshot(&mut s)
+        };
+        let sent = async {
+            writer.send(&spec.hello).await?;
+            for chunk in held.chunks(256) {
+                writer.send_all(chunk).await?;
+            }
+            Ok::<_, ChannelError>(())
+        }
+        .await;
+        if let Err(e) = sent {
+            tracing::debug!(peer = ?spec.peer, error = %e, "link broke while re-sending");
+            on_event(LinkEvent::Lost);
+            continue;
+        }
+        on_event(LinkEvent::Connected);
+        let (in_tx, mut in_rx) = mpsc::unbounded_channel::<R>();
+        let read_task = tokio::spawn(async move {
+            loop {
+                match reader.recv::<R>().await {
+                    Ok(Some(m)) => {
+                        if in_tx.send(m).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "link read failed");
+                        return;
+                    }
+                }
+            }
+        });
+        let broke = loop {
+            tokio::select! {
+                m = rx.recv() => {
+                    let Some(m) = m else { break false };
+                    let mut batch = vec![m];
+                    while batch.len() < 256 {
+                        match rx.try_recv() {
+                            Ok(m) => batch.push(m),
+                            Err(_) => break,
+                        }
+                    }
+                    if let Err(e) = writer.send_all(&batch).await {
+                        tracing::debug!(peer = ?spec.peer, error = %e, "link write failed");
+                        break true;
+                    }
+                }
+                r = in_rx.recv() => match r {
+                    Some(m) => on_event(LinkEvent::Received(m)),
+                    None => break true,
+                },
+                _ = stop.changed() => {
+                    if *stop.borrow() { break false; }
+                }
+            }
+        };
+        read_task.abort();
+        if broke {
+            on_event(LinkEvent::Lost);
+        } else {
+            return;
+        }
+    }
+}
+
+/// The stage end of the supervisor channel.
+pub struct SupervisorLink {
+    writer: FrameWriter,
+    lost: watch::Receiver<bool>,
+}
+
+impl SupervisorLink {
+    /// Connects to the supervisor and says hello as `name`.
+    pub async fn connect(
+        paths: &RuntimePaths,
+        me: Role,
+        name: &str,
+        generation: u64,
+    ) -> Result<SupervisorLink, ChannelError> {
+        let (mut reader, mut writer) = connect(&paths.supervisor(), me, Role::Supervisor).await?;
+        writer
+            .send(&Hello {
+                name: name.to_string(),
+                pid: std::process::id(),
+                generation,
+            })
+            .await?;
+        let (tx, lost) = watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok(Some(_)) = reader.recv::<crate::SupervisorToStage>().await {}
+            let _ = tx.send(true);
+        });
+        Ok(SupervisorLink { writer, lost })
+    }
+
+    /// Tells the supervisor this stage is initialised.
+    pub async fn ready(&mut self) -> Result<(), ChannelError> {
+        self.writer.send(&StageToSupervisor::Ready).await
+    }
+
+    /// Resolves when the stage should stop: SIGTERM, SIGINT, or the supervisor gone.
+    pub fn shutdown_requested(&self) -> impl Future<Output = &'static str> + Send + 'static {
+        let mut lost = self.lost.clone();
+        async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+            let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+            tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+                _ = lost.wait_for(|l| *l) => "supervisor gone",
+            }
+        }
+    }
+}
