@@ -2,16 +2,24 @@
 //!
 //! Owns everything that speaks FTP: [`FtpSession`] (one logged-in control connection,
 //! plain, explicit or implicit FTPS), its TLS setup ([`tls`]), and the mapping of FTP and
-//! I/O failures to the contract's error codes ([`TransferError`]). Invariants:
+//! I/O failures to the contract's error codes ([`TransferError`]), the session [`pool`],
+//! local path confinement ([`local`]), the [`engine`] that runs a task with retries, and
+//! the stage process itself ([`worker`]). Invariants:
 //! - every network call is bounded by a timeout; a session whose call failed or timed out
 //!   is poisoned ([`FtpSession::is_poisoned`]) and must be discarded, never reused;
 //! - transfers are binary and stream through a fixed-size buffer;
 //! - remote relative paths resolve against the login directory, never a current directory;
 //! - passwords are never logged.
 
+pub mod engine;
 mod error;
+pub mod local;
+pub mod pool;
 mod session;
 pub mod tls;
+pub mod worker;
 
+pub use engine::{Engine, RetryPolicy};
 pub use error::TransferError;
+pub use pool::{Lease, Pool, PoolStats};
 pub use session::{FtpSession, SessionOptions};

@@ -1,0 +1,303 @@
+//! The transfer engine of one FTP connection: runs a task over a pooled session, with
+//! retries, and turns the outcome into the task's result.
+//!
+//! Invariants:
+//! - downloads stream into a temporary file beside the destination (named from the
+//!   destination and the task), are fsynced and renamed into place; uploads stream to a
+//!   temporary remote name, the server's SIZE is checked, then RNFR/RNTO: a destination is
+//!   absent, old, or complete, never partial;
+//! - a failed attempt removes its temporary file (local always; remote when the session
+//!   can still speak);
+//! - local paths are confined (see [`crate::local`]) before any byte is written;
+//! - each attempt is bounded by `transfer_timeout_seconds`; the retryable codes
+//!   (CONNECTION_ERROR, IO_ERROR, TRANSFER_TIMEOUT) are retried up to `max_retries` times
+//!   with exponential backoff and jitter; `attempts` counts every try.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ftp_pooler_config::{Config, ConnectionKind};
+use ftp_pooler_contract::{Direction, ErrorCode, Route, TransferResult, TransferTask};
+
+use crate::local::{self, split_remote, temp_name};
+use crate::pool::Pool;
+use crate::tls::TlsContext;
+use crate::{SessionOptions, TransferError};
+
+/// Exponential backoff with jitter between attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_retries: u32,
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl RetryPolicy {
+    /// The pause after failed attempt number `attempt` (1-based): base * 2^(attempt-1),
+    /// capped at max, scaled by `jitter` in [0.5, 1.0].
+    pub fn backoff(&self, attempt: u32, jitter: f64) -> Duration {
+        let exp = self
+            .base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+        exp.min(self.max).mul_f64(jitter.clamp(0.5, 1.0))
+    }
+}
+
+pub struct Engine {
+    connection_id: String,
+    pool: Pool,
+    /// Local connection id -> base_path.
+    locals: HashMap<String, PathBuf>,
+    retry: RetryPolicy,
+    transfer_timeout: Duration,
+    /// Remote directories known to exist (MKD is skipped for them).
+    known_dirs: Mutex<HashSet<String>>,
+}
+
+impl Engine {
+    /// The engine of `connection_id` (an ftp connection of `config`'s registry).
+    pub fn new(config: &Config, connection_id: &str) -> Result<Engine, TransferError> {
+        let invalid = |m: String| TransferError::new(ErrorCode::InvalidConfig, m);
+        let conn = config
+            .registry
+            .get(connection_id)
+            .and_then(|c| c.as_ftp())
+            .ok_or_else(|| invalid(format!("{connection_id:?} is not an ftp connection")))?
+            .clone();
+        let tls = match conn.tls {
+            ftp_pooler_config::TlsMode::None => None,
+            _ => Some(TlsContext::for_connection(&conn).map_err(invalid)?),
+        };
+        let s = &config.settings;
+        let limit = conn
+            .max_sessions
+            .unwrap_or(s.pool.max_sessions_per_connection)
+            .min(s.pool.max_sessions_per_pod)
+            .max(1) as usize;
+        let opts = SessionOptions::for_connection(&conn, &s.transfer);
+        let pool = Pool::new(
+            conn,
+            tls,
+            opts,
+            limit,
+            Duration::from_secs(s.pool.session_timeout_seconds),
+        );
+        let locals = config
+            .registry
+            .iter()
+            .filter_map(|c| match &c.kind {
+                ConnectionKind::Local(l) => Some((c.id.clone(), l.base_path.clone())),
+                ConnectionKind::Ftp(_) => None,
+            })
+            .collect();
+        Ok(Engine {
+            connection_id: connection_id.to_string(),
+            pool,
+            locals,
+            retry: RetryPolicy {
+                max_retries: s.kafka.max_retries.min(100) as u32,
+                base: Duration::from_millis(s.kafka.base_backoff_ms),
+                max: Duration::from_millis(s.kafka.max_backoff_ms),
+            },
+            transfer_timeout: Duration::from_secs(s.transfer.transfer_timeout_seconds),
+            known_dirs: Mutex::new(HashSet::new()),
+        })
+    }
+
+    pub fn connection_id(&self) -> &str {
+        &self.connection_id
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Runs `task` (routed to this connection) to its result, retries included.
+    pub async fn run(&self, task: &TransferTask, route: &Route) -> TransferResult {
+        let start = Instant::now();
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let outcome = match tokio::time::timeout(
+                self.transfer_timeout,
+                self.attempt(task, route),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(TransferError::timeout(
+                    &format!("{} {}", route.direction.as_str(), route.remote_path),
+                    self.transfer_timeout.as_secs_f64(),
+                )),
+            };
+            let ms = start.elapsed().as_millis() as u64;
+            match outcome {
+                Ok(bytes) => return TransferResult::success(task, bytes, ms, attempts),
+                Err(e) if e.code.is_retryable() && attempts <= self.retry.max_retries => {
+                    let pause = self.retry.backoff(attempts, 0.5 + fastrand::f64() / 2.0);
+                    tracing::debug!(task_id = %task.task_id, attempt = attempts, error = %e, pause_ms = pause.as_millis() as u64, "attempt failed; retrying");
+                    tokio::time::sleep(pause).await;
+                }
+                Err(e) => return TransferResult::failure(task, e.code, e.message, ms, attempts),
+            }
+        }
+    }
+
+    async fn attempt(&self, task: &TransferTask, route: &Route) -> Result<u64, TransferError> {
+        let base = self.locals.get(&route.local_id).ok_or_else(|| {
+            TransferError::new(
+                ErrorCode::InvalidConfig,
+                format!("{:?} is not a local connection", route.local_id),
+            )
+        })?;
+        match route.direction {
+            Direction::Download => self.download(task, route, base).await,
+            Direction::Upload => self.upload(task, route, base).await,
+        }
+    }
+
+    async fn download(
+        &self,
+        task: &TransferTask,
+        route: &Route,
+        base: &Path,
+    ) -> Result<u64, TransferError> {
+        let dest = local::resolve(base, &route.local_path)?;
+        let tmp = local::temp_path(&dest, &task.task_id);
+        if let Some(dir) = dest.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| TransferError::local_io(&format!("create {}", dir.display()), &e))?;
+        }
+        let mut lease = self.pool.acquire(self.transfer_timeout).await?;
+        let guard = TempFile(Some(tmp.clone()));
+        let mut file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| TransferError::local_io(&format!("create {}", tmp.display()), &e))?;
+        let got = lease
+            .session()
+            .download(&route.remote_path, &mut file)
+            .await;
+        lease.release();
+        let bytes = got?;
+        file.sync_all()
+            .await
+            .map_err(|e| TransferError::local_io(&format!("fsync {}", tmp.display()), &e))?;
+        drop(file);
+        tokio::fs::rename(&tmp, &dest)
+            .await
+            .map_err(|e| TransferError::local_io(&format!("rename to {}", dest.display()), &e))?;
+        guard.disarm();
+        Ok(bytes)
+    }
+
+    async fn upload(
+        &self,
+        task: &TransferTask,
+        route: &Route,
+        base: &Path,
+    ) -> Result<u64, TransferError> {
+        let src = local::resolve(base, &route.local_path)?;
+        let mut file = match tokio::fs::File::open(&src).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(TransferError::new(
+                    ErrorCode::FileNotFound,
+                    format!("local source {} does not exist", route.local_path),
+                ))
+            }
+            Err(e) => {
+                return Err(TransferError::local_io(
+                    &format!("open {}", src.display()),
+                    &e,
+                ))
+            }
+        };
+        let mut lease = self.pool.acquire(self.transfer_timeout).await?;
+        let session = lease.session();
+        let remote = session.remote_path(&route.remote_path)?;
+        let (dir, name) = split_remote(&remote);
+        if name.is_empty() {
+            lease.release();
+            return Err(TransferError::new(
+                ErrorCode::InvalidConfig,
+                format!("remote path {remote:?} names a directory, not a file"),
+            ));
+        }
+        let dir = dir.to_string();
+        let tmp = format!(
+            "{}/{}",
+            dir.trim_end_matches('/'),
+            temp_name(name, &task.task_id)
+        );
+        let known = self.known_dirs.lock().expect("dirs lock").contains(&dir);
+        let r = async {
+            if !known {
+                session.mkdir_all(&dir).await?;
+                self.known_dirs
+                    .lock()
+                    .expect("dirs lock")
+                    .insert(dir.clone());
+            }
+            let sent = session.upload(&mut file, &tmp).await?;
+            let size = session.size(&tmp).await?;
+            if size != sent {
+                return Err(TransferError::new(
+                    ErrorCode::IoError,
+                    format!("server has {size} bytes of {tmp}, {sent} were sent"),
+                ));
+            }
+            session.rename(&tmp, &remote).await?;
+            Ok(sent)
+        }
+        .await;
+        if r.is_err() {
+            self.known_dirs.lock().expect("dirs lock").remove(&dir);
+            if !session.is_poisoned() {
+                let _ = session.delete(&tmp).await;
+            }
+        }
+        lease.release();
+        r
+    }
+}
+
+/// Removes a local temporary file unless disarmed (failed or cancelled attempts).
+struct TempFile(Option<PathBuf>);
+
+impl TempFile {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_jitters() {
+        let p = RetryPolicy {
+            max_retries: 5,
+            base: Duration::from_millis(100),
+            max: Duration::from_millis(1000),
+        };
+        assert_eq!(p.backoff(1, 1.0), Duration::from_millis(100));
+        assert_eq!(p.backoff(2, 1.0), Duration::from_millis(200));
+        assert_eq!(p.backoff(3, 1.0), Duration::from_millis(400));
+        assert_eq!(p.backoff(5, 1.0), Duration::from_millis(1000));
+        assert_eq!(p.backoff(60, 1.0), Duration::from_millis(1000));
+        assert_eq!(p.backoff(2, 0.5), Duration::from_millis(100));
+        assert_eq!(p.backoff(2, 0.0), Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,281 @@
+//! The transfer stage process (`ftp-pooler stage transfer <connection-id>`).
+//!
+//! Owns one connection's [`Engine`] (and so its session pool), a listening socket that the
+//! ingest stage connects to, and a link to the publish stage. Invariants:
+//! - a job is run at most once per ingest generation by this process (jobs re-sent after
+//!   a reconnect are recognised by their [`MessageId`]);
+//! - when a newer ingest generation connects, jobs of older generations that have not
+//!   started are dropped (Kafka redelivers them to the new ingest);
+//! - a result is kept until publish confirms Kafka has it, and re-sent whenever the link
+//!   to publish is re-established (publish restarted);
+//! - `Started` goes to ingest before the first byte moves, so a crash during a job counts
+//!   against that job (poison detection lives in ingest).
+//!
+//! Test hook: when `FTP_POOLER_TEST_ABORT_ON` is set, a job whose remote path contains its
+//! value aborts the process when it starts (used to prove poison-task handling).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ftp_pooler_channel::{
+    accept, bind, run_link, ChannelError, FromPublish, Hello, IngestToTransfer, Job, LinkEvent,
+    LinkSpec, MessageId, Role, RuntimePaths, SupervisorLink, ToPublish, TransferToIngest,
+};
+use ftp_pooler_config::Config;
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+
+use crate::engine::Engine;
+
+/// Why the stage could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("transfer[{0}]: {1}")]
+    Setup(String, String),
+    #[error("transfer: channel: {0}")]
+    Channel(#[from] ChannelError),
+    #[error("transfer: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Default)]
+struct State {
+    /// The ingest generation whose jobs run.
+    generation: u64,
+    /// Jobs queued or running here.
+    known: HashSet<MessageId>,
+    /// Results not yet confirmed by publish.
+    held: BTreeMap<MessageId, ToPublish>,
+    /// The current ingest connection's outbox; the sender is told once the message is
+    /// written to the socket.
+    to_ingest: Option<mpsc::UnboundedSender<(TransferToIngest, oneshot::Sender<()>)>>,
+}
+
+struct Worker {
+    engine: Engine,
+    name: String,
+    state: Arc<Mutex<State>>,
+    to_publish: mpsc::UnboundedSender<ToPublish>,
+    slots: Semaphore,
+    stopping: AtomicBool,
+    abort_on: Option<String>,
+}
+
+/// Runs the stage until asked to stop; in-flight jobs get up to the drain deadline.
+pub async fn run(
+    config: Config,
+    connection_id: String,
+    paths: RuntimePaths,
+) -> Result<(), WorkerError> {
+    let name = format!("transfer:{connection_id}");
+    let engine = Engine::new(&config, &connection_id)
+        .map_err(|e| WorkerError::Setup(connection_id.clone(), e.message))?;
+    let drain = Duration::from_secs(config.settings.shutdown.drain_timeout_seconds);
+    let mut supervisor = SupervisorLink::connect(&paths, Role::Transfer, &name, 0).await?;
+    let listener = bind(&paths.transfer(&connection_id))?;
+
+    let state = Arc::new(Mutex::new(State::default()));
+    let (to_publish, publish_rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let limit = engine.pool().limit();
+    let worker = Arc::new(Worker {
+        engine,
+        name: name.clone(),
+        state: state.clone(),
+        to_publish,
+        slots: Semaphore::new(limit),
+        stopping: AtomicBool::new(false),
+        abort_on: std::env::var("FTP_POOLER_TEST_ABORT_ON")
+            .ok()
+            .filter(|s| !s.is_empty()),
+    });
+
+    let link_state = state.clone();
+    let publish_link = tokio::spawn(run_link(
+        LinkSpec {
+            path: paths.publish(),
+            me: Role::Transfer,
+            peer: Role::Publish,
+            hello: Hello {
+                name: name.clone(),
+                pid: std::process::id(),
+                generation: 0,
+            },
+        },
+        state.clone(),
+        publish_rx,
+        |s: &mut State| s.held.values().cloned().collect(),
+        move |ev: LinkEvent<FromPublish>| match ev {
+            LinkEvent::Received(FromPublish::Acked(id)) => {
+                link_state.lock().expect("state").held.remove(&id);
+            }
+            LinkEvent::Connected => tracing::info!("connected to publish"),
+            LinkEvent::Lost => tracing::warn!("lost publish; results will be re-sent"),
+        },
+        stop_rx,
+    ));
+
+    let reaper = {
+        let pool = worker.engine.pool().clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                pool.reap_idle().await;
+            }
+        })
+    };
+
+    supervisor.ready().await?;
+    tracing::info!(connection = %connection_id, sessions = limit, "transfer worker ready");
+    let shutdown = supervisor.shutdown_requested();
+    tokio::pin!(shutdown);
+    let why = loop {
+        tokio::select! {
+            why = &mut shutdown => break why,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => { tokio::spawn(serve_ingest(worker.clone(), stream)); }
+                Err(e) => tracing::warn!(error = %e, "accept failed"),
+            },
+        }
+    };
+    tracing::info!(reason = why, "stopping: finishing jobs in flight");
+    worker.stopping.store(true, Ordering::SeqCst);
+    drop(listener);
+    let deadline = Instant::now() + drain;
+    loop {
+        let (running, held) = {
+            let s = state.lock().expect("state");
+            let running = limit - worker.slots.available_permits();
+            (running, s.held.len())
+        };
+        if running == 0 && held == 0 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                running,
+                held,
+                "drain deadline reached; ingest will re-send these"
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop_tx.send(true);
+    let _ = publish_link.await;
+    reaper.abort();
+    worker.engine.pool().close_idle().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// One ingest connection: jobs in, `Started` out.
+async fn serve_ingest(worker: Arc<Worker>, stream: UnixStream) {
+    let (_, mut reader, mut writer) = match accept(stream, Role::Transfer, &[Role::Ingest]).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "refused a connection");
+            return;
+        }
+    };
+    let hello: Hello = match reader.recv().await {
+        Ok(Some(h)) => h,
+        _ => return,
+    };
+    let generation = hello.generation;
+    let (tx, mut rx) = mpsc::unbounded_channel::<(TransferToIngest, oneshot::Sender<()>)>();
+    {
+        let mut s = worker.state.lock().expect("state");
+        if s.generation != generation {
+            tracing::info!(
+                generation = format!("{generation:x}"),
+                "new ingest generation"
+            );
+        }
+        s.generation = generation;
+        s.to_ingest = Some(tx);
+    }
+    let write_task = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            let mut batch = vec![m];
+            while let Ok(m) = rx.try_recv() {
+                batch.push(m);
+            }
+            let (msgs, written): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            if writer.send_all(&msgs).await.is_err() {
+                return;
+            }
+            for w in written {
+                let _ = w.send(());
+            }
+        }
+    });
+    loop {
+        match reader.recv::<IngestToTransfer>().await {
+            Ok(Some(IngestToTransfer::Job(job))) => {
+                let fresh = {
+                    let mut s = worker.state.lock().expect("state");
+                    job.id.generation == s.generation && s.known.insert(job.id)
+                };
+                if fresh {
+                    tokio::spawn(run_job(worker.clone(), job));
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "ingest channel failed");
+                break;
+            }
+        }
+    }
+    write_task.abort();
+}
+
+async fn run_job(worker: Arc<Worker>, job: Job) {
+    let permit = worker.slots.acquire().await.expect("slots never close");
+    let (written_tx, written) = oneshot::channel();
+    let current = {
+        let s = worker.state.lock().expect("state");
+        let current = s.generation == job.id.generation && !worker.stopping.load(Ordering::SeqCst);
+        if current {
+            if let Some(tx) = &s.to_ingest {
+                let _ = tx.send((TransferToIngest::Started(job.id), written_tx));
+            }
+        }
+        current
+    };
+    if !current {
+        worker.state.lock().expect("state").known.remove(&job.id);
+        return;
+    }
+    // `Started` is on the socket before any work begins: if this process dies during
+    // the job, ingest knows the job was running (poison detection).
+    let _ = tokio::time::timeout(Duration::from_secs(1), written).await;
+    if let Some(pattern) = &worker.abort_on {
+        if job.route.remote_path.contains(pattern.as_str()) {
+            tracing::error!(task_id = %job.task.task_id, "test hook FTP_POOLER_TEST_ABORT_ON: aborting");
+            std::process::abort();
+        }
+    }
+    let result = worker.engine.run(&job.task, &job.route).await;
+    drop(permit);
+    tracing::info!(
+        stage = %worker.name,
+        task_id = %result.task_id,
+        direction = job.route.direction.as_str(),
+        connection = worker.engine.connection_id(),
+        status = if result.is_success() { "success" } else { "failed" },
+        bytes = result.bytes_transferred,
+        duration_ms = result.duration_ms,
+        error_code = result.error_code.map(|c| c.as_str()).unwrap_or(""),
+        attempts = result.attempts,
+        "task finished"
+    );
+    let outcome = ToPublish::Result { id: job.id, result };
+    let mut s = worker.state.lock().expect("state");
+    s.known.remove(&job.id);
+    s.held.insert(job.id, outcome.clone());
+    let _ = worker.to_publish.send(outcome);
+}
