@@ -6,6 +6,8 @@
 //! ingest. Successes go to `kafka.result_topic`, failures to `kafka.fail_topic`, both keyed
 //! by task_id; malformed messages to `kafka.dlq_topic` under their original key.
 
+pub mod stage;
+
 use std::time::Duration;
 
 use ftp_pooler_config::KafkaSettings;

@@ -1,0 +1,215 @@
+//! The publish stage process (`ftp-pooler stage publish`).
+//!
+//! Listens for ingest and transfer workers; writes every result and DLQ record it gets to
+//! Kafka; confirms each one only after Kafka has acknowledged it (acks=all):
+//! `Acked(id)` to the sender (a transfer worker drops its copy) and to the ingest of that
+//! id's generation (the message is complete; its offset may be committed).
+//! Invariants:
+//! - nothing is acknowledged before its delivery report; a failed delivery is retried
+//!   with backoff, never acknowledged;
+//! - acks for an ingest that is not connected (restarting) are kept until an ingest
+//!   connects, then sent if they belong to its generation and dropped otherwise;
+//! - on stop: no new connections, deliveries in flight get the drain deadline, then the
+//!   producer is flushed.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ftp_pooler_channel::{
+    accept, bind, ChannelError, FromPublish, Hello, MessageId, Role, RuntimePaths, SupervisorLink,
+    ToPublish,
+};
+use ftp_pooler_config::Config;
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, watch};
+
+use crate::Publisher;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("publish: cannot create the Kafka producer: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("publish: channel: {0}")]
+    Channel(#[from] ChannelError),
+    #[error("publish: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Default)]
+struct Peers {
+    /// The connected ingest: its generation and outbox.
+    ingest: Option<(u64, mpsc::UnboundedSender<FromPublish>)>,
+    /// Acks produced while no ingest was connected.
+    pending_acks: Vec<MessageId>,
+    /// Connected transfer workers by name (a newer connection replaces an older one).
+    transfers: HashMap<String, (u64, mpsc::UnboundedSender<FromPublish>)>,
+    next_conn: u64,
+}
+
+struct Stage {
+    publisher: Publisher,
+    peers: Mutex<Peers>,
+    in_flight: AtomicUsize,
+    stopping: watch::Receiver<bool>,
+}
+
+/// Runs the stage until asked to stop.
+pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), PublishError> {
+    let publisher = Publisher::new(&config.settings.kafka)?;
+    let drain = Duration::from_secs(config.settings.shutdown.drain_timeout_seconds);
+    let mut supervisor = SupervisorLink::connect(&paths, Role::Publish, "publish", 0).await?;
+    let listener = bind(&paths.publish())?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stage = Arc::new(Stage {
+        publisher,
+        peers: Mutex::new(Peers::default()),
+        in_flight: AtomicUsize::new(0),
+        stopping: stop_rx,
+    });
+    supervisor.ready().await?;
+    tracing::info!("publish ready");
+    let shutdown = supervisor.shutdown_requested();
+    tokio::pin!(shutdown);
+    let why = loop {
+        tokio::select! {
+            why = &mut shutdown => break why,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => { tokio::spawn(serve(stage.clone(), stream)); }
+                Err(e) => tracing::warn!(error = %e, "accept failed"),
+            },
+        }
+    };
+    tracing::info!(reason = why, "stopping: delivering what is in flight");
+    drop(listener);
+    let deadline = Instant::now() + drain;
+    while stage.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop_tx.send(true);
+    let left = stage.in_flight.load(Ordering::SeqCst);
+    if left > 0 {
+        tracing::warn!(
+            left,
+            "drain deadline reached; their senders will re-send them"
+        );
+    }
+    let flush = stage.publisher.flush(Duration::from_secs(5));
+    if let Err(e) = flush {
+        tracing::warn!(error = %e, "flush incomplete");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn serve(stage: Arc<Stage>, stream: UnixStream) {
+    let (role, mut reader, mut writer) =
+        match accept(stream, Role::Publish, &[Role::Ingest, Role::Transfer]).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "refused a connection");
+                return;
+            }
+        };
+    let hello: Hello = match reader.recv().await {
+        Ok(Some(h)) => h,
+        _ => return,
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel::<FromPublish>();
+    let conn = {
+        let mut peers = stage.peers.lock().expect("peers");
+        peers.next_conn += 1;
+        let conn = peers.next_conn;
+        if role == Role::Ingest {
+            let generation = hello.generation;
+            let pending = std::mem::take(&mut peers.pending_acks);
+            for id in pending.into_iter().filter(|id| id.generation == generation) {
+                let _ = tx.send(FromPublish::Acked(id));
+            }
+            peers.ingest = Some((generation, tx));
+        } else {
+            peers.transfers.insert(hello.name.clone(), (conn, tx));
+        }
+        conn
+    };
+    tracing::info!(peer = %hello.name, pid = hello.pid, "peer connected");
+    let write_task = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            let mut batch = vec![m];
+            while let Ok(m) = rx.try_recv() {
+                batch.push(m);
+            }
+            if writer.send_all(&batch).await.is_err() {
+                return;
+            }
+        }
+    });
+    loop {
+        match reader.recv::<ToPublish>().await {
+            Ok(Some(item)) => {
+                stage.in_flight.fetch_add(1, Ordering::SeqCst);
+                let origin = (role == Role::Transfer).then(|| hello.name.clone());
+                tokio::spawn(deliver(stage.clone(), item, origin));
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(peer = %hello.name, error = %e, "channel failed");
+                break;
+            }
+        }
+    }
+    write_task.abort();
+    let mut peers = stage.peers.lock().expect("peers");
+    if role == Role::Ingest {
+        if matches!(&peers.ingest, Some((g, _)) if *g == hello.generation) {
+            peers.ingest = None;
+        }
+    } else if matches!(peers.transfers.get(&hello.name), Some((c, _)) if *c == conn) {
+        peers.transfers.remove(&hello.name);
+    }
+    tracing::info!(peer = %hello.name, "peer disconnected");
+}
+
+/// Writes one item to Kafka, retrying until acknowledged (or the stage stops), then
+/// confirms it to its sender and to ingest.
+async fn deliver(stage: Arc<Stage>, item: ToPublish, origin: Option<String>) {
+    let id = item.id();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let sent = match &item {
+            ToPublish::Result { result, .. } => stage.publisher.publish_result(result).await,
+            ToPublish::Dlq { record, key, .. } => {
+                stage.publisher.publish_dlq(record, key.as_deref()).await
+            }
+        };
+        match sent {
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(message = %id, error = %e, "delivery failed; retrying");
+                if *stage.stopping.borrow() {
+                    stage.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    return;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    {
+        let mut peers = stage.peers.lock().expect("peers");
+        if let Some(name) = &origin {
+            if let Some((_, tx)) = peers.transfers.get(name) {
+                let _ = tx.send(FromPublish::Acked(id));
+            }
+        }
+        match &peers.ingest {
+            Some((generation, tx)) if *generation == id.generation => {
+                let _ = tx.send(FromPublish::Acked(id));
+            }
+            Some(_) => {} // an older generation's message: its ingest is gone
+            None => peers.pending_acks.push(id),
+        }
+    }
+    stage.in_flight.fetch_sub(1, Ordering::SeqCst);
+}
