@@ -5,11 +5,14 @@
 //! is committed only by [`commit`], which the stage calls with the end of each partition's
 //! contiguous prefix of published results.
 
+pub mod stage;
+pub mod tracker;
+
 use std::collections::BTreeMap;
 
 use ftp_pooler_config::KafkaSettings;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -31,7 +34,7 @@ pub fn subscribe(kafka: &KafkaSettings) -> KafkaResult<StreamConsumer> {
 
 /// Commits, synchronously, `next_offset` (the first offset *not* yet done) for each
 /// partition of `topic`.
-pub fn commit<C: Consumer>(
+pub fn commit<X: ConsumerContext, C: Consumer<X>>(
     consumer: &C,
     topic: &str,
     next_offsets: &BTreeMap<i32, i64>,
@@ -47,7 +50,7 @@ pub fn commit<C: Consumer>(
 }
 
 /// The group's committed offsets for `partitions` of `topic` (None: nothing committed).
-pub fn committed<C: Consumer>(
+pub fn committed<X: ConsumerContext, C: Consumer<X>>(
     consumer: &C,
     topic: &str,
     partitions: &[i32],

@@ -1,0 +1,461 @@
+//! The ingest stage process (`ftp-pooler stage ingest`).
+//!
+//! Owns the Kafka consumer (on its own thread, polling a `BaseConsumer`; rebalance
+//! callbacks run there and may block), the [`Tracker`], and one link per transfer worker
+//! plus one to publish. Invariants:
+//! - every message read is tracked until publish acks its outcome; offsets are committed
+//!   (synchronously) only up to each partition's commit point;
+//! - malformed messages become DLQ records and invalid tasks failure results, sent to
+//!   publish directly; valid tasks go to the worker of their remote connection;
+//! - flow control pauses partitions instead of buffering (see the tracker);
+//! - on revoke: stop dispatching those partitions, wait (bounded by the drain deadline)
+//!   for their outcomes, commit them synchronously, forget them;
+//! - on stop: no more fetching; in-flight messages get the drain deadline; final commit;
+//!   the consumer leaves the group.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use ftp_pooler_channel::{
+    run_link, ChannelError, FromPublish, Hello, IngestToTransfer, Job, LinkEvent, LinkSpec,
+    MessageId, Role, RuntimePaths, SupervisorLink, ToPublish, TransferToIngest,
+};
+use ftp_pooler_config::{Config, Registry};
+use ftp_pooler_contract::{DlqRecord, Route, TransferResult, TransferTask};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{ClientContext, TopicPartitionList};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::tracker::{Limits, Out, Tracker};
+
+/// A job that kills its worker this many times becomes a failure result.
+pub const POISON_LIMIT: u32 = 3;
+/// Backlogged messages of one partition before it is paused. Resuming costs a fetch
+/// round trip (close to a second against some brokers), so the bounds are generous: a
+/// tracked message is a few hundred bytes.
+const PARTITION_BACKLOG: usize = 512;
+/// Messages tracked at once, at least (the pod bound is also twice its sessions).
+const MIN_POD_TRACKED: usize = 1024;
+/// How often the commit point is committed while running.
+const COMMIT_EVERY: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("ingest: Kafka consumer: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("ingest: channel: {0}")]
+    Channel(#[from] ChannelError),
+    #[error("ingest: consumer thread: {0}")]
+    Thread(String),
+}
+
+/// Where tracker output goes: the link queues.
+struct Outlets {
+    transfers: HashMap<String, mpsc::UnboundedSender<IngestToTransfer>>,
+    publish: mpsc::UnboundedSender<ToPublish>,
+}
+
+impl Outlets {
+    /// Must be called with the tracker locked (see `ftp_pooler_channel::link`).
+    fn send(&self, outs: Vec<Out>) {
+        for out in outs {
+            match out {
+                Out::Transfer(conn, job) => {
+                    if let Some(tx) = self.transfers.get(&conn) {
+                        let _ = tx.send(IngestToTransfer::Job(job));
+                    }
+                }
+                Out::Publish(item) => {
+                    let _ = self.publish.send(item);
+                }
+            }
+        }
+    }
+}
+
+struct Shared {
+    tracker: Arc<Mutex<Tracker>>,
+    /// Signalled on every ack (waiters: revoke and drain).
+    acked: Condvar,
+    outlets: Outlets,
+    topic: String,
+    revoke_wait: Duration,
+    registry: Registry,
+}
+
+impl Shared {
+    fn with<T>(&self, f: impl FnOnce(&mut Tracker) -> (Vec<Out>, T)) -> T {
+        let mut t = self.tracker.lock().expect("tracker");
+        let (outs, v) = f(&mut t);
+        self.outlets.send(outs);
+        v
+    }
+
+    /// Waits until `done(tracker)` or the deadline; true if done.
+    fn wait_until(&self, deadline: Instant, done: impl Fn(&Tracker) -> bool) -> bool {
+        let mut t = self.tracker.lock().expect("tracker");
+        loop {
+            if done(&t) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let step = (deadline - now).min(Duration::from_millis(100));
+            t = self.acked.wait_timeout(t, step).expect("tracker").0;
+        }
+    }
+
+    fn commit(&self, consumer: &BaseConsumer<IngestContext>, only: Option<&[i32]>) {
+        let points = {
+            let t = self.tracker.lock().expect("tracker");
+            let mut points = t.commit_points();
+            if let Some(parts) = only {
+                points.retain(|p, _| parts.contains(p));
+            }
+            points
+        };
+        if points.is_empty() {
+            return;
+        }
+        match crate::commit(consumer, &self.topic, &points) {
+            Ok(()) => {
+                tracing::debug!(?points, "committed");
+                self.tracker.lock().expect("tracker").committed(&points);
+            }
+            Err(e) => tracing::warn!(error = %e, ?points, "commit failed; will retry"),
+        }
+    }
+}
+
+/// The consumer's context: rebalance handling.
+struct IngestContext {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for IngestContext {}
+
+impl ConsumerContext for IngestContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let parts = partitions_of(tpl, &self.shared.topic);
+                tracing::info!(
+                    ?parts,
+                    "partitions revoked: finishing their messages in flight"
+                );
+                self.shared.with(|t| {
+                    t.revoke(&parts);
+                    (Vec::new(), ())
+                });
+                let deadline = Instant::now() + self.shared.revoke_wait;
+                let done = self
+                    .shared
+                    .wait_until(deadline, |t| t.in_flight(&parts) == 0);
+                if !done {
+                    tracing::warn!(?parts, "revoke: deadline reached with messages in flight; the next owner re-reads them");
+                }
+                self.shared.commit(consumer, Some(&parts));
+                self.shared.with(|t| (t.forget(&parts), ()));
+            }
+            Rebalance::Assign(_) => {}
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let parts = partitions_of(tpl, &self.shared.topic);
+            tracing::info!(?parts, "partitions assigned");
+            self.shared.with(|t| {
+                t.assigned(&parts);
+                (Vec::new(), ())
+            });
+        }
+    }
+}
+
+fn partitions_of(tpl: &TopicPartitionList, topic: &str) -> Vec<i32> {
+    tpl.elements()
+        .iter()
+        .filter(|e| e.topic() == topic)
+        .map(|e| e.partition())
+        .collect()
+}
+
+/// Runs the stage until asked to stop.
+pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), IngestError> {
+    let generation = loop {
+        let g = fastrand::u64(..);
+        if g != 0 {
+            break g;
+        }
+    };
+    let settings = &config.settings;
+    let drain = Duration::from_secs(settings.shutdown.drain_timeout_seconds);
+    let mut supervisor =
+        SupervisorLink::connect(&paths, Role::Ingest, "ingest", generation).await?;
+
+    // Bounds: two jobs per session a worker may open; the pod bound twice its sessions.
+    let pod_sessions = settings.pool.max_sessions_per_pod.max(1) as usize;
+    let mut window = HashMap::new();
+    for (id, conn) in config.registry.ftp() {
+        let sessions = conn
+            .max_sessions
+            .unwrap_or(settings.pool.max_sessions_per_connection)
+            .clamp(1, pod_sessions as u64) as usize;
+        window.insert(id.to_string(), 2 * sessions);
+    }
+    let limits = Limits {
+        window,
+        default_window: 2,
+        pod: (2 * pod_sessions).max(MIN_POD_TRACKED),
+        partition_backlog: PARTITION_BACKLOG,
+    };
+    let tracker = Arc::new(Mutex::new(Tracker::new(generation, limits, POISON_LIMIT)));
+
+    let hello = Hello {
+        name: "ingest".into(),
+        pid: std::process::id(),
+        generation,
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut transfer_rx = Vec::new();
+    let mut transfers = HashMap::new();
+    for (id, _) in config.registry.ftp() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        transfers.insert(id.to_string(), tx);
+        transfer_rx.push((id.to_string(), rx));
+    }
+    let (publish_tx, publish_rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        tracker: tracker.clone(),
+        acked: Condvar::new(),
+        outlets: Outlets {
+            transfers,
+            publish: publish_tx,
+        },
+        topic: settings.kafka.input_topic.clone(),
+        revoke_wait: drain,
+        registry: config.registry.clone(),
+    });
+
+    let mut links = Vec::new();
+    for (conn, rx) in transfer_rx {
+        let sh = shared.clone();
+        let conn2 = conn.clone();
+        links.push(tokio::spawn(run_link(
+            LinkSpec {
+                path: paths.transfer(&conn),
+                me: Role::Ingest,
+                peer: Role::Transfer,
+                hello: hello.clone(),
+            },
+            tracker.clone(),
+            rx,
+            move |t: &mut Tracker| {
+                t.pending_for_transfer(&conn)
+                    .into_iter()
+                    .map(IngestToTransfer::Job)
+                    .collect()
+            },
+            move |ev: LinkEvent<TransferToIngest>| match ev {
+                LinkEvent::Received(TransferToIngest::Started(id)) => {
+                    sh.tracker.lock().expect("tracker").started(id);
+                }
+                LinkEvent::Connected => tracing::info!(connection = %conn2, "connected to transfer worker"),
+                LinkEvent::Lost => {
+                    tracing::warn!(connection = %conn2, "lost transfer worker; its jobs will be re-sent");
+                    sh.with(|t| (t.transfer_lost(&conn2), ()));
+                    sh.acked.notify_all();
+                }
+            },
+            stop_rx.clone(),
+        )));
+    }
+    {
+        let sh = shared.clone();
+        links.push(tokio::spawn(run_link(
+            LinkSpec {
+                path: paths.publish(),
+                me: Role::Ingest,
+                peer: Role::Publish,
+                hello: hello.clone(),
+            },
+            tracker.clone(),
+            publish_rx,
+            |t: &mut Tracker| t.pending_for_publish(),
+            move |ev: LinkEvent<FromPublish>| match ev {
+                LinkEvent::Received(FromPublish::Acked(id)) => {
+                    sh.with(|t| (t.ack(id), ()));
+                    sh.acked.notify_all();
+                }
+                LinkEvent::Connected => tracing::info!("connected to publish"),
+                LinkEvent::Lost => {
+                    tracing::warn!("lost publish; results and DLQ records will be re-sent")
+                }
+            },
+            stop_rx.clone(),
+        )));
+    }
+
+    let stopping = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let consumer_thread = {
+        let shared = shared.clone();
+        let stopping = stopping.clone();
+        let kafka = settings.kafka.clone();
+        std::thread::Builder::new()
+            .name("ingest-consumer".into())
+            .spawn(move || consume(shared, kafka, generation, stopping, drain, ready_tx))
+            .map_err(|e| IngestError::Thread(e.to_string()))?
+    };
+    match ready_rx.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err(IngestError::Thread("consumer thread died at start".into())),
+    }
+    supervisor.ready().await?;
+    tracing::info!(generation = format!("{generation:x}"), "ingest ready");
+
+    let shutdown = supervisor.shutdown_requested();
+    let why = shutdown.await;
+    tracing::info!(
+        reason = why,
+        "stopping: no more fetching, draining in-flight messages"
+    );
+    stopping.store(true, Ordering::SeqCst);
+    let joined = tokio::task::spawn_blocking(move || consumer_thread.join()).await;
+    let _ = stop_tx.send(true);
+    for l in links {
+        let _ = l.await;
+    }
+    match joined {
+        Ok(Ok(())) => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+        _ => Err(IngestError::Thread("consumer thread panicked".into())),
+    }
+}
+
+/// The consumer thread: poll, track, dispatch, pause/resume, commit; drain on stop.
+fn consume(
+    shared: Arc<Shared>,
+    kafka: ftp_pooler_config::KafkaSettings,
+    generation: u64,
+    stopping: Arc<AtomicBool>,
+    drain: Duration,
+    ready: oneshot::Sender<Result<(), IngestError>>,
+) {
+    let consumer: BaseConsumer<IngestContext> = match crate::consumer_config(&kafka)
+        .create_with_context(IngestContext {
+            shared: shared.clone(),
+        }) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = ready.send(Err(e.into()));
+            return;
+        }
+    };
+    if let Err(e) = consumer.subscribe(&[kafka.input_topic.as_str()]) {
+        let _ = ready.send(Err(e.into()));
+        return;
+    }
+    let _ = ready.send(Ok(()));
+    let mut last_commit = Instant::now();
+    while !stopping.load(Ordering::SeqCst) {
+        let (pause, resume) = shared.tracker.lock().expect("tracker").update_pauses();
+        flow(&consumer, &kafka.input_topic, &pause, true);
+        flow(&consumer, &kafka.input_topic, &resume, false);
+        match consumer.poll(Duration::from_millis(20)) {
+            Some(Ok(msg)) => handle(&shared, &kafka, generation, &msg),
+            Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+            None => {}
+        }
+        if last_commit.elapsed() >= COMMIT_EVERY {
+            shared.commit(&consumer, None);
+            last_commit = Instant::now();
+        }
+    }
+    let tracked = shared.tracker.lock().expect("tracker").len();
+    tracing::info!(tracked, "draining");
+    let deadline = Instant::now() + drain;
+    if !shared.wait_until(deadline, |t| t.is_empty()) {
+        let left = shared.tracker.lock().expect("tracker").len();
+        tracing::warn!(
+            left,
+            "drain deadline reached; uncommitted messages will be redelivered"
+        );
+    }
+    shared.commit(&consumer, None);
+    consumer.unsubscribe();
+    drop(consumer);
+}
+
+fn flow(consumer: &BaseConsumer<IngestContext>, topic: &str, parts: &[i32], pause: bool) {
+    if parts.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for &p in parts {
+        tpl.add_partition(topic, p);
+    }
+    let r = if pause {
+        consumer.pause(&tpl)
+    } else {
+        consumer.resume(&tpl)
+    };
+    match r {
+        Ok(()) => tracing::debug!(?parts, pause, "flow control"),
+        Err(e) => tracing::warn!(error = %e, ?parts, pause, "pause/resume failed"),
+    }
+}
+
+/// One message: a job, a failure result, or a DLQ record.
+fn handle(
+    shared: &Shared,
+    kafka: &ftp_pooler_config::KafkaSettings,
+    generation: u64,
+    msg: &BorrowedMessage<'_>,
+) {
+    let id = MessageId {
+        generation,
+        partition: msg.partition(),
+        offset: msg.offset(),
+    };
+    match TransferTask::parse(msg.payload()) {
+        Err(invalid) => {
+            tracing::warn!(message = %id, error = %invalid, "malformed message: to the DLQ");
+            let record = DlqRecord::new(
+                &kafka.input_topic,
+                id.partition,
+                id.offset,
+                msg.key(),
+                msg.payload(),
+                &invalid,
+            );
+            let item = ToPublish::Dlq {
+                id,
+                record,
+                key: msg.key().map(<[u8]>::to_vec),
+            };
+            shared.with(|t| (t.track_direct(item), ()));
+        }
+        Ok(task) => match Route::resolve(&task, &shared.registry) {
+            Err(e) => {
+                tracing::info!(task_id = %task.task_id, error = %e, "invalid task: failure result");
+                let result = TransferResult::failure(&task, e.code, e.message, 0, 0);
+                shared.with(|t| (t.track_direct(ToPublish::Result { id, result }), ()));
+            }
+            Ok(route) => {
+                let conn = route.remote_id.clone();
+                shared.with(|t| (t.track_job(&conn, Job { id, task, route }), ()));
+            }
+        },
+    }
+}

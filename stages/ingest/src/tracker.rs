@@ -1,0 +1,801 @@
+//! The in-flight tracker of the ingest stage: pure bookkeeping, no I/O, unit-tested.
+//!
+//! Every Kafka message read is tracked from the moment it is read until publish confirms
+//! that its outcome (result or DLQ record) is in Kafka. Invariants:
+//! - the commit point of a partition is the smallest offset still tracked, or one past
+//!   the highest offset seen when nothing is: an offset is committed only when the
+//!   outcomes of it and of every earlier message of its partition are in Kafka
+//!   (completions arrive in any order; offsets need not be consecutive);
+//! - at most `window(conn)` jobs are dispatched to a transfer worker at once; more wait
+//!   in a per-connection FIFO backlog here, and a partition whose backlog reaches
+//!   `partition_backlog` is paused, as are all partitions when `pod` messages are tracked
+//!   (with hysteresis: resumed below a quarter of the backlog bound, or half the pod
+//!   bound, so a resume has time to fetch before the work runs out);
+//! - acks of another ingest generation, or for messages no longer tracked, are ignored;
+//! - poison: the jobs running when a worker died become suspects; while a connection has
+//!   suspects, it runs one job at a time, suspects first, so a crash during a suspect's
+//!   solo run is its own; a job that was running at `poison_limit` crashes becomes a
+//!   failure result (`UNKNOWN_ERROR`) instead of being re-sent forever, and a job that
+//!   merely ran beside a poison one is not blamed for more than its first crash.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use ftp_pooler_channel::{Job, MessageId, ToPublish};
+use ftp_pooler_contract::{ErrorCode, TransferResult};
+
+/// Bounds of in-flight work.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Jobs dispatched at once per transfer worker (by connection id).
+    pub window: HashMap<String, usize>,
+    /// Used for a connection missing from `window`.
+    pub default_window: usize,
+    /// Messages tracked at once by this ingest (all partitions).
+    pub pod: usize,
+    /// Backlogged messages of one partition before it is paused.
+    pub partition_backlog: usize,
+}
+
+/// Something to send as a result of a tracker change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Out {
+    /// A job for the transfer worker of this connection.
+    Transfer(String, Job),
+    /// A result or DLQ record for publish.
+    Publish(ToPublish),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting for a window slot of its connection.
+    Backlog,
+    /// Handed to its transfer worker (or to publish, for direct items).
+    Sent,
+    /// The worker said it began.
+    Started,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Job { conn: String, job: Job },
+    Direct(ToPublish),
+}
+
+#[derive(Debug)]
+struct Entry {
+    kind: Kind,
+    state: State,
+    crashes: u32,
+    suspect: bool,
+}
+
+#[derive(Debug, Default)]
+struct Partition {
+    entries: BTreeMap<i64, Entry>,
+    max_seen: Option<i64>,
+    committed: Option<i64>,
+    backlog: usize,
+    paused: bool,
+    revoked: bool,
+}
+
+impl Partition {
+    fn commit_point(&self) -> Option<i64> {
+        match self.entries.keys().next() {
+            Some(&first) => Some(first),
+            None => self.max_seen.map(|m| m + 1),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Conn {
+    dispatched: usize,
+    backlog: VecDeque<MessageId>,
+    /// Suspects waiting for their solo run (dispatched before the backlog).
+    suspects: VecDeque<MessageId>,
+    /// Suspect entries not yet complete: while > 0 the window is 1.
+    suspects_pending: usize,
+}
+
+#[derive(Debug)]
+pub struct Tracker {
+    generation: u64,
+    limits: Limits,
+    poison_limit: u32,
+    partitions: BTreeMap<i32, Partition>,
+    conns: HashMap<String, Conn>,
+    total: usize,
+    pod_paused: bool,
+}
+
+impl Tracker {
+    pub fn new(generation: u64, limits: Limits, poison_limit: u32) -> Tracker {
+        Tracker {
+            generation,
+            limits,
+            poison_limit: poison_limit.max(1),
+            partitions: BTreeMap::new(),
+            conns: HashMap::new(),
+            total: 0,
+            pod_paused: false,
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Messages tracked (read, outcome not yet confirmed).
+    pub fn len(&self) -> usize {
+        self.total
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    fn window(&self, conn: &str) -> usize {
+        if self.conns.get(conn).is_some_and(|c| c.suspects_pending > 0) {
+            return 1;
+        }
+        self.limits
+            .window
+            .get(conn)
+            .copied()
+            .unwrap_or(self.limits.default_window)
+            .max(1)
+    }
+
+    /// Starts tracking a message; false when it is already tracked or already done.
+    fn admit(&mut self, id: MessageId) -> bool {
+        let p = self.partitions.entry(id.partition).or_default();
+        if p.revoked || p.entries.contains_key(&id.offset) {
+            return false;
+        }
+        if matches!(p.max_seen, Some(m) if id.offset <= m) {
+            // Seen and completed already (a re-read after a seek): nothing to do.
+            return false;
+        }
+        p.max_seen = Some(id.offset);
+        true
+    }
+
+    /// A valid task for the transfer worker of `conn`.
+    pub fn track_job(&mut self, conn: &str, job: Job) -> Vec<Out> {
+        let id = job.id;
+        if id.generation != self.generation || !self.admit(id) {
+            return Vec::new();
+        }
+        self.total += 1;
+        let window = self.window(conn);
+        let c = self.conns.entry(conn.to_string()).or_default();
+        let p = self.partitions.get_mut(&id.partition).expect("admitted");
+        if c.backlog.is_empty() && c.dispatched < window {
+            c.dispatched += 1;
+            p.entries.insert(
+                id.offset,
+                Entry {
+                    kind: Kind::Job {
+                        conn: conn.to_string(),
+                        job: job.clone(),
+                    },
+                    state: State::Sent,
+                    crashes: 0,
+                    suspect: false,
+                },
+            );
+            vec![Out::Transfer(conn.to_string(), job)]
+        } else {
+            c.backlog.push_back(id);
+            p.backlog += 1;
+            p.entries.insert(
+                id.offset,
+                Entry {
+                    kind: Kind::Job {
+                        conn: conn.to_string(),
+                        job,
+                    },
+                    state: State::Backlog,
+                    crashes: 0,
+                    suspect: false,
+                },
+            );
+            Vec::new()
+        }
+    }
+
+    /// A result decided here (invalid task) or a DLQ record: straight to publish.
+    pub fn track_direct(&mut self, item: ToPublish) -> Vec<Out> {
+        let id = item.id();
+        if id.generation != self.generation || !self.admit(id) {
+            return Vec::new();
+        }
+        self.total += 1;
+        let p = self.partitions.get_mut(&id.partition).expect("admitted");
+        p.entries.insert(
+            id.offset,
+            Entry {
+                kind: Kind::Direct(item.clone()),
+                state: State::Sent,
+                crashes: 0,
+                suspect: false,
+            },
+        );
+        vec![Out::Publish(item)]
+    }
+
+    /// The worker began `id`.
+    pub fn started(&mut self, id: MessageId) {
+        if id.generation != self.generation {
+            return;
+        }
+        if let Some(e) = self
+            .partitions
+            .get_mut(&id.partition)
+            .and_then(|p| p.entries.get_mut(&id.offset))
+        {
+            if e.state == State::Sent && matches!(e.kind, Kind::Job { .. }) {
+                e.state = State::Started;
+            }
+        }
+    }
+
+    /// Publish confirmed `id`'s outcome is in Kafka: the message is complete.
+    pub fn ack(&mut self, id: MessageId) -> Vec<Out> {
+        if id.generation != self.generation {
+            return Vec::new();
+        }
+        let Some(p) = self.partitions.get_mut(&id.partition) else {
+            return Vec::new();
+        };
+        let Some(entry) = p.entries.remove(&id.offset) else {
+            return Vec::new();
+        };
+        self.total -= 1;
+        if entry.suspect {
+            if let Kind::Job { conn, .. } = &entry.kind {
+                if let Some(c) = self.conns.get_mut(conn) {
+                    c.suspects_pending -= 1;
+                }
+            }
+        }
+        match (entry.kind, entry.state) {
+            (Kind::Job { conn, .. }, State::Sent | State::Started) => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.dispatched -= 1;
+                }
+                self.refill(&conn)
+            }
+            (Kind::Job { conn, .. }, State::Backlog) => {
+                // Acked before it was dispatched again (an outcome of an earlier attempt).
+                p.backlog -= 1;
+                self.refill(&conn)
+            }
+            (Kind::Direct(_), _) => Vec::new(),
+        }
+    }
+
+    /// Dispatches backlogged jobs of `conn` while its window has room.
+    fn refill(&mut self, conn: &str) -> Vec<Out> {
+        let window = self.window(conn);
+        let mut out = Vec::new();
+        let Some(c) = self.conns.get_mut(conn) else {
+            return out;
+        };
+        while c.dispatched < window {
+            let Some(id) = c.suspects.pop_front().or_else(|| c.backlog.pop_front()) else {
+                break;
+            };
+            let Some(p) = self.partitions.get_mut(&id.partition) else {
+                continue;
+            };
+            let Some(e) = p.entries.get_mut(&id.offset) else {
+                continue;
+            };
+            if e.state != State::Backlog {
+                continue;
+            }
+            if let Kind::Job { job, .. } = &e.kind {
+                e.state = State::Sent;
+                p.backlog -= 1;
+                c.dispatched += 1;
+                out.push(Out::Transfer(conn.to_string(), job.clone()));
+            }
+        }
+        out
+    }
+
+    /// The transfer worker of `conn` died (its connection broke). Jobs it had started
+    /// count a crash and become suspects; those at the poison limit become failure
+    /// results. Everything else it had goes back to the front of the backlog, and the
+    /// connection runs one job at a time, suspects first, until no suspect is left.
+    pub fn transfer_lost(&mut self, conn: &str) -> Vec<Out> {
+        let mut out = Vec::new();
+        let mut requeue: Vec<MessageId> = Vec::new();
+        let mut suspects: Vec<MessageId> = Vec::new();
+        let mut new_suspects = 0usize;
+        let mut cleared_suspects = 0usize;
+        for p in self.partitions.values_mut() {
+            for e in p.entries.values_mut() {
+                let Kind::Job { conn: c, job } = &e.kind else {
+                    continue;
+                };
+                if c != conn || e.state == State::Backlog {
+                    continue;
+                }
+                let id = job.id;
+                if e.state == State::Started {
+                    e.crashes += 1;
+                    if !e.suspect {
+                        e.suspect = true;
+                        new_suspects += 1;
+                    }
+                    if e.crashes >= self.poison_limit {
+                        let result = TransferResult::failure(
+                            &job.task,
+                            ErrorCode::UnknownError,
+                            format!(
+                                "the transfer worker of {conn:?} died {} times while running this task; given up",
+                                e.crashes
+                            ),
+                            0,
+                            e.crashes,
+                        );
+                        let item = ToPublish::Result { id, result };
+                        out.push(Out::Publish(item.clone()));
+                        e.kind = Kind::Direct(item);
+                        e.state = State::Sent;
+                        e.suspect = false;
+                        cleared_suspects += 1;
+                        continue;
+                    }
+                }
+                e.state = State::Backlog;
+                p.backlog += 1;
+                if e.suspect {
+                    suspects.push(id);
+                } else {
+                    requeue.push(id);
+                }
+            }
+        }
+        let c = self.conns.entry(conn.to_string()).or_default();
+        c.dispatched = 0;
+        c.suspects_pending = c.suspects_pending + new_suspects - cleared_suspects;
+        let rest: Vec<MessageId> = c.suspects.drain(..).collect();
+        c.suspects = suspects.into_iter().chain(rest).collect();
+        for id in requeue.into_iter().rev() {
+            c.backlog.push_front(id);
+        }
+        out.extend(self.refill(conn));
+        out
+    }
+
+    /// Jobs the worker of `conn` must have: sent or started, not yet confirmed.
+    pub fn pending_for_transfer(&self, conn: &str) -> Vec<Job> {
+        let mut jobs = Vec::new();
+        for p in self.partitions.values() {
+            for e in p.entries.values() {
+                if let Kind::Job { conn: c, job } = &e.kind {
+                    if c == conn && e.state != State::Backlog {
+                        jobs.push(job.clone());
+                    }
+                }
+            }
+        }
+        jobs
+    }
+
+    /// Results and DLQ records publish must have.
+    pub fn pending_for_publish(&self) -> Vec<ToPublish> {
+        let mut items = Vec::new();
+        for p in self.partitions.values() {
+            for e in p.entries.values() {
+                if let Kind::Direct(item) = &e.kind {
+                    items.push(item.clone());
+                }
+            }
+        }
+        items
+    }
+
+    /// Partitions whose commit point moved past what was last committed.
+    pub fn commit_points(&self) -> BTreeMap<i32, i64> {
+        self.partitions
+            .iter()
+            .filter_map(|(&n, p)| {
+                let point = p.commit_point()?;
+                (p.committed.is_none_or(|c| point > c)).then_some((n, point))
+            })
+            .collect()
+    }
+
+    /// The commit point of one partition (None: nothing read from it).
+    pub fn commit_point(&self, partition: i32) -> Option<i64> {
+        self.partitions.get(&partition)?.commit_point()
+    }
+
+    /// Records a successful commit.
+    pub fn committed(&mut self, points: &BTreeMap<i32, i64>) {
+        for (n, &point) in points {
+            if let Some(p) = self.partitions.get_mut(n) {
+                p.committed = Some(p.committed.map_or(point, |c| c.max(point)));
+            }
+        }
+    }
+
+    /// The partitions are being revoked: nothing more is dispatched from them; their
+    /// backlog is dropped (Kafka redelivers it to the next owner).
+    pub fn revoke(&mut self, partitions: &[i32]) {
+        for n in partitions {
+            if let Some(p) = self.partitions.get_mut(n) {
+                p.revoked = true;
+                let before = p.entries.len();
+                let conns = &mut self.conns;
+                p.entries.retain(|_, e| {
+                    let drop = e.state == State::Backlog;
+                    if drop && e.suspect {
+                        if let Kind::Job { conn, .. } = &e.kind {
+                            if let Some(c) = conns.get_mut(conn) {
+                                c.suspects_pending -= 1;
+                            }
+                        }
+                    }
+                    !drop
+                });
+                self.total -= before - p.entries.len();
+                p.backlog = 0;
+            }
+        }
+    }
+
+    /// Messages of these partitions still waiting for their outcome.
+    pub fn in_flight(&self, partitions: &[i32]) -> usize {
+        partitions
+            .iter()
+            .filter_map(|n| self.partitions.get(n))
+            .map(|p| p.entries.len())
+            .sum()
+    }
+
+    /// Stops tracking revoked partitions (after their final commit); frees their slots.
+    pub fn forget(&mut self, partitions: &[i32]) -> Vec<Out> {
+        let mut touched = Vec::new();
+        for n in partitions {
+            if let Some(p) = self.partitions.remove(n) {
+                for e in p.entries.values() {
+                    self.total -= 1;
+                    if let Kind::Job { conn, .. } = &e.kind {
+                        if let Some(c) = self.conns.get_mut(conn) {
+                            if e.suspect {
+                                c.suspects_pending -= 1;
+                            }
+                            if e.state != State::Backlog {
+                                c.dispatched -= 1;
+                            }
+                        }
+                        touched.push(conn.clone());
+                    }
+                }
+            }
+        }
+        touched.sort();
+        touched.dedup();
+        touched.iter().flat_map(|c| self.refill(c)).collect()
+    }
+
+    /// Which partitions to pause and which to resume now (flow control).
+    pub fn update_pauses(&mut self) -> (Vec<i32>, Vec<i32>) {
+        let pod = self.limits.pod.max(1);
+        if self.pod_paused {
+            self.pod_paused = self.total >= pod / 2;
+        } else {
+            self.pod_paused = self.total >= pod;
+        }
+        let hi = self.limits.partition_backlog.max(1);
+        let (mut pause, mut resume) = (Vec::new(), Vec::new());
+        for (&n, p) in self.partitions.iter_mut() {
+            let own = if p.paused {
+                p.backlog >= hi / 4
+            } else {
+                p.backlog >= hi
+            };
+            let want = (self.pod_paused || own) && !p.revoked;
+            if want != p.paused {
+                p.paused = want;
+                if want {
+                    pause.push(n);
+                } else {
+                    resume.push(n);
+                }
+            }
+        }
+        (pause, resume)
+    }
+
+    /// Marks partitions as newly assigned (not paused, not revoked).
+    pub fn assigned(&mut self, partitions: &[i32]) {
+        for n in partitions {
+            let p = self.partitions.entry(*n).or_default();
+            p.revoked = false;
+            p.paused = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ftp_pooler_contract::{Direction, DlqRecord, InvalidMessage, Route, TransferTask};
+
+    const GEN: u64 = 42;
+
+    fn id(partition: i32, offset: i64) -> MessageId {
+        MessageId {
+            generation: GEN,
+            partition,
+            offset,
+        }
+    }
+
+    fn job(partition: i32, offset: i64) -> Job {
+        let task = TransferTask {
+            task_id: format!("t-{partition}-{offset}"),
+            src_id: "a".into(),
+            src_path: "x".into(),
+            dst_id: "l".into(),
+            dst_path: "y".into(),
+        };
+        Job {
+            id: id(partition, offset),
+            route: Route {
+                direction: Direction::Download,
+                remote_id: "a".into(),
+                remote_path: "x".into(),
+                local_id: "l".into(),
+                local_path: "y".into(),
+            },
+            task,
+        }
+    }
+
+    fn dlq(partition: i32, offset: i64) -> ToPublish {
+        ToPublish::Dlq {
+            id: id(partition, offset),
+            record: DlqRecord::new(
+                "t",
+                partition,
+                offset,
+                None,
+                Some(b"x"),
+                &InvalidMessage("bad".into()),
+            ),
+            key: None,
+        }
+    }
+
+    fn limits(window: usize) -> Limits {
+        Limits {
+            window: HashMap::new(),
+            default_window: window,
+            pod: 100,
+            partition_backlog: 4,
+        }
+    }
+
+    fn sent_offsets(out: &[Out]) -> Vec<i64> {
+        out.iter()
+            .map(|o| match o {
+                Out::Transfer(_, j) => j.id.offset,
+                Out::Publish(p) => p.id().offset,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn commit_point_is_the_end_of_the_contiguous_completed_prefix() {
+        let mut t = Tracker::new(GEN, limits(10), 3);
+        for o in [10, 11, 13, 20] {
+            t.track_job("a", job(0, o));
+        }
+        assert_eq!(t.commit_point(0), Some(10));
+        t.ack(id(0, 11));
+        t.ack(id(0, 13));
+        assert_eq!(t.commit_point(0), Some(10), "10 is not done yet");
+        t.ack(id(0, 10));
+        assert_eq!(t.commit_point(0), Some(20), "gaps in offsets are fine");
+        t.ack(id(0, 20));
+        assert_eq!(t.commit_point(0), Some(21));
+        assert!(t.is_empty());
+        let points = t.commit_points();
+        assert_eq!(points, BTreeMap::from([(0, 21)]));
+        t.committed(&points);
+        assert!(t.commit_points().is_empty(), "nothing new to commit");
+    }
+
+    #[test]
+    fn partitions_commit_independently() {
+        let mut t = Tracker::new(GEN, limits(10), 3);
+        t.track_job("a", job(0, 0));
+        t.track_job("a", job(1, 0));
+        t.track_direct(dlq(1, 1));
+        t.ack(id(1, 0));
+        t.ack(id(1, 1));
+        assert_eq!(t.commit_points(), BTreeMap::from([(0, 0), (1, 2)]));
+    }
+
+    #[test]
+    fn other_generations_and_unknown_acks_are_ignored() {
+        let mut t = Tracker::new(GEN, limits(10), 3);
+        t.track_job("a", job(0, 5));
+        let old = MessageId {
+            generation: GEN - 1,
+            ..id(0, 5)
+        };
+        t.ack(old);
+        assert_eq!(t.commit_point(0), Some(5));
+        t.ack(id(0, 6));
+        t.ack(id(3, 0));
+        assert_eq!(t.len(), 1);
+        // A job of another generation is not admitted.
+        let mut j = job(0, 7);
+        j.id.generation = 1;
+        assert!(t.track_job("a", j).is_empty());
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn the_window_bounds_dispatch_and_acks_refill_it_in_order() {
+        let mut t = Tracker::new(GEN, limits(2), 3);
+        let mut sent = Vec::new();
+        for o in 0..5 {
+            sent.extend(sent_offsets(&t.track_job("a", job(0, o))));
+        }
+        assert_eq!(sent, [0, 1]);
+        assert_eq!(sent_offsets(&t.ack(id(0, 1))), [2]);
+        assert_eq!(sent_offsets(&t.ack(id(0, 0))), [3]);
+        // Another connection has its own window.
+        assert_eq!(sent_offsets(&t.track_job("b", job(1, 0))), [0]);
+        assert_eq!(t.pending_for_transfer("a").len(), 2);
+        assert_eq!(t.pending_for_transfer("b").len(), 1);
+    }
+
+    #[test]
+    fn backlogged_partitions_pause_and_resume() {
+        let mut t = Tracker::new(GEN, limits(1), 3);
+        for o in 0..5 {
+            t.track_job("a", job(0, o));
+        }
+        // 1 dispatched, 4 in backlog = partition_backlog.
+        assert_eq!(t.update_pauses(), (vec![0], vec![]));
+        assert_eq!(t.update_pauses(), (vec![], vec![]));
+        t.ack(id(0, 0));
+        t.ack(id(0, 1));
+        t.ack(id(0, 2));
+        assert_eq!(
+            t.update_pauses(),
+            (vec![], vec![]),
+            "backlog 1 = hi/4: still paused"
+        );
+        t.ack(id(0, 3));
+        assert_eq!(t.update_pauses(), (vec![], vec![0]));
+    }
+
+    #[test]
+    fn a_full_pod_pauses_everything() {
+        let mut t = Tracker::new(
+            GEN,
+            Limits {
+                pod: 4,
+                ..limits(10)
+            },
+            3,
+        );
+        for o in 0..2 {
+            t.track_job("a", job(0, o));
+            t.track_job("a", job(1, o));
+        }
+        assert_eq!(t.update_pauses(), (vec![0, 1], vec![]));
+        t.ack(id(0, 0));
+        t.ack(id(0, 1));
+        assert_eq!(t.update_pauses(), (vec![], vec![]), "2 >= half of 4");
+        t.ack(id(1, 0));
+        assert_eq!(t.update_pauses(), (vec![], vec![0, 1]));
+    }
+
+    fn failure_code(out: &Out) -> Option<ErrorCode> {
+        match out {
+            Out::Publish(ToPublish::Result { result, .. }) => result.error_code,
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_lost_worker_gets_its_jobs_again_one_at_a_time_while_suspects_remain() {
+        let mut t = Tracker::new(GEN, limits(3), 3);
+        for o in 0..5 {
+            t.track_job("a", job(0, o));
+        }
+        t.started(id(0, 1));
+        // Worker dies with 0, 1, 2 dispatched, only 1 started: 1 is a suspect and runs
+        // first, alone.
+        assert_eq!(sent_offsets(&t.transfer_lost("a")), [1]);
+        let again: Vec<i64> = t
+            .pending_for_transfer("a")
+            .iter()
+            .map(|j| j.id.offset)
+            .collect();
+        assert_eq!(again, [1]);
+        t.started(id(0, 1));
+        // It succeeds: back to the full window, in the original order.
+        assert_eq!(sent_offsets(&t.ack(id(0, 1))), [0, 2, 3]);
+        assert_eq!(t.commit_point(0), Some(0));
+    }
+
+    #[test]
+    fn poison_becomes_a_failure_and_its_neighbour_is_not_blamed() {
+        let mut t = Tracker::new(GEN, limits(2), 3);
+        t.track_job("a", job(0, 0)); // poison
+        t.track_job("a", job(0, 1)); // innocent, running beside it
+        t.track_job("a", job(0, 2));
+        t.started(id(0, 0));
+        t.started(id(0, 1));
+        assert_eq!(
+            sent_offsets(&t.transfer_lost("a")),
+            [0],
+            "suspects first, alone"
+        );
+        t.started(id(0, 0));
+        assert_eq!(sent_offsets(&t.transfer_lost("a")), [0]);
+        t.started(id(0, 0));
+        let out = t.transfer_lost("a");
+        // Third crash: a failure for publish; then the innocent suspect runs alone.
+        assert_eq!(sent_offsets(&out), [0, 1]);
+        assert_eq!(failure_code(&out[0]), Some(ErrorCode::UnknownError));
+        match &out[0] {
+            Out::Publish(ToPublish::Result { result, .. }) => assert_eq!(result.attempts, 3),
+            other => panic!("{other:?}"),
+        }
+        t.started(id(0, 1));
+        assert_eq!(
+            sent_offsets(&t.ack(id(0, 1))),
+            [2],
+            "no suspects left: full window"
+        );
+        t.ack(id(0, 0));
+        t.ack(id(0, 2));
+        assert!(t.is_empty());
+        assert_eq!(t.commit_point(0), Some(3));
+    }
+
+    #[test]
+    fn revoke_drops_the_backlog_and_forget_frees_the_window() {
+        let mut t = Tracker::new(GEN, limits(1), 3);
+        t.track_job("a", job(0, 0));
+        t.track_job("a", job(0, 1));
+        t.track_job("a", job(1, 0));
+        t.revoke(&[0]);
+        assert_eq!(
+            t.in_flight(&[0]),
+            1,
+            "only the dispatched one is waited for"
+        );
+        assert_eq!(t.len(), 2);
+        // Messages of a revoked partition are not admitted.
+        assert!(t.track_job("a", job(0, 2)).is_empty());
+        let out = t.forget(&[0]);
+        assert_eq!(sent_offsets(&out), [0], "partition 1's job gets the slot");
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.commit_point(0), None);
+    }
+
+    #[test]
+    fn rereads_of_done_messages_are_ignored() {
+        let mut t = Tracker::new(GEN, limits(2), 3);
+        t.track_job("a", job(0, 0));
+        t.ack(id(0, 0));
+        assert!(t.track_job("a", job(0, 0)).is_empty());
+        assert_eq!(t.commit_point(0), Some(1));
+    }
+}
