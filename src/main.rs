@@ -1,16 +1,26 @@
 //! The `ftp-pooler` binary: the command line, and the door to each room.
 //!
-//! Only subcommands that work exist. Today: `check-config`. The supervisor (`run`), the
-//! stage entry points (`stage ingest|transfer <id>|publish`) and `ctl` arrive with the
-//! pipeline. Errors are reported here, at the edge, with `anyhow`; exit codes: 0 ok,
-//! 1 failure, 2 invalid configuration.
+//! - `run`: the supervisor (room `supervisor/`), which re-executes this binary as
+//! - `stage ingest|transfer <id>|publish`: the stage processes (rooms `stages/*`);
+//! - `ctl status|restart <stage>`: talks to a running supervisor;
+//! - `check-config`: validates both configuration files.
+//!
+//! Errors are reported here, at the edge, with `anyhow`; exit codes: 0 ok, 1 failure
+//! (including a supervisor that gave up on a crash-looping stage), 2 invalid
+//! configuration or usage.
 
 mod check_config;
+mod logging;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use ftp_pooler_channel::{CtlRequest, CtlResponse, RuntimePaths};
+use ftp_pooler_config::Config;
+use ftp_pooler_supervisor::{Outcome, ENV_RUNTIME_DIR};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -25,11 +35,47 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the service: the supervisor and its stage processes.
+    Run {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+    },
     /// Check config.yaml (with environment overrides) and connections.ini without starting.
     ///
     /// Exit 0 and a summary (connections without secrets) when both are valid; exit 2 with
     /// every error found, one per line, otherwise.
     CheckConfig(ConfigArgs),
+    /// Talk to a running supervisor.
+    Ctl {
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+        #[command(subcommand)]
+        action: CtlAction,
+    },
+    /// A stage process (started by the supervisor, not by hand).
+    #[command(hide = true)]
+    Stage {
+        #[command(subcommand)]
+        stage: StageKind,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CtlAction {
+    /// Each stage's pid, state, restarts and uptime.
+    Status,
+    /// Restart one stage (`ingest`, `publish`, `transfer:<connection-id>`) while the
+    /// others keep running; returns when its new process is ready.
+    Restart { stage: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum StageKind {
+    Ingest,
+    Transfer { connection_id: String },
+    Publish,
 }
 
 /// Where the configuration comes from (flags win over FTP_POOLER_CONFIG / FTP_POOLER_CONNECTIONS).
@@ -49,10 +95,29 @@ impl ConfigArgs {
     }
 }
 
+#[derive(clap::Args, Debug, Clone)]
+struct RuntimeArgs {
+    /// The private directory of the service's sockets (default: $FTP_POOLER_RUNTIME_DIR,
+    /// else $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR/ftp-pooler or /tmp/ftp-pooler-<uid>).
+    #[arg(long, value_name = "DIR", env = ENV_RUNTIME_DIR)]
+    runtime_dir: Option<PathBuf>,
+}
+
+impl RuntimeArgs {
+    fn dir(&self) -> PathBuf {
+        self.runtime_dir
+            .clone()
+            .unwrap_or_else(ftp_pooler_supervisor::runtime_dir::default_dir)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::CheckConfig(args) => check_config::run(&args.sources()),
+        Command::Run { config, runtime } => run(&config, &runtime),
+        Command::Ctl { runtime, action } => ctl(&runtime, action),
+        Command::Stage { stage } => stage_main(stage),
     };
     match outcome {
         Ok(code) => code,
@@ -61,4 +126,119 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Loads the configuration, or prints every error (exit 2).
+fn load(sources: &ftp_pooler_config::Sources) -> Result<Config, ExitCode> {
+    sources.load().map_err(|errors| {
+        for e in errors.iter() {
+            eprintln!("{e}");
+        }
+        eprintln!("configuration invalid: {} error(s)", errors.len());
+        ExitCode::from(2)
+    })
+}
+
+fn run(args: &ConfigArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
+    let mut config = match load(&args.sources()) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    // Children re-read the same files, whatever their working directory.
+    if let Some(f) = &config.config_file {
+        config.config_file =
+            Some(std::fs::canonicalize(f).with_context(|| f.display().to_string())?);
+    }
+    config.connections_file = std::fs::canonicalize(&config.connections_file)
+        .with_context(|| config.connections_file.display().to_string())?;
+    logging::init(&config.settings.logging, "supervisor");
+    let opts = ftp_pooler_supervisor::Options {
+        exe: std::env::current_exe().context("locating the ftp-pooler executable")?,
+        runtime_dir: runtime.dir(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match rt.block_on(ftp_pooler_supervisor::run(config, opts))? {
+        Outcome::Stopped => Ok(ExitCode::SUCCESS),
+        Outcome::GaveUp { stage } => {
+            eprintln!("ftp-pooler: stage {stage} kept crashing; gave up");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn ctl(runtime: &RuntimeArgs, action: CtlAction) -> anyhow::Result<ExitCode> {
+    let paths = RuntimePaths::new(runtime.dir());
+    let (req, limit) = match action {
+        CtlAction::Status => (CtlRequest::Status, Duration::from_secs(10)),
+        CtlAction::Restart { stage } => (CtlRequest::Restart { stage }, Duration::from_secs(180)),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let reply = rt
+        .block_on(ftp_pooler_supervisor::ctl(&paths, &req, limit))
+        .with_context(|| format!("no supervisor answers at {}", paths.ctl().display()))?;
+    match reply {
+        CtlResponse::Status { pid, stages } => {
+            println!("supervisor pid {pid}");
+            println!(
+                "{:<28} {:>8} {:<10} {:>8} {:>10}",
+                "STAGE", "PID", "STATE", "RESTARTS", "UPTIME_S"
+            );
+            for s in stages {
+                let pid = s.pid.map_or("-".to_string(), |p| p.to_string());
+                println!(
+                    "{:<28} {:>8} {:<10} {:>8} {:>10}",
+                    s.name, pid, s.state, s.restarts, s.uptime_seconds
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        CtlResponse::Restarted { stage, pid } => {
+            println!("{stage} restarted (pid {pid})");
+            Ok(ExitCode::SUCCESS)
+        }
+        CtlResponse::Error(e) => {
+            eprintln!("ftp-pooler ctl: {e}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn stage_main(stage: StageKind) -> anyhow::Result<ExitCode> {
+    let config = match load(&ftp_pooler_config::Sources::from_env(None, None)) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let dir = std::env::var_os(ENV_RUNTIME_DIR)
+        .context("FTP_POOLER_RUNTIME_DIR is not set: stages are started by `ftp-pooler run`")?;
+    let paths = RuntimePaths::new(PathBuf::from(dir));
+    let name = match &stage {
+        StageKind::Ingest => "ingest".to_string(),
+        StageKind::Publish => "publish".to_string(),
+        StageKind::Transfer { connection_id } => format!("transfer:{connection_id}"),
+    };
+    logging::init(&config.settings.logging, &name);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result: anyhow::Result<()> = rt.block_on(async move {
+        match stage {
+            StageKind::Ingest => ftp_pooler_ingest::stage::run(config, paths).await?,
+            StageKind::Publish => ftp_pooler_publish::stage::run(config, paths).await?,
+            StageKind::Transfer { connection_id } => {
+                ftp_pooler_transfer::worker::run(config, connection_id, paths).await?
+            }
+        }
+        Ok(())
+    });
+    rt.shutdown_timeout(Duration::from_secs(1));
+    if let Err(e) = result {
+        tracing::error!(error = %format!("{e:#}"), "stage failed");
+        return Err(e);
+    }
+    Ok(ExitCode::SUCCESS)
 }

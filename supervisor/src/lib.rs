@@ -1,0 +1,687 @@
+//! ftp-pooler-supervisor: the parent process (`ftp-pooler run`).
+//!
+//! Owns the stage processes: it spawns `ftp-pooler stage publish`, one
+//! `ftp-pooler stage transfer <id>` per ftp connection and `ftp-pooler stage ingest`
+//! (in that order), waits for each to report ready, restarts crashed ones according to
+//! the [`policy`], serves `ftp-pooler ctl` on its control socket, and drains on
+//! SIGTERM/SIGINT. Invariants:
+//! - the supervisor never touches Kafka or FTP; stages reconnect among themselves;
+//! - a child that does not report ready within `ready_timeout_seconds` is killed and
+//!   counts as a crash; too many crashes of one stage in the window stop everything and
+//!   the process exits non-zero;
+//! - drain order is the reverse of start: ingest (stops fetching, finishes in-flight work
+//!   within `shutdown.drain_timeout_seconds`, commits), then the transfer workers, then
+//!   publish (flushes); a stage that overstays its deadline is killed;
+//! - children run in their own process group (a terminal's Ctrl-C reaches only the
+//!   supervisor, which drains them in order) and stop by themselves when the supervisor's
+//!   channel closes.
+
+pub mod policy;
+pub mod runtime_dir;
+
+use std::os::unix::process::CommandExt as _;
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use ftp_pooler_channel::{
+    accept, bind, ChannelError, CtlRequest, CtlResponse, Hello, Role, RuntimePaths, StageStatus,
+    StageToSupervisor,
+};
+use ftp_pooler_config::Config;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::policy::{Decision, RestartPolicy, Restarts};
+
+/// Environment variable naming the runtime directory (children get it from the supervisor).
+pub const ENV_RUNTIME_DIR: &str = "FTP_POOLER_RUNTIME_DIR";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("runtime directory {path}: {problem}")]
+    RuntimeDir { path: PathBuf, problem: String },
+    #[error("another ftp-pooler supervisor is running with runtime directory {0}")]
+    AlreadyRunning(PathBuf),
+    #[error("cannot start {stage}: {error}")]
+    Spawn {
+        stage: String,
+        error: std::io::Error,
+    },
+    #[error("channel: {0}")]
+    Channel(#[from] ChannelError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How a supervisor run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Drained and stopped on request (exit 0).
+    Stopped,
+    /// A stage crash-looped (exit non-zero).
+    GaveUp { stage: String },
+}
+
+/// What the supervisor needs besides the configuration.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The `ftp-pooler` executable to re-execute for the stages.
+    pub exe: PathBuf,
+    pub runtime_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Starting,
+    Running,
+    Backoff,
+    Stopping,
+    Stopped,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Backoff => "backoff",
+            State::Stopping => "stopping",
+            State::Stopped => "stopped",
+        }
+    }
+}
+
+struct Child {
+    name: String,
+    args: Vec<String>,
+    pid: Option<u32>,
+    /// Bumped at every spawn; events of older spawns are stale.
+    spawn: u64,
+    state: State,
+    started_at: Instant,
+    restarts: Restarts,
+    operator_restarts: u32,
+    /// An operator asked for a restart: the next exit restarts at once.
+    restart_requested: bool,
+    /// `ctl restart` callers waiting for the new process to be ready.
+    waiters: Vec<oneshot::Sender<CtlResponse>>,
+}
+
+enum Event {
+    Exited {
+        idx: usize,
+        spawn: u64,
+        status: std::io::Result<ExitStatus>,
+    },
+    Ready {
+        name: String,
+        pid: u32,
+    },
+    RestartDue {
+        idx: usize,
+        spawn: u64,
+    },
+    ReadyDeadline {
+        idx: usize,
+        spawn: u64,
+    },
+    KillDeadline {
+        idx: usize,
+        spawn: u64,
+    },
+    Ctl(CtlRequest, oneshot::Sender<CtlResponse>),
+    Signal(&'static str),
+}
+
+struct Supervisor {
+    opts: Options,
+    config: Config,
+    paths: RuntimePaths,
+    policy: RestartPolicy,
+    children: Vec<Child>,
+    events: mpsc::UnboundedSender<Event>,
+    ready_timeout: Duration,
+    drain: Duration,
+}
+
+/// Runs the supervisor until it is stopped or gives up.
+pub async fn run(config: Config, opts: Options) -> Result<Outcome, SupervisorError> {
+    let paths = runtime_dir::prepare(&opts.runtime_dir)?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let stage_listener = bind(&paths.supervisor())?;
+    let ctl_listener = bind(&paths.ctl())?;
+    tokio::spawn(accept_stages(stage_listener, tx.clone()));
+    tokio::spawn(accept_ctl(ctl_listener, tx.clone()));
+    tokio::spawn(forward_signals(tx.clone()));
+
+    let mut names: Vec<(String, Vec<String>)> =
+        vec![("publish".into(), vec!["stage".into(), "publish".into()])];
+    for (id, _) in config.registry.ftp() {
+        names.push((
+            format!("transfer:{id}"),
+            vec!["stage".into(), "transfer".into(), id.to_string()],
+        ));
+    }
+    names.push(("ingest".into(), vec!["stage".into(), "ingest".into()]));
+    let s = &config.settings;
+    let mut sup = Supervisor {
+        policy: RestartPolicy::from_settings(&s.supervisor),
+        ready_timeout: Duration::from_secs(s.supervisor.ready_timeout_seconds),
+        drain: Duration::from_secs(s.shutdown.drain_timeout_seconds),
+        children: names
+            .into_iter()
+            .map(|(name, args)| Child {
+                name,
+                args,
+                pid: None,
+                spawn: 0,
+                state: State::Stopped,
+                started_at: Instant::now(),
+                restarts: Restarts::default(),
+                operator_restarts: 0,
+                restart_requested: false,
+                waiters: Vec::new(),
+            })
+            .collect(),
+        events: tx,
+        paths,
+        config,
+        opts,
+    };
+    tracing::info!(
+        runtime_dir = %sup.paths.root().display(),
+        stages = sup.children.len(),
+        "supervisor starting"
+    );
+    for idx in 0..sup.children.len() {
+        if let Err(e) = sup.spawn(idx) {
+            sup.stop_all(&mut rx, Duration::from_secs(5)).await;
+            return Err(e);
+        }
+    }
+    let outcome = loop {
+        let Some(ev) = rx.recv().await else {
+            break Outcome::Stopped;
+        };
+        match ev {
+            Event::Signal(sig) => {
+                tracing::info!(signal = sig, "draining");
+                sup.drain(&mut rx).await;
+                break Outcome::Stopped;
+            }
+            Event::Exited { idx, spawn, status } => {
+                if let Some(stage) = sup.on_exit(idx, spawn, status) {
+                    tracing::error!(stage = %stage, "stage is crash-looping: stopping everything");
+                    sup.stop_all(&mut rx, Duration::from_secs(10)).await;
+                    break Outcome::GaveUp { stage };
+                }
+            }
+            Event::Ready { name, pid } => sup.on_ready(&name, pid),
+            Event::RestartDue { idx, spawn } => {
+                let c = &sup.children[idx];
+                if c.spawn == spawn && c.state == State::Backoff {
+                    if let Err(e) = sup.spawn(idx) {
+                        tracing::error!(error = %e, "restart failed");
+                        sup.schedule_restart_after_failure(idx);
+                    }
+                }
+            }
+            Event::ReadyDeadline { idx, spawn } => {
+                let c = &sup.children[idx];
+                if c.spawn == spawn && c.state == State::Starting {
+                    tracing::error!(stage = %c.name, timeout_s = sup.ready_timeout.as_secs(), "not ready in time: killing it");
+                    sup.signal(idx, Signal::SIGKILL);
+                }
+            }
+            Event::KillDeadline { idx, spawn } => {
+                let c = &sup.children[idx];
+                if c.spawn == spawn && c.state == State::Stopping {
+                    tracing::warn!(stage = %c.name, "did not stop in time: killing it");
+                    sup.signal(idx, Signal::SIGKILL);
+                }
+            }
+            Event::Ctl(req, reply) => sup.on_ctl(req, reply),
+        }
+    };
+    let _ = std::fs::remove_file(sup.paths.ctl());
+    let _ = std::fs::remove_file(sup.paths.supervisor());
+    Ok(outcome)
+}
+
+impl Supervisor {
+    fn spawn(&mut self, idx: usize) -> Result<(), SupervisorError> {
+        let c = &mut self.children[idx];
+        let mut cmd = tokio::process::Command::new(&self.opts.exe);
+        cmd.args(&c.args)
+            .env(ENV_RUNTIME_DIR, self.paths.root())
+            .env(
+                ftp_pooler_config::ENV_CONNECTIONS,
+                &self.config.connections_file,
+            )
+            .stdin(std::process::Stdio::null())
+            .process_group(0);
+        match &self.config.config_file {
+            Some(f) => cmd.env(ftp_pooler_config::ENV_CONFIG, f),
+            None => cmd.env_remove(ftp_pooler_config::ENV_CONFIG),
+        };
+        // `ps` shows `ftp-pooler stage transfer <id>`.
+        cmd.as_std_mut().arg0("ftp-pooler");
+        let mut child = cmd.spawn().map_err(|error| SupervisorError::Spawn {
+            stage: c.name.clone(),
+            error,
+        })?;
+        c.spawn += 1;
+        c.pid = child.id();
+        c.state = State::Starting;
+        c.started_at = Instant::now();
+        tracing::info!(stage = %c.name, pid = c.pid, "stage started");
+        let (spawn, tx) = (c.spawn, self.events.clone());
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            let _ = tx.send(Event::Exited { idx, spawn, status });
+        });
+        self.after(self.ready_timeout, Event::ReadyDeadline { idx, spawn });
+        Ok(())
+    }
+
+    fn after(&self, pause: Duration, ev: Event) {
+        let tx = self.events.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(pause).await;
+            let _ = tx.send(ev);
+        });
+    }
+
+    fn signal(&self, idx: usize, sig: Signal) {
+        if let Some(pid) = self.children[idx].pid {
+            let _ = kill(Pid::from_raw(pid as i32), sig);
+        }
+    }
+
+    /// Handles a child's exit; returns the stage's name when it must give up.
+    fn on_exit(
+        &mut self,
+        idx: usize,
+        spawn: u64,
+        status: std::io::Result<ExitStatus>,
+    ) -> Option<String> {
+        let policy = self.policy;
+        let c = &mut self.children[idx];
+        if c.spawn != spawn {
+            return None;
+        }
+        let uptime = c.started_at.elapsed();
+        let how = match &status {
+            Ok(s) => describe(s),
+            Err(e) => e.to_string(),
+        };
+        c.pid = None;
+        if c.restart_requested {
+            c.restart_requested = false;
+            c.operator_restarts += 1;
+            tracing::info!(stage = %c.name, exit = %how, "stopped for a restart; starting it again");
+            if let Err(e) = self.spawn(idx) {
+                tracing::error!(error = %e, "restart failed");
+                self.schedule_restart_after_failure(idx);
+            }
+            return None;
+        }
+        match c
+            .restarts
+            .on_crash(&policy, Instant::now(), uptime, fastrand::f64())
+        {
+            Decision::Restart { after } => {
+                tracing::warn!(stage = %c.name, exit = %how, uptime_s = uptime.as_secs(), restart_in_ms = after.as_millis() as u64, "stage exited; restarting");
+                c.state = State::Backoff;
+                self.after(after, Event::RestartDue { idx, spawn });
+                None
+            }
+            Decision::GiveUp { restarts, window } => {
+                tracing::error!(stage = %c.name, exit = %how, restarts, window_s = window.as_secs(), "too many restarts");
+                c.state = State::Stopped;
+                Some(c.name.clone())
+            }
+        }
+    }
+
+    fn schedule_restart_after_failure(&mut self, idx: usize) {
+        let c = &mut self.children[idx];
+        c.state = State::Backoff;
+        let spawn = c.spawn;
+        self.after(self.policy.max, Event::RestartDue { idx, spawn });
+    }
+
+    fn on_ready(&mut self, name: &str, pid: u32) {
+        let Some(c) = self
+            .children
+            .iter_mut()
+            .find(|c| c.name == name && c.pid == Some(pid))
+        else {
+            tracing::debug!(stage = name, pid, "ready from an unknown or old process");
+            return;
+        };
+        if c.state == State::Starting {
+            c.state = State::Running;
+            tracing::info!(stage = %c.name, pid, "stage ready");
+            for w in c.waiters.drain(..) {
+                let _ = w.send(CtlResponse::Restarted {
+                    stage: c.name.clone(),
+                    pid,
+                });
+            }
+        }
+    }
+
+    fn status(&self) -> Vec<StageStatus> {
+        self.children
+            .iter()
+            .map(|c| StageStatus {
+                name: c.name.clone(),
+                pid: c.pid,
+                state: c.state.as_str().into(),
+                restarts: c.restarts.total() + c.operator_restarts,
+                uptime_seconds: if c.pid.is_some() {
+                    c.started_at.elapsed().as_secs()
+                } else {
+                    0
+                },
+            })
+            .collect()
+    }
+
+    fn on_ctl(&mut self, req: CtlRequest, reply: oneshot::Sender<CtlResponse>) {
+        match req {
+            CtlRequest::Status => {
+                let _ = reply.send(CtlResponse::Status {
+                    pid: std::process::id(),
+                    stages: self.status(),
+                });
+            }
+            CtlRequest::Restart { stage } => {
+                let Some(idx) = self.children.iter().position(|c| c.name == stage) else {
+                    let known: Vec<&str> = self.children.iter().map(|c| c.name.as_str()).collect();
+                    let _ = reply.send(CtlResponse::Error(format!(
+                        "no stage named {stage:?}; stages: {}",
+                        known.join(", ")
+                    )));
+                    return;
+                };
+                tracing::info!(stage = %stage, "restart requested by an operator");
+                self.children[idx].waiters.push(reply);
+                match self.children[idx].state {
+                    State::Backoff | State::Stopped => {
+                        self.children[idx].operator_restarts += 1;
+                        if let Err(e) = self.spawn(idx) {
+                            tracing::error!(error = %e, "restart failed");
+                            self.schedule_restart_after_failure(idx);
+                        }
+                    }
+                    State::Starting | State::Running | State::Stopping => {
+                        let grace = self.drain + Duration::from_secs(5);
+                        let c = &mut self.children[idx];
+                        c.restart_requested = true;
+                        c.state = State::Stopping;
+                        let spawn = c.spawn;
+                        self.signal(idx, Signal::SIGTERM);
+                        self.after(grace, Event::KillDeadline { idx, spawn });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops the stages in reverse start order: ingest, transfer workers, publish.
+    async fn drain(&mut self, rx: &mut mpsc::UnboundedReceiver<Event>) {
+        let n = self.children.len();
+        let ingest = vec![n - 1];
+        let transfers: Vec<usize> = (1..n - 1).collect();
+        let publish = vec![0];
+        let grace = self.drain + Duration::from_secs(10);
+        for group in [ingest, transfers, publish] {
+            if !self.stop_group(&group, rx, grace).await {
+                // A second signal: hurry.
+                self.stop_all(rx, Duration::from_secs(2)).await;
+                return;
+            }
+        }
+        tracing::info!("all stages stopped");
+    }
+
+    /// Kills everything (SIGTERM, then SIGKILL after `grace`).
+    async fn stop_all(&mut self, rx: &mut mpsc::UnboundedReceiver<Event>, grace: Duration) {
+        let all: Vec<usize> = (0..self.children.len()).rev().collect();
+        self.stop_group(&all, rx, grace).await;
+        let still: Vec<usize> = all
+            .into_iter()
+            .filter(|&i| self.children[i].pid.is_some())
+            .collect();
+        for &i in &still {
+            self.signal(i, Signal::SIGKILL);
+        }
+        self.wait_exits(&still, rx, Duration::from_secs(5)).await;
+    }
+
+    /// SIGTERM to a group, waits for their exits (SIGKILL after `grace`). False when
+    /// another stop signal arrived meanwhile.
+    async fn stop_group(
+        &mut self,
+        group: &[usize],
+        rx: &mut mpsc::UnboundedReceiver<Event>,
+        grace: Duration,
+    ) -> bool {
+        for &i in group {
+            let c = &mut self.children[i];
+            c.restart_requested = false;
+            if c.pid.is_some() {
+                c.state = State::Stopping;
+                tracing::info!(stage = %c.name, "stopping");
+                self.signal(i, Signal::SIGTERM);
+            } else {
+                c.state = State::Stopped;
+            }
+            for w in self.children[i].waiters.drain(..) {
+                let _ = w.send(CtlResponse::Error("the service is stopping".into()));
+            }
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            if group.iter().all(|&i| self.children[i].pid.is_none()) {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Err(_) => {
+                    for &i in group {
+                        if self.children[i].pid.is_some() {
+                            tracing::warn!(stage = %self.children[i].name, "did not stop within the deadline: killing it");
+                            self.signal(i, Signal::SIGKILL);
+                        }
+                    }
+                    let pending: Vec<usize> = group.to_vec();
+                    self.wait_exits(&pending, rx, Duration::from_secs(5)).await;
+                    return true;
+                }
+                Ok(None) => return true,
+                Ok(Some(ev)) => {
+                    if !self.while_stopping(ev) {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn wait_exits(
+        &mut self,
+        group: &[usize],
+        rx: &mut mpsc::UnboundedReceiver<Event>,
+        limit: Duration,
+    ) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while group.iter().any(|&i| self.children[i].pid.is_some()) {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(ev)) => {
+                    self.while_stopping(ev);
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// Events while stopping: exits are recorded, nothing restarts. False on a second
+    /// stop signal.
+    fn while_stopping(&mut self, ev: Event) -> bool {
+        match ev {
+            Event::Exited { idx, spawn, status } => {
+                let c = &mut self.children[idx];
+                if c.spawn == spawn {
+                    c.pid = None;
+                    c.state = State::Stopped;
+                    let how = match &status {
+                        Ok(s) => describe(s),
+                        Err(e) => e.to_string(),
+                    };
+                    tracing::info!(stage = %c.name, exit = %how, "stage stopped");
+                }
+                true
+            }
+            Event::Ctl(CtlRequest::Status, reply) => {
+                let _ = reply.send(CtlResponse::Status {
+                    pid: std::process::id(),
+                    stages: self.status(),
+                });
+                true
+            }
+            Event::Ctl(_, reply) => {
+                let _ = reply.send(CtlResponse::Error("the service is stopping".into()));
+                true
+            }
+            Event::Signal(sig) => {
+                tracing::warn!(signal = sig, "second stop signal: killing the stages");
+                false
+            }
+            _ => true,
+        }
+    }
+}
+
+fn describe(s: &ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (s.code(), s.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => match Signal::try_from(sig) {
+            Ok(sig) => format!("killed by {sig}"),
+            Err(_) => format!("killed by signal {sig}"),
+        },
+        _ => "unknown".into(),
+    }
+}
+
+async fn forward_signals(tx: mpsc::UnboundedSender<Event>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    loop {
+        let sig = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        if tx.send(Event::Signal(sig)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Stage connections: hello, then `Ready`. The connection stays open for the stage's
+/// life: when the supervisor dies, the stage sees its end close and stops.
+async fn accept_stages(listener: tokio::net::UnixListener, tx: mpsc::UnboundedSender<Event>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let (_, mut reader, _writer) = match accept(
+                stream,
+                Role::Supervisor,
+                &[Role::Ingest, Role::Transfer, Role::Publish],
+            )
+            .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "refused a stage connection");
+                    return;
+                }
+            };
+            let Ok(Some(hello)) = reader.recv::<Hello>().await else {
+                return;
+            };
+            while let Ok(Some(msg)) = reader.recv::<StageToSupervisor>().await {
+                match msg {
+                    StageToSupervisor::Ready => {
+                        let _ = tx.send(Event::Ready {
+                            name: hello.name.clone(),
+                            pid: hello.pid,
+                        });
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn accept_ctl(listener: tokio::net::UnixListener, tx: mpsc::UnboundedSender<Event>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let Ok((_, mut reader, mut writer)) =
+                accept(stream, Role::Supervisor, &[Role::Ctl]).await
+            else {
+                return;
+            };
+            while let Ok(Some(req)) = reader.recv::<CtlRequest>().await {
+                let (reply_tx, reply_rx) = oneshot::channel();
+                if tx.send(Event::Ctl(req, reply_tx)).is_err() {
+                    return;
+                }
+                let reply = reply_rx
+                    .await
+                    .unwrap_or_else(|_| CtlResponse::Error("the supervisor is gone".into()));
+                if writer.send(&reply).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// `ftp-pooler ctl`: one request to the supervisor behind `paths`.
+pub async fn ctl(
+    paths: &RuntimePaths,
+    req: &CtlRequest,
+    limit: Duration,
+) -> Result<CtlResponse, SupervisorError> {
+    let exchange = async {
+        let (mut reader, mut writer) =
+            ftp_pooler_channel::connect(&paths.ctl(), Role::Ctl, Role::Supervisor).await?;
+        writer.send(req).await?;
+        match reader.recv::<CtlResponse>().await? {
+            Some(r) => Ok(r),
+            None => Ok(CtlResponse::Error(
+                "the supervisor closed the connection".into(),
+            )),
+        }
+    };
+    match tokio::time::timeout(limit, exchange).await {
+        Ok(r) => r,
+        Err(_) => Ok(CtlResponse::Error(format!(
+            "no answer within {} s",
+            limit.as_secs()
+        ))),
+    }
+}
