@@ -3,6 +3,8 @@
 //! - [`broker()`]: one Tansu broker per test binary (shared; tests use unique topic and
 //!   group names from [`unique`]), or the external cluster named by
 //!   `FTP_POOLER_TEST_BOOTSTRAP` (so the suite runs against real Apache Kafka too).
+//! - [`service`]: the real service (`ftp-pooler run`) as a child process, with the
+//!   Kafka side of a client (produce tasks, watch results, committed offsets).
 //! - [`FtpServer::start`]: a vsftpd or pyftpdlib server, plain or explicit FTPS, with its
 //!   own root directory, owned by the test and stopped when dropped.
 //!
@@ -13,6 +15,7 @@
 
 mod kafka;
 mod process;
+pub mod service;
 
 pub use kafka::{broker, Broker};
 pub use process::{free_port, free_port_range, unique, workspace_root, ServerProcess};

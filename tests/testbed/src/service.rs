@@ -1,0 +1,491 @@
+//! The real service, for end-to-end tests: `ftp-pooler run` as a child process, the
+//! Kafka side of a client (produce tasks, watch results, read committed offsets), and
+//! checks on the files it leaves.
+//!
+//! Nothing here is a fake: the service is the built binary, talking to the test bed's
+//! broker and FTP servers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ftp_pooler_channel::{CtlRequest, CtlResponse, RuntimePaths, StageStatus};
+use futures::StreamExt;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde_json::Value;
+
+use crate::{broker, unique};
+
+/// The topics and consumer group of one test.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub tasks: String,
+    pub results: String,
+    pub failures: String,
+    pub dlq: String,
+    pub group: String,
+    pub partitions: i32,
+}
+
+impl Topics {
+    /// Creates fresh topics (`partitions` each) on the shared broker.
+    pub async fn create(partitions: i32) -> Topics {
+        let t = Topics {
+            tasks: unique("tasks"),
+            results: unique("results"),
+            failures: unique("failures"),
+            dlq: unique("dlq"),
+            group: unique("group"),
+            partitions,
+        };
+        for name in [&t.tasks, &t.results, &t.failures, &t.dlq] {
+            broker().create_topic(name, partitions).await;
+        }
+        t
+    }
+
+    /// A config.yaml for the service on these topics; `extra` is appended (more sections).
+    pub fn config_yaml(&self, extra: &str) -> String {
+        format!(
+            "kafka:\n  bootstrap_servers: [\"{}\"]\n  consumer_group: {}\n  input_topic: {}\n  result_topic: {}\n  fail_topic: {}\n  dlq_topic: {}\n  max_retries: 3\n  base_backoff_ms: 100\n  max_backoff_ms: 1000\n  consumer_config: {{session.timeout.ms: 6000, heartbeat.interval.ms: 500}}\n{extra}",
+            broker().bootstrap(),
+            self.group,
+            self.tasks,
+            self.results,
+            self.failures,
+            self.dlq
+        )
+    }
+}
+
+/// `ftp-pooler run`, started by a test; killed (with its stages) when dropped.
+pub struct Service {
+    exe: PathBuf,
+    pub dir: PathBuf,
+    child: Option<Child>,
+    pid: u32,
+    starts: u32,
+    env: Vec<(String, String)>,
+}
+
+impl Service {
+    /// Writes `config.yaml` and `connections.ini` into `dir` and starts the service.
+    pub fn start(exe: &Path, dir: &Path, config_yaml: &str, connections_ini: &str) -> Service {
+        Self::start_with_env(exe, dir, config_yaml, connections_ini, &[])
+    }
+
+    /// As [`Service::start`], with extra environment variables for the service.
+    pub fn start_with_env(
+        exe: &Path,
+        dir: &Path,
+        config_yaml: &str,
+        connections_ini: &str,
+        env: &[(&str, &str)],
+    ) -> Service {
+        std::fs::create_dir_all(dir).expect("service dir");
+        std::fs::write(dir.join("config.yaml"), config_yaml).expect("write config.yaml");
+        std::fs::write(dir.join("connections.ini"), connections_ini)
+            .expect("write connections.ini");
+        let mut s = Service {
+            exe: exe.to_path_buf(),
+            dir: dir.to_path_buf(),
+            child: None,
+            pid: 0,
+            starts: 0,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        s.spawn();
+        s
+    }
+
+    /// Starts the service again (after it exited), with the same files.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "the service is still running");
+        self.starts += 1;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("service log");
+        let child = Command::new(&self.exe)
+            .arg("run")
+            .arg("--config")
+            .arg(self.dir.join("config.yaml"))
+            .arg("--connections")
+            .arg(self.dir.join("connections.ini"))
+            .arg("--runtime-dir")
+            .arg(self.runtime_dir())
+            .env_remove("FTP_POOLER_CONFIG")
+            .env_remove("FTP_POOLER_CONNECTIONS")
+            .env(
+                "RUST_LOG",
+                std::env::var("FTP_POOLER_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn ftp-pooler run");
+        self.pid = child.id();
+        self.child = Some(child);
+    }
+
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.dir.join("rt")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("service.log")
+    }
+
+    /// The service's log so far (all processes).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The supervisor's pid.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// `ctl status` through the control socket (None while it does not answer).
+    pub async fn status(&self) -> Option<Vec<StageStatus>> {
+        let paths = RuntimePaths::new(self.runtime_dir());
+        match ftp_pooler_supervisor::ctl(&paths, &CtlRequest::Status, Duration::from_secs(5)).await
+        {
+            Ok(CtlResponse::Status { stages, .. }) => Some(stages),
+            _ => None,
+        }
+    }
+
+    /// `ctl restart <stage>`.
+    pub async fn restart_stage(&self, stage: &str) -> CtlResponse {
+        let paths = RuntimePaths::new(self.runtime_dir());
+        ftp_pooler_supervisor::ctl(
+            &paths,
+            &CtlRequest::Restart {
+                stage: stage.into(),
+            },
+            Duration::from_secs(120),
+        )
+        .await
+        .expect("ctl restart")
+    }
+
+    /// Waits until every stage is running; returns their pids by name.
+    pub async fn wait_ready(&mut self, limit: Duration) -> HashMap<String, u32> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.try_wait() {
+                panic!(
+                    "the service exited ({status}) before it was ready:\n{}",
+                    self.log()
+                );
+            }
+            if let Some(stages) = self.status().await {
+                if stages.iter().all(|s| s.state == "running") {
+                    return stages
+                        .into_iter()
+                        .map(|s| (s.name, s.pid.unwrap_or(0)))
+                        .collect();
+                }
+            }
+            assert!(
+                start.elapsed() < limit,
+                "the service was not ready within {limit:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The stage processes, read from /proc: command line (as `ps` shows it) by pid.
+    pub fn stage_processes(&self) -> BTreeMap<u32, String> {
+        children_of(self.pid)
+    }
+
+    /// Sends `sig` to the supervisor.
+    pub fn signal(&self, sig: Signal) {
+        let _ = kill(Pid::from_raw(self.pid as i32), sig);
+    }
+
+    /// The exit status, if the supervisor has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().expect("try_wait")?;
+        self.child = None;
+        Some(status)
+    }
+
+    /// Waits for the supervisor to exit (None: still running after `limit`).
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.try_wait() {
+                return Some(s);
+            }
+            if start.elapsed() > limit {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Kills the supervisor and every stage at once (SIGKILL).
+    pub fn kill_all(&mut self) {
+        for pid in children_of(self.pid).keys() {
+            let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill_all();
+        if std::thread::panicking() || std::env::var_os("FTP_POOLER_TEST_KEEP_LOGS").is_some() {
+            // The test failed (or logs were asked for): keep the whole log.
+            let keep = std::env::temp_dir().join(format!("ftp-pooler-failed-{}.log", self.pid));
+            let _ = std::fs::copy(self.log_path(), &keep);
+            eprintln!("service log kept at {}", keep.display());
+        }
+    }
+}
+
+/// Processes whose parent is `ppid`: pid -> command line (arguments joined by spaces).
+pub fn children_of(ppid: u32) -> BTreeMap<u32, String> {
+    let mut out = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces; split after the last ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.first() == Some(&"Z") {
+            continue;
+        }
+        if fields.get(1).and_then(|p| p.parse::<u32>().ok()) != Some(ppid) {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        out.insert(pid, args.join(" "));
+    }
+    out
+}
+
+/// Produces `payloads` (key, value) to `topic` and waits for every delivery report;
+/// returns (partition, offset) of each, in order.
+pub async fn produce(topic: &str, payloads: &[(Option<String>, Vec<u8>)]) -> Vec<(i32, i64)> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker().bootstrap())
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    let sends = payloads.iter().map(|(key, value)| {
+        let producer = &producer;
+        async move {
+            let mut record = FutureRecord::<str, [u8]>::to(topic).payload(value.as_slice());
+            if let Some(k) = key {
+                record = record.key(k.as_str());
+            }
+            let d = producer
+                .send(record, Duration::from_secs(30))
+                .await
+                .unwrap_or_else(|(e, _)| panic!("produce to {topic}: {e}"));
+            (d.partition, d.offset)
+        }
+    });
+    futures::future::join_all(sends).await
+}
+
+/// One record read back from a result, failure or DLQ topic.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub topic: String,
+    pub key: Option<String>,
+    pub value: Value,
+}
+
+/// Everything seen so far on the watched topics.
+#[derive(Debug, Default, Clone)]
+pub struct Seen {
+    /// Results by task_id (several when duplicated).
+    pub by_task: HashMap<String, Vec<Record>>,
+    /// DLQ records.
+    pub dlq: Vec<Record>,
+}
+
+impl Seen {
+    pub fn results(&self) -> usize {
+        self.by_task.values().map(Vec::len).sum()
+    }
+
+    /// Tasks with more than one result, and how many extra results in all.
+    pub fn duplicates(&self) -> usize {
+        self.by_task
+            .values()
+            .map(|v| v.len().saturating_sub(1))
+            .sum()
+    }
+}
+
+/// Reads the result, failure and DLQ topics from the beginning, in the background.
+pub struct Watcher {
+    seen: Arc<Mutex<Seen>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Watcher {
+    pub async fn start(topics: &Topics) -> Watcher {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", broker().bootstrap())
+            .set("group.id", unique("watcher"))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", "6000")
+            .create()
+            .expect("watcher consumer");
+        consumer
+            .subscribe(&[&topics.results, &topics.failures, &topics.dlq])
+            .expect("subscribe");
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let s = seen.clone();
+        let dlq = topics.dlq.clone();
+        let task = tokio::spawn(async move {
+            let mut stream = consumer.stream();
+            while let Some(msg) = stream.next().await {
+                let Ok(msg) = msg else { continue };
+                let value: Value = serde_json::from_slice(msg.payload().unwrap_or_default())
+                    .expect("results are JSON");
+                let record = Record {
+                    topic: msg.topic().to_string(),
+                    key: msg.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    value,
+                };
+                let mut seen = s.lock().unwrap();
+                if record.topic == dlq {
+                    seen.dlq.push(record);
+                } else {
+                    let id = record.value["task_id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    seen.by_task.entry(id).or_default().push(record);
+                }
+            }
+        });
+        Watcher { seen, task }
+    }
+
+    pub fn seen(&self) -> Seen {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits until `done(seen)`; panics after `limit` with `context()`'s text.
+    pub async fn wait_for(
+        &self,
+        limit: Duration,
+        what: &str,
+        done: impl Fn(&Seen) -> bool,
+        context: impl Fn() -> String,
+    ) -> Seen {
+        let start = Instant::now();
+        loop {
+            let seen = self.seen();
+            if done(&seen) {
+                return seen;
+            }
+            if start.elapsed() > limit {
+                panic!(
+                    "{what}: not within {limit:?} ({} results, {} DLQ records)\n{}",
+                    seen.results(),
+                    seen.dlq.len(),
+                    context()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The committed offsets of `group` on `topic` (None: nothing committed).
+pub fn committed(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, Option<i64>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker().bootstrap())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    got.elements()
+        .iter()
+        .map(|e| {
+            let off = match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            };
+            (e.partition(), off)
+        })
+        .collect()
+}
+
+/// Files under `root` whose name ends with `suffix` (temporary files left behind).
+pub fn files_ending_with(root: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().ends_with(suffix) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
