@@ -1,119 +1,108 @@
-//! The dev stack scripts (`scripts/testbed/start.sh` / `stop.sh`, used by
-//! `scripts/dev-up`) on free ports: everything comes up and answers, the topics exist,
-//! the dev configuration is valid against it, and stop leaves nothing running.
+//! README command 1 (`scripts/dev-up`) end to end, on free ports: it brings up the dev
+//! stack (Tansu, vsftpd plain and FTPS, pyftpdlib), checks the dev configuration, runs
+//! the service, produces the sample tasks and prints their results; `scripts/dev-down`
+//! then stops the service and every server.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use ftp_pooler_config::{load_settings, Registry, TransferSettings};
-use ftp_pooler_testbed::{
-    ca_file, free_port, free_port_range, ftp_password, ftp_user, workspace_root, Broker,
-};
-use ftp_pooler_transfer::tls::TlsContext;
-use ftp_pooler_transfer::{FtpSession, SessionOptions};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::ClientConfig;
+use ftp_pooler_testbed::service::children_of;
+use ftp_pooler_testbed::{free_port, free_port_range, workspace_root};
+
+fn alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
 
 fn script(name: &str, run_dir: &Path, ports: &[(&str, u16)]) -> std::process::Output {
+    let exe = Path::new(env!("CARGO_BIN_EXE_ftp-pooler"));
     let mut cmd = Command::new("bash");
-    cmd.arg(workspace_root().join("scripts/testbed").join(name))
+    cmd.arg(workspace_root().join("scripts").join(name))
         .env("FTP_POOLER_DEV_RUN", run_dir)
-        .env_remove("FTP_POOLER_TEST_BOOTSTRAP");
+        .env("FTP_POOLER_BIN", exe.parent().unwrap())
+        .env_remove("FTP_POOLER_TEST_BOOTSTRAP")
+        .env_remove("FTP_POOLER_RUNTIME_DIR");
     for (k, v) in ports {
         cmd.env(k, v.to_string());
     }
     cmd.output().unwrap()
 }
 
-fn alive(pid: i32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
-}
-
-#[tokio::test]
-async fn start_and_stop_the_dev_stack() {
+#[test]
+fn dev_up_moves_the_sample_files_and_dev_down_stops_everything() {
     let run = tempfile::tempdir().unwrap();
-    let (kafka, vs, vs_tls, py) = (free_port(), free_port(), free_port(), free_port());
     let ports = [
-        ("DEV_KAFKA_PORT", kafka),
-        ("DEV_VSFTPD_PORT", vs),
-        ("DEV_VSFTPD_TLS_PORT", vs_tls),
-        ("DEV_PYFTPD_PORT", py),
+        ("DEV_KAFKA_PORT", free_port()),
+        ("DEV_VSFTPD_PORT", free_port()),
+        ("DEV_VSFTPD_TLS_PORT", free_port()),
+        ("DEV_PYFTPD_PORT", free_port()),
         ("DEV_PASV_BASE", free_port_range(60)),
     ];
-    let out = script("start.sh", run.path(), &ports);
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    let pids: Vec<i32> = std::fs::read_dir(run.path())
-        .unwrap()
-        .filter_map(|e| {
-            let p = e.unwrap().path();
-            (p.extension()? == "pid")
-                .then(|| std::fs::read_to_string(p).unwrap().trim().parse().unwrap())
-        })
-        .collect();
     // Stop whatever started, even if an assertion below fails.
-    struct Stop<'a>(&'a Path, [(&'a str, u16); 5]);
-    impl Drop for Stop<'_> {
+    struct Down<'a>(&'a Path, [(&'a str, u16); 5]);
+    impl Drop for Down<'_> {
         fn drop(&mut self) {
-            script("stop.sh", self.0, &self.1);
+            script("dev-down", self.0, &self.1);
         }
     }
-    let stop = Stop(run.path(), ports);
-    assert!(out.status.success(), "start.sh failed:\n{stderr}");
-    assert_eq!(pids.len(), 4, "{stderr}");
+    let down = Down(run.path(), ports);
+    let out = script("dev-up", run.path(), &ports);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let log = std::fs::read_to_string(run.path().join("ftp-pooler.log")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "dev-up failed:\n{stdout}\n{stderr}\n{log}"
+    );
 
-    // The broker answers and has the topics.
-    let bootstrap = format!("127.0.0.1:{kafka}");
-    Broker::check_at(&bootstrap, Duration::from_secs(10)).unwrap();
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .create()
-        .unwrap();
-    let md = consumer
-        .fetch_metadata(None, Duration::from_secs(10))
-        .unwrap();
-    let topics: Vec<&str> = md.topics().iter().map(|t| t.name()).collect();
-    for t in ["ftp-tasks", "ftp-results", "ftp-failures", "ftp-tasks-dlq"] {
-        assert!(topics.contains(&t), "{t} missing from {topics:?}");
+    // What it printed: 9 downloads and 3 uploads succeeded, the invalid task failed, the
+    // malformed message is in the DLQ.
+    let lines = |prefix: &str, word: &str| {
+        stdout
+            .lines()
+            .filter(|l| l.starts_with(prefix) && l.contains(word))
+            .count()
+    };
+    assert_eq!(lines("ftp-results ", " success "), 12, "{stdout}");
+    assert_eq!(lines("ftp-failures ", "INVALID_CONFIG"), 1, "{stdout}");
+    assert_eq!(lines("ftp-tasks-dlq ", "INVALID_MESSAGE"), 1, "{stdout}");
+    assert!(stdout.contains("configuration ok"), "{stdout}");
+    for conn in ["vsftpd", "vsftpd-tls", "pyftpdlib"] {
+        let inbox = run.path().join("storage/inbox").join(conn);
+        let files = std::fs::read_dir(&inbox).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(files, 3, "{}", inbox.display());
+        let uploads = run.path().join("ftp").join(conn).join("uploads");
+        assert_eq!(std::fs::read_dir(&uploads).unwrap().count(), 1);
     }
 
-    // The dev configuration, filled in as scripts/dev-up does, is valid against it...
-    let template =
-        std::fs::read_to_string(workspace_root().join("config/dev/connections.ini.in")).unwrap();
-    let storage = tempfile::tempdir().unwrap();
-    let ini = template
-        .replace("@VSFTPD_PORT@", &vs.to_string())
-        .replace("@VSFTPD_TLS_PORT@", &vs_tls.to_string())
-        .replace("@PYFTPD_PORT@", &py.to_string())
-        .replace("@FTP_USER@", &ftp_user())
-        .replace("@FTP_PASSWORD@", &ftp_password())
-        .replace("@CA_FILE@", &ca_file().display().to_string())
-        .replace("@STORAGE@", &storage.path().display().to_string());
-    let registry = Registry::parse(Path::new("connections.ini"), &ini).unwrap();
-    let settings =
-        load_settings(Some(&workspace_root().join("config/dev/config.yaml")), &[]).unwrap();
-    assert_eq!(settings.kafka.bootstrap_servers, ["127.0.0.1:19092"]);
+    // Everything it started: the servers, the supervisor and its five stages.
+    let pid_of = |name: &str| -> i32 {
+        std::fs::read_to_string(run.path().join(format!("{name}.pid")))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let mut pids: Vec<i32> = ["broker", "vsftpd", "vsftpd-tls", "pyftpdlib", "ftp-pooler"]
+        .iter()
+        .map(|n| pid_of(n))
+        .collect();
+    let stages = children_of(pid_of("ftp-pooler") as u32);
+    assert_eq!(
+        stages.len(),
+        5,
+        "publish, three transfer workers, ingest: {stages:?}"
+    );
+    pids.extend(stages.keys().map(|&p| p as i32));
 
-    // ...and every FTP connection in it logs in.
-    for (id, conn) in registry.ftp() {
-        let tls = (conn.tls != ftp_pooler_config::TlsMode::None)
-            .then(|| TlsContext::for_connection(conn).unwrap());
-        let opts = SessionOptions::for_connection(conn, &TransferSettings::default());
-        let mut s = FtpSession::connect(conn, tls.as_ref(), opts)
-            .await
-            .unwrap_or_else(|e| panic!("{id}: {e}"));
-        s.noop().await.unwrap();
-        s.quit().await;
-    }
-
-    drop(stop);
+    drop(down);
     for pid in pids {
-        for _ in 0..50 {
+        for _ in 0..100 {
             if !alive(pid) {
                 break;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        assert!(!alive(pid), "pid {pid} still running after stop.sh");
+        assert!(!alive(pid), "pid {pid} still running after dev-down");
     }
 }
