@@ -190,10 +190,23 @@ impl Scenario {
         )
     }
 
+    /// Another service instance (same group), in its own directory, with `yaml`.
+    fn start_instance(&self, name: &str, yaml: &str) -> Service {
+        Service::start(
+            Path::new(EXE),
+            &self.work.path().join(name),
+            yaml,
+            &self.connections_ini(),
+        )
+    }
+
     /// Produces every planned message; returns the delivery reports, in plan order.
     async fn produce(&self) -> Vec<(i32, i64)> {
-        let payloads: Vec<(Option<String>, Vec<u8>)> = self
-            .planned
+        self.produce_range(0..self.planned.len()).await
+    }
+
+    async fn produce_range(&self, range: std::ops::Range<usize>) -> Vec<(i32, i64)> {
+        let payloads: Vec<(Option<String>, Vec<u8>)> = self.planned[range]
             .iter()
             .map(|p| (p.task_id.clone(), p.payload.clone()))
             .collect();
@@ -657,4 +670,72 @@ async fn a_task_that_keeps_killing_its_worker_ends_as_a_failure() {
         .find(|s| s.name == format!("transfer:{conn}"))
         .unwrap();
     assert!(a.restarts >= 3, "{a:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_joining_the_group_takes_partitions_without_losing_or_repeating() {
+    let sc = Scenario::new(1000).await;
+    let watcher = Watcher::start(&sc.topics).await;
+    // One session per connection, so the first wave is still running when the second
+    // instance joins.
+    let yaml = sc.config_yaml("").replace(
+        "max_sessions_per_connection: 4",
+        "max_sessions_per_connection: 1",
+    );
+    let mut one = sc.start_instance("one", &yaml);
+    one.wait_ready(Duration::from_secs(60)).await;
+    let mut deliveries = sc.produce_range(0..600).await;
+    watcher
+        .wait_for(
+            RUN_LIMIT,
+            "the first results",
+            |s| s.results() >= 50,
+            || tail(&one.log(), 40),
+        )
+        .await;
+    let mut two = sc.start_instance("two", &yaml);
+    two.wait_ready(Duration::from_secs(60)).await;
+    // Wait for the rebalance to hand the second instance some partitions.
+    let start = Instant::now();
+    while !two
+        .log()
+        .lines()
+        .any(|l| l.contains("partitions assigned") && !l.contains("parts=[]"))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no partitions for the second instance:\n{}",
+            tail(&two.log(), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let at_join = watcher.seen().results();
+    deliveries.extend(sc.produce_range(600..1000).await);
+    let seen = sc.wait_all(&watcher, &one, RUN_LIMIT).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let dupes = sc.verify(&watcher.seen());
+    let finished = |svc: &Service| {
+        svc.log()
+            .lines()
+            .filter(|l| l.contains("task finished"))
+            .count()
+    };
+    eprintln!(
+        "rebalance: second instance joined after {at_join} results; {} results, {dupes} duplicates; tasks run by instance 1: {}, by instance 2: {}",
+        seen.results(),
+        finished(&one),
+        finished(&two)
+    );
+    assert!(
+        one.log().contains("partitions revoked"),
+        "{}",
+        tail(&one.log(), 30)
+    );
+    assert!(finished(&two) > 0, "the second instance ran tasks");
+    assert_eq!(
+        dupes, 0,
+        "revoke finishes what was read of its partitions and commits it"
+    );
+    sc.wait_committed(&deliveries, Duration::from_secs(30))
+        .await;
 }

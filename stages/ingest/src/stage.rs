@@ -8,8 +8,8 @@
 //! - malformed messages become DLQ records and invalid tasks failure results, sent to
 //!   publish directly; valid tasks go to the worker of their remote connection;
 //! - flow control pauses partitions instead of buffering (see the tracker);
-//! - on revoke: stop dispatching those partitions, wait (bounded by the drain deadline)
-//!   for their outcomes, commit them synchronously, forget them;
+//! - on revoke: stop reading those partitions, finish what was read of them (bounded by
+//!   the drain deadline), commit them synchronously, forget them;
 //! - on stop: no more fetching; in-flight messages get the drain deadline; final commit;
 //!   the consumer leaves the group.
 
@@ -157,7 +157,7 @@ impl ConsumerContext for IngestContext {
                     .shared
                     .wait_until(deadline, |t| t.in_flight(&parts) == 0);
                 if !done {
-                    tracing::warn!(?parts, "revoke: deadline reached with messages in flight; the next owner re-reads them");
+                    tracing::warn!(?parts, "revoke: deadline reached with messages in flight; the next owner re-reads from the first unfinished one");
                 }
                 self.shared.commit(consumer, Some(&parts));
                 self.shared.with(|t| (t.forget(&parts), ()));
@@ -167,10 +167,17 @@ impl ConsumerContext for IngestContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let parts = partitions_of(tpl, &self.shared.topic);
             tracing::info!(?parts, "partitions assigned");
+            // A partition paused before a revoke may come back still paused in librdkafka;
+            // the tracker starts it fresh (not paused), so make librdkafka agree.
+            if !parts.is_empty() {
+                if let Err(e) = consumer.resume(tpl) {
+                    tracing::warn!(error = %e, "resume after assign failed");
+                }
+            }
             self.shared.with(|t| {
                 t.assigned(&parts);
                 (Vec::new(), ())

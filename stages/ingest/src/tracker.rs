@@ -425,27 +425,14 @@ impl Tracker {
         }
     }
 
-    /// The partitions are being revoked: nothing more is dispatched from them; their
-    /// backlog is dropped (Kafka redelivers it to the next owner).
+    /// The partitions are being revoked: no new message of theirs is admitted. What was
+    /// already read (dispatched or backlogged) keeps going, so the revoke can wait for it
+    /// and commit past it: dropping the backlog would stop the commit point at its first
+    /// message and make the next owner redo everything completed after it.
     pub fn revoke(&mut self, partitions: &[i32]) {
         for n in partitions {
             if let Some(p) = self.partitions.get_mut(n) {
                 p.revoked = true;
-                let before = p.entries.len();
-                let conns = &mut self.conns;
-                p.entries.retain(|_, e| {
-                    let drop = e.state == State::Backlog;
-                    if drop && e.suspect {
-                        if let Kind::Job { conn, .. } = &e.kind {
-                            if let Some(c) = conns.get_mut(conn) {
-                                c.suspects_pending -= 1;
-                            }
-                        }
-                    }
-                    !drop
-                });
-                self.total -= before - p.entries.len();
-                p.backlog = 0;
             }
         }
     }
@@ -770,7 +757,7 @@ mod tests {
     }
 
     #[test]
-    fn revoke_drops_the_backlog_and_forget_frees_the_window() {
+    fn a_revoked_partition_finishes_what_was_read_and_forget_frees_the_window() {
         let mut t = Tracker::new(GEN, limits(1), 3);
         t.track_job("a", job(0, 0));
         t.track_job("a", job(0, 1));
@@ -778,16 +765,37 @@ mod tests {
         t.revoke(&[0]);
         assert_eq!(
             t.in_flight(&[0]),
-            1,
-            "only the dispatched one is waited for"
+            2,
+            "dispatched and backlogged are waited for"
         );
-        assert_eq!(t.len(), 2);
         // Messages of a revoked partition are not admitted.
         assert!(t.track_job("a", job(0, 2)).is_empty());
-        let out = t.forget(&[0]);
-        assert_eq!(sent_offsets(&out), [0], "partition 1's job gets the slot");
+        assert_eq!(
+            sent_offsets(&t.ack(id(0, 0))),
+            [1],
+            "the backlog keeps going"
+        );
+        assert_eq!(
+            sent_offsets(&t.ack(id(0, 1))),
+            [0],
+            "then partition 1's job"
+        );
+        assert_eq!(t.in_flight(&[0]), 0);
+        assert_eq!(t.commit_point(0), Some(2));
+        assert!(t.forget(&[0]).is_empty());
         assert_eq!(t.len(), 1);
         assert_eq!(t.commit_point(0), None);
+
+        // A revoke that gave up waiting: the commit point stays at the first unfinished
+        // message, and forgetting frees the slot of what was in flight.
+        let mut t = Tracker::new(GEN, limits(1), 3);
+        t.track_job("a", job(0, 0));
+        t.track_job("a", job(0, 1));
+        t.track_job("a", job(1, 0));
+        t.revoke(&[0]);
+        assert_eq!(t.commit_point(0), Some(0));
+        assert_eq!(sent_offsets(&t.forget(&[0])), [0]);
+        assert_eq!(t.len(), 1);
     }
 
     #[test]
