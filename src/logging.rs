@@ -36,9 +36,11 @@ pub fn init(settings: &LoggingSettings, name: &str) {
     let level = settings.level_filter().unwrap_or("info");
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("{level},rdkafka=warn,librdkafka=warn")));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     if settings.is_json().unwrap_or(true) {
         let _ = builder.json().flatten_event(true).try_init();

@@ -739,3 +739,78 @@ async fn a_second_instance_joining_the_group_takes_partitions_without_losing_or_
     sc.wait_committed(&deliveries, Duration::from_secs(30))
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_server_pauses_the_partitions_instead_of_buffering() {
+    const N: usize = 2500;
+    const POD_BOUND: usize = 1024; // stages/ingest: MIN_POD_TRACKED (2 x 100 sessions is less)
+    let sc = Scenario::new(10).await;
+    let (conn, server) = &sc.servers[1];
+    assert_eq!(
+        server.kind,
+        FtpKind::Pyftpdlib,
+        "one process: SIGSTOP stalls it whole"
+    );
+    let mut payloads = Vec::new();
+    for i in 0..N {
+        server.put(&format!("bulk/f{i}.bin"), &content(i % 50));
+        let id = format!("bulk-{i}");
+        let task = json!({"task_id": id, "src_id": conn, "src_path": format!("bulk/f{i}.bin"),
+                          "dst_id": "local", "dst_path": format!("bulk/f{i}.bin")});
+        payloads.push((Some(id), serde_json::to_vec(&task).unwrap()));
+    }
+    let watcher = Watcher::start(&sc.topics).await;
+    let mut svc = sc.start("");
+    svc.wait_ready(Duration::from_secs(60)).await;
+    let ftp = Pid::from_raw(server.pid().unwrap() as i32);
+    kill(ftp, Signal::SIGSTOP).unwrap();
+    let deliveries = produce(&sc.topics.tasks, &payloads).await;
+    let start = Instant::now();
+    while !svc.log().contains("partitions paused") {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no pause:\n{}",
+            tail(&svc.log(), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    kill(ftp, Signal::SIGCONT).unwrap();
+    let seen = watcher
+        .wait_for(
+            RUN_LIMIT,
+            "every bulk task has a result",
+            |s| s.by_task.len() >= N,
+            || tail(&svc.log(), 40),
+        )
+        .await;
+    for i in 0..N {
+        let r = &seen.by_task[&format!("bulk-{i}")];
+        assert_eq!(r[0].value["status"], "success", "{}", r[0].value);
+    }
+    let log = svc.log();
+    let tracked: Vec<usize> = log
+        .lines()
+        .filter(|l| l.contains("partitions paused"))
+        .filter_map(|l| {
+            l.split("tracked=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let max = tracked.iter().copied().max().unwrap_or(0);
+    eprintln!(
+        "stalled server: {} pauses, at most {max} messages tracked of {N} produced",
+        tracked.len()
+    );
+    assert!(
+        max >= POD_BOUND && max <= POD_BOUND + 3,
+        "paused at {tracked:?}"
+    );
+    assert!(log.contains("partitions resumed"));
+    sc.wait_committed(&deliveries, Duration::from_secs(30))
+        .await;
+}

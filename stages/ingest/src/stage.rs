@@ -376,9 +376,13 @@ fn consume(
     let _ = ready.send(Ok(()));
     let mut last_commit = Instant::now();
     while !stopping.load(Ordering::SeqCst) {
-        let (pause, resume) = shared.tracker.lock().expect("tracker").update_pauses();
-        flow(&consumer, &kafka.input_topic, &pause, true);
-        flow(&consumer, &kafka.input_topic, &resume, false);
+        let (pause, resume, tracked) = {
+            let mut t = shared.tracker.lock().expect("tracker");
+            let (pause, resume) = t.update_pauses();
+            (pause, resume, t.len())
+        };
+        flow(&consumer, &kafka.input_topic, &pause, true, tracked);
+        flow(&consumer, &kafka.input_topic, &resume, false, tracked);
         match consumer.poll(Duration::from_millis(20)) {
             Some(Ok(msg)) => handle(&shared, &kafka, generation, &msg),
             Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
@@ -404,7 +408,13 @@ fn consume(
     drop(consumer);
 }
 
-fn flow(consumer: &BaseConsumer<IngestContext>, topic: &str, parts: &[i32], pause: bool) {
+fn flow(
+    consumer: &BaseConsumer<IngestContext>,
+    topic: &str,
+    parts: &[i32],
+    pause: bool,
+    tracked: usize,
+) {
     if parts.is_empty() {
         return;
     }
@@ -418,7 +428,8 @@ fn flow(consumer: &BaseConsumer<IngestContext>, topic: &str, parts: &[i32], paus
         consumer.resume(&tpl)
     };
     match r {
-        Ok(()) => tracing::debug!(?parts, pause, "flow control"),
+        Ok(()) if pause => tracing::info!(?parts, tracked, "partitions paused (in-flight bound)"),
+        Ok(()) => tracing::info!(?parts, tracked, "partitions resumed"),
         Err(e) => tracing::warn!(error = %e, ?parts, pause, "pause/resume failed"),
     }
 }

@@ -154,6 +154,11 @@ impl FtpServer {
         }
     }
 
+    /// The server's process id (the vsftpd master; pyftpdlib serves from one process).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(|p| p.pid())
+    }
+
     /// The server's root directory on disk (its "/").
     pub fn root(&self) -> &Path {
         self.root.path()
