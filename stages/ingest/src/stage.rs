@@ -84,6 +84,8 @@ struct Shared {
     topic: String,
     revoke_wait: Duration,
     registry: Registry,
+    /// Set once the final drain is over: a revoke while closing does not wait again.
+    closing: AtomicBool,
 }
 
 impl Shared {
@@ -152,7 +154,11 @@ impl ConsumerContext for IngestContext {
                     t.revoke(&parts);
                     (Vec::new(), ())
                 });
-                let deadline = Instant::now() + self.shared.revoke_wait;
+                let deadline = if self.shared.closing.load(Ordering::SeqCst) {
+                    Instant::now()
+                } else {
+                    Instant::now() + self.shared.revoke_wait
+                };
                 let done = self
                     .shared
                     .wait_until(deadline, |t| t.in_flight(&parts) == 0);
@@ -249,6 +255,7 @@ pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), IngestError>
         topic: settings.kafka.input_topic.clone(),
         revoke_wait: drain,
         registry: config.registry.clone(),
+        closing: AtomicBool::new(false),
     });
 
     let mut links = Vec::new();
@@ -404,6 +411,7 @@ fn consume(
         );
     }
     shared.commit(&consumer, None);
+    shared.closing.store(true, Ordering::SeqCst);
     consumer.unsubscribe();
     drop(consumer);
 }
