@@ -122,3 +122,54 @@ pub fn load_settings(
 ) -> Result<Settings, ConfigErrors> {
     settings::load(file, env)
 }
+
+/// The session budget of each ftp connection (DESIGN.md section 5): its own limit
+/// (`max_sessions`, else `pool.max_sessions_per_connection`), scaled down when the sum
+/// exceeds `pool.max_sessions_per_pod`, every connection keeping at least one session.
+/// Deterministic: every process computes the same budget from the same files, so the
+/// supervisor's share for each transfer worker is this function's value for it.
+pub fn session_budget(
+    settings: &Settings,
+    registry: &Registry,
+) -> std::collections::BTreeMap<String, u64> {
+    use std::collections::BTreeMap;
+    let pool = &settings.pool;
+    let wants: BTreeMap<String, u64> = registry
+        .ftp()
+        .map(|(id, c)| {
+            let want = c
+                .max_sessions
+                .unwrap_or(pool.max_sessions_per_connection)
+                .max(1);
+            (id.to_string(), want)
+        })
+        .collect();
+    let sum: u64 = wants.values().sum();
+    let pod = pool.max_sessions_per_pod.max(1);
+    if sum <= pod {
+        return wants;
+    }
+    // Proportional shares, rounded down (at least 1), then the remainder to the largest
+    // fractions (ties by id).
+    let mut shares: BTreeMap<String, u64> = BTreeMap::new();
+    let mut fractions: Vec<(u64, String)> = Vec::new();
+    for (id, &want) in &wants {
+        let exact = want * pod;
+        shares.insert(id.clone(), (exact / sum).max(1));
+        fractions.push((exact % sum, id.clone()));
+    }
+    let used: u64 = shares.values().sum();
+    let mut left = pod.saturating_sub(used);
+    fractions.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    for (_, id) in fractions {
+        if left == 0 {
+            break;
+        }
+        let s = shares.get_mut(&id).expect("share");
+        if *s < wants[&id] {
+            *s += 1;
+            left -= 1;
+        }
+    }
+    shares
+}

@@ -595,3 +595,30 @@ fn secret_librdkafka_properties_never_show_in_debug() {
         "still passed to librdkafka"
     );
 }
+
+#[test]
+fn the_pod_session_budget_is_shared_between_connections() {
+    use ftp_pooler_config::{session_budget, Registry, Settings};
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().display().to_string();
+    let ini = format!(
+        "[a]\ntype = ftp\nhost = h\n\n[b]\ntype = ftp\nhost = h\nmax_sessions = 30\n\n[c]\ntype = ftp\nhost = h\nmax_sessions = 2\n\n[l]\ntype = local\nbase_path = {base}\n"
+    );
+    let registry = Registry::parse(std::path::Path::new("connections.ini"), &ini).unwrap();
+    let mut s = Settings::default();
+    s.pool.max_sessions_per_connection = 10;
+    s.pool.max_sessions_per_pod = 100;
+    let b = session_budget(&s, &registry);
+    assert_eq!(
+        b.values().copied().collect::<Vec<_>>(),
+        [10, 30, 2],
+        "fits: each its own"
+    );
+    s.pool.max_sessions_per_pod = 21;
+    let b = session_budget(&s, &registry);
+    assert_eq!(b.values().sum::<u64>(), 21);
+    assert_eq!((b["a"], b["b"], b["c"]), (5, 15, 1));
+    s.pool.max_sessions_per_pod = 2;
+    let b = session_budget(&s, &registry);
+    assert!(b.values().all(|&v| v == 1), "at least one each: {b:?}");
+}
