@@ -213,16 +213,14 @@ pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), IngestError>
     let mut supervisor =
         SupervisorLink::connect(&paths, Role::Ingest, "ingest", generation).await?;
 
-    // Bounds: two jobs per session a worker may open; the pod bound twice its sessions.
+    // Bounds: two jobs per session a worker may open (its share of the pod budget); the
+    // pod bound twice the pod's sessions, and at least MIN_POD_TRACKED.
     let pod_sessions = settings.pool.max_sessions_per_pod.max(1) as usize;
-    let mut window = HashMap::new();
-    for (id, conn) in config.registry.ftp() {
-        let sessions = conn
-            .max_sessions
-            .unwrap_or(settings.pool.max_sessions_per_connection)
-            .clamp(1, pod_sessions as u64) as usize;
-        window.insert(id.to_string(), 2 * sessions);
-    }
+    let window: HashMap<String, usize> =
+        ftp_pooler_config::session_budget(settings, &config.registry)
+            .into_iter()
+            .map(|(id, sessions)| (id, 2 * sessions as usize))
+            .collect();
     let limits = Limits {
         window,
         default_window: 2,

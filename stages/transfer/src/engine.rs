@@ -11,7 +11,9 @@
 //! - local paths are confined (see [`crate::local`]) before any byte is written;
 //! - each attempt is bounded by `transfer_timeout_seconds`; the retryable codes
 //!   (CONNECTION_ERROR, IO_ERROR, TRANSFER_TIMEOUT) are retried up to `max_retries` times
-//!   with exponential backoff and jitter; `attempts` counts every try.
+//!   with exponential backoff and jitter; `attempts` counts every try;
+//! - the connection's [`CircuitBreaker`] sees every attempt: while open, attempts fail
+//!   fast (CONNECTION_ERROR) without touching the server.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -21,6 +23,7 @@ use std::time::{Duration, Instant};
 use ftp_pooler_config::{Config, ConnectionKind};
 use ftp_pooler_contract::{Direction, ErrorCode, Route, TransferResult, TransferTask};
 
+use crate::breaker::{BreakerState, CircuitBreaker};
 use crate::local::{self, split_remote, temp_name};
 use crate::pool::Pool;
 use crate::tls::TlsContext;
@@ -54,6 +57,7 @@ pub struct Engine {
     transfer_timeout: Duration,
     /// Remote directories known to exist (MKD is skipped for them).
     known_dirs: Mutex<HashSet<String>>,
+    breaker: Mutex<CircuitBreaker>,
 }
 
 impl Engine {
@@ -71,11 +75,10 @@ impl Engine {
             _ => Some(TlsContext::for_connection(&conn).map_err(invalid)?),
         };
         let s = &config.settings;
-        let limit = conn
-            .max_sessions
-            .unwrap_or(s.pool.max_sessions_per_connection)
-            .min(s.pool.max_sessions_per_pod)
-            .max(1) as usize;
+        let limit = ftp_pooler_config::session_budget(s, &config.registry)
+            .get(connection_id)
+            .copied()
+            .unwrap_or(1) as usize;
         let opts = SessionOptions::for_connection(&conn, &s.transfer);
         let pool = Pool::new(
             conn,
@@ -103,6 +106,7 @@ impl Engine {
             },
             transfer_timeout: Duration::from_secs(s.transfer.transfer_timeout_seconds),
             known_dirs: Mutex::new(HashSet::new()),
+            breaker: Mutex::new(CircuitBreaker::new(&s.circuit_breaker)),
         })
     }
 
@@ -114,24 +118,58 @@ impl Engine {
         &self.pool
     }
 
+    /// The circuit breaker's state now.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.breaker.lock().expect("breaker").state(Instant::now())
+    }
+
+    /// One attempt, through the circuit breaker.
+    async fn guarded_attempt(
+        &self,
+        task: &TransferTask,
+        route: &Route,
+    ) -> Result<u64, TransferError> {
+        if let Err(wait) = self
+            .breaker
+            .lock()
+            .expect("breaker")
+            .try_call(Instant::now())
+        {
+            return Err(TransferError::new(
+                ErrorCode::ConnectionError,
+                format!(
+                    "circuit breaker of {:?} is open after repeated failures; next try in {:.0} s",
+                    self.connection_id,
+                    wait.as_secs_f64().ceil()
+                ),
+            ));
+        }
+        let r = match tokio::time::timeout(self.transfer_timeout, self.attempt(task, route)).await {
+            Ok(r) => r,
+            Err(_) => Err(TransferError::timeout(
+                &format!("{} {}", route.direction.as_str(), route.remote_path),
+                self.transfer_timeout.as_secs_f64(),
+            )),
+        };
+        let mut breaker = self.breaker.lock().expect("breaker");
+        match &r {
+            Ok(_) => {
+                breaker.on_success();
+                self.pool.on_success();
+            }
+            Err(e) if counts_against_server(e) => breaker.on_failure(Instant::now()),
+            Err(_) => breaker.on_neutral(),
+        }
+        r
+    }
+
     /// Runs `task` (routed to this connection) to its result, retries included.
     pub async fn run(&self, task: &TransferTask, route: &Route) -> TransferResult {
         let start = Instant::now();
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            let outcome = match tokio::time::timeout(
-                self.transfer_timeout,
-                self.attempt(task, route),
-            )
-            .await
-            {
-                Ok(r) => r,
-                Err(_) => Err(TransferError::timeout(
-                    &format!("{} {}", route.direction.as_str(), route.remote_path),
-                    self.transfer_timeout.as_secs_f64(),
-                )),
-            };
+            let outcome = self.guarded_attempt(task, route).await;
             let ms = start.elapsed().as_millis() as u64;
             match outcome {
                 Ok(bytes) => return TransferResult::success(task, bytes, ms, attempts),
@@ -262,6 +300,15 @@ impl Engine {
         lease.release();
         r
     }
+}
+
+/// Failures that say the server is in trouble (for the circuit breaker); a refusal as one
+/// connection too many is the pool's business, not a failure of the server.
+fn counts_against_server(e: &TransferError) -> bool {
+    matches!(
+        e.code,
+        ErrorCode::ConnectionError | ErrorCode::TransferTimeout | ErrorCode::AuthError
+    ) && !e.is_too_many_connections()
 }
 
 /// Removes a local temporary file unless disarmed (failed or cancelled attempts).

@@ -13,6 +13,9 @@ use suppaftp::FtpError;
 pub struct TransferError {
     pub code: ErrorCode,
     pub message: String,
+    /// The FTP reply code behind the failure, when there was one (421: too many
+    /// connections, which the pool answers by lowering its limit).
+    pub reply: Option<u32>,
 }
 
 impl TransferError {
@@ -20,6 +23,7 @@ impl TransferError {
         TransferError {
             code,
             message: message.into(),
+            reply: None,
         }
     }
 
@@ -27,6 +31,16 @@ impl TransferError {
     /// destination): `IO_ERROR`.
     pub fn local_io(what: &str, e: &std::io::Error) -> Self {
         TransferError::new(ErrorCode::IoError, format!("{what}: {e}"))
+    }
+
+    /// The server refuses more connections (421, or a "too many" reply): the pool
+    /// lowers its limit instead of failing the task.
+    pub fn is_too_many_connections(&self) -> bool {
+        self.reply == Some(421) || {
+            let m = self.message.to_ascii_lowercase();
+            m.contains("too many")
+                && (m.contains("connection") || m.contains("user") || m.contains("client"))
+        }
     }
 
     pub fn timeout(what: &str, secs: f64) -> Self {
@@ -58,11 +72,17 @@ impl TransferError {
                 _ => ErrorCode::UnknownError,
             },
         };
-        let detail = match &e {
-            FtpError::UnexpectedResponse(r) => String::from_utf8_lossy(&r.body).trim().to_string(),
-            other => other.to_string(),
+        let (detail, reply) = match &e {
+            FtpError::UnexpectedResponse(r) => (
+                String::from_utf8_lossy(&r.body).trim().to_string(),
+                Some(reply_code(r)),
+            ),
+            other => (other.to_string(), None),
         };
-        TransferError::new(code, format!("{op}: {detail}"))
+        TransferError {
+            reply,
+            ..TransferError::new(code, format!("{op}: {detail}"))
+        }
     }
 }
 

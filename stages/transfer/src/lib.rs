@@ -11,6 +11,7 @@
 //! - remote relative paths resolve against the login directory, never a current directory;
 //! - passwords are never logged.
 
+pub mod breaker;
 pub mod engine;
 mod error;
 pub mod local;
@@ -19,6 +20,7 @@ mod session;
 pub mod tls;
 pub mod worker;
 
+pub use breaker::{BreakerState, CircuitBreaker};
 pub use engine::{Engine, RetryPolicy};
 pub use error::TransferError;
 pub use pool::{Lease, Pool, PoolStats};

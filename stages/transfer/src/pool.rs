@@ -1,17 +1,23 @@
 //! The session pool of one FTP connection.
 //!
 //! Owns every session of its connection. Invariants:
-//! - at most `limit` sessions exist at once (a semaphore permit travels with each
-//!   [`Lease`]); a task waits for a permit without spinning, for a bounded time;
+//! - at most `cap` sessions exist at once, `cap <= limit` (the connection's share of the
+//!   pod budget, see `ftp_pooler_config::session_budget`); a semaphore permit travels
+//!   with each [`Lease`]; a task waits for a permit without spinning, for a bounded time;
+//! - adaptive concurrency (AIMD): when the server refuses a connection as one too many
+//!   (421, "too many connections"), `cap` is halved and the task waits for a session of
+//!   the pool instead of failing; every `8 x cap` successful tasks `cap` grows by one, up
+//!   to `limit`;
 //! - a leased session is used by one task only and comes back only through
 //!   [`Lease::release`], and only when not poisoned (any timeout, desync or I/O failure);
 //!   a lease dropped without release (a cancelled or timed-out task, whose session may be
 //!   mid-command) discards its session;
 //! - an idle session past the idle timeout is closed instead of reused; one idle for
-//!   longer than [`NOOP_AFTER`] is proved alive with NOOP before it is handed out.
+//!   longer than [`NOOP_AFTER`] is proved alive with NOOP before it is handed out (the
+//!   server may have closed it), and replaced when dead.
 //!
-//! The production hardening (pre-warm, pod-wide budget, adaptive limits on 421, the
-//! circuit breaker, DISCONNECTED/IDLE/BUSY/ERROR states for the API) fills this structure.
+//! Session states, as the stats API shows them: DISCONNECTED (slots without a session),
+//! IDLE, BUSY (leased), ERROR (sessions discarded after a failure, counted).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,11 +31,21 @@ use crate::tls::TlsContext;
 use crate::{FtpSession, SessionOptions, TransferError};
 
 /// An idle session older than this is checked with NOOP before reuse.
-pub const NOOP_AFTER: Duration = Duration::from_secs(15);
+pub const NOOP_AFTER: Duration = Duration::from_secs(2);
 
 struct Idle {
     session: FtpSession,
     since: Instant,
+}
+
+struct Shared {
+    idle: Vec<Idle>,
+    /// The current limit (adaptive), `1..=limit`.
+    cap: usize,
+    /// Permits to retire as they come back (the cap went down while they were out).
+    owed: usize,
+    /// Successful tasks since the cap last changed.
+    successes: usize,
 }
 
 struct Inner {
@@ -39,18 +55,32 @@ struct Inner {
     limit: usize,
     idle_timeout: Duration,
     permits: Arc<Semaphore>,
-    idle: Mutex<Vec<Idle>>,
+    shared: Mutex<Shared>,
     open: AtomicUsize,
     logins: AtomicU64,
+    discarded: AtomicU64,
+    refused: AtomicU64,
 }
 
-/// Counters of a pool, for logs, tests and (later) the API.
+/// Counters of a pool, for logs, tests and the stats API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolStats {
+    /// The connection's session budget.
     pub limit: usize,
+    /// The current (adaptive) limit.
+    pub cap: usize,
+    /// Sessions open now (idle + busy).
     pub open: usize,
     pub idle: usize,
+    pub busy: usize,
+    /// Slots without a session (DISCONNECTED).
+    pub disconnected: usize,
+    /// Logins since start.
     pub logins: u64,
+    /// Sessions discarded after a failure (ERROR), since start.
+    pub discarded: u64,
+    /// Connections the server refused as one too many, since start.
+    pub refused: u64,
 }
 
 #[derive(Clone)]
@@ -75,9 +105,16 @@ impl Pool {
                 limit,
                 idle_timeout,
                 permits: Arc::new(Semaphore::new(limit)),
-                idle: Mutex::new(Vec::new()),
+                shared: Mutex::new(Shared {
+                    idle: Vec::new(),
+                    cap: limit,
+                    owed: 0,
+                    successes: 0,
+                }),
                 open: AtomicUsize::new(0),
                 logins: AtomicU64::new(0),
+                discarded: AtomicU64::new(0),
+                refused: AtomicU64::new(0),
             }),
         }
     }
@@ -87,62 +124,165 @@ impl Pool {
     }
 
     pub fn stats(&self) -> PoolStats {
+        let (idle, cap) = {
+            let s = self.inner.shared.lock().expect("pool lock");
+            (s.idle.len(), s.cap)
+        };
+        let open = self.inner.open.load(Ordering::Relaxed);
         PoolStats {
             limit: self.inner.limit,
-            open: self.inner.open.load(Ordering::Relaxed),
-            idle: self.inner.idle.lock().expect("pool lock").len(),
+            cap,
+            open,
+            idle,
+            busy: open.saturating_sub(idle),
+            disconnected: cap.saturating_sub(open),
             logins: self.inner.logins.load(Ordering::Relaxed),
+            discarded: self.inner.discarded.load(Ordering::Relaxed),
+            refused: self.inner.refused.load(Ordering::Relaxed),
         }
     }
 
     /// A session for one task: an idle one (checked when it has been idle for a while) or
     /// a new one. Waits at most `wait` for a free slot.
     pub async fn acquire(&self, wait: Duration) -> Result<Lease, TransferError> {
-        let permit = tokio::time::timeout(wait, self.inner.permits.clone().acquire_owned())
-            .await
-            .map_err(|_| {
-                TransferError::new(
-                    ErrorCode::TransferTimeout,
-                    format!(
-                        "no free session of {} within {:.0} s",
-                        self.inner.limit,
-                        wait.as_secs_f64()
-                    ),
-                )
-            })?
-            .expect("the pool's semaphore is never closed");
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let idle = self.inner.idle.lock().expect("pool lock").pop();
-            let Some(Idle { mut session, since }) = idle else {
-                break;
-            };
+            let permit =
+                tokio::time::timeout_at(deadline, self.inner.permits.clone().acquire_owned())
+                    .await
+                    .map_err(|_| {
+                        TransferError::new(
+                            ErrorCode::TransferTimeout,
+                            format!(
+                                "no free session of {} within {:.0} s",
+                                self.stats().cap,
+                                wait.as_secs_f64()
+                            ),
+                        )
+                    })?
+                    .expect("the pool's semaphore is never closed");
+            if let Some(session) = self.take_idle().await {
+                return Ok(self.lease(session, permit));
+            }
+            match FtpSession::connect(&self.inner.conn, self.inner.tls.as_ref(), self.inner.opts)
+                .await
+            {
+                Ok(session) => {
+                    self.inner.open.fetch_add(1, Ordering::Relaxed);
+                    self.inner.logins.fetch_add(1, Ordering::Relaxed);
+                    return Ok(self.lease(session, permit));
+                }
+                Err(e) if e.is_too_many_connections() => {
+                    self.inner.refused.fetch_add(1, Ordering::Relaxed);
+                    let cap = self.decrease();
+                    self.give_back(permit);
+                    let open = self.inner.open.load(Ordering::Relaxed);
+                    tracing::warn!(cap, open, error = %e, "server refused one connection too many: lowering the session limit");
+                    if open == 0 {
+                        // Nothing to wait for: the server refuses even one session.
+                        return Err(e);
+                    }
+                }
+                Err(e) => {
+                    self.give_back(permit);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// An idle session that is still fit for use, if any.
+    async fn take_idle(&self) -> Option<FtpSession> {
+        loop {
+            let idle = self.inner.shared.lock().expect("pool lock").idle.pop();
+            let Idle { mut session, since } = idle?;
             let age = since.elapsed();
             if age > self.inner.idle_timeout {
-                self.discard(session).await;
+                self.close(session).await;
                 continue;
             }
             if age > NOOP_AFTER && session.noop().await.is_err() {
-                self.discard(session).await;
+                tracing::debug!(
+                    idle_s = age.as_secs(),
+                    "idle session found dead; replacing it"
+                );
+                self.close(session).await;
                 continue;
             }
-            return Ok(self.lease(session, permit));
+            return Some(session);
         }
-        let session =
-            FtpSession::connect(&self.inner.conn, self.inner.tls.as_ref(), self.inner.opts).await?;
-        self.inner.open.fetch_add(1, Ordering::Relaxed);
-        self.inner.logins.fetch_add(1, Ordering::Relaxed);
-        Ok(self.lease(session, permit))
+    }
+
+    /// Opens up to `n` sessions ahead of the first tasks (bounded by `limit`), within
+    /// `within`. Returns how many opened; failures are logged, never fatal.
+    pub async fn prewarm(&self, n: usize, within: Duration) -> usize {
+        let n = n.min(self.stats().cap);
+        let tries = (0..n).map(|_| async {
+            let lease = tokio::time::timeout(within, self.acquire(within)).await;
+            match lease {
+                Ok(Ok(lease)) => {
+                    lease.release();
+                    true
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "pre-warm: session not opened");
+                    false
+                }
+                Err(_) => false,
+            }
+        });
+        futures::future::join_all(tries)
+            .await
+            .into_iter()
+            .filter(|ok| *ok)
+            .count()
+    }
+
+    /// A task finished well on this connection: the limit may grow again.
+    pub fn on_success(&self) {
+        let mut s = self.inner.shared.lock().expect("pool lock");
+        if s.cap >= self.inner.limit {
+            return;
+        }
+        s.successes += 1;
+        if s.successes >= 8 * s.cap {
+            s.successes = 0;
+            s.cap += 1;
+            if s.owed > 0 {
+                s.owed -= 1;
+            } else {
+                self.inner.permits.add_permits(1);
+            }
+            tracing::info!(cap = s.cap, "raising the session limit again");
+        }
+    }
+
+    /// Halves the cap (at least 1); returns the new cap.
+    fn decrease(&self) -> usize {
+        let mut s = self.inner.shared.lock().expect("pool lock");
+        let new_cap = (s.cap / 2).max(1);
+        let drop = s.cap - new_cap;
+        let forgotten = self.inner.permits.forget_permits(drop);
+        s.owed += drop - forgotten;
+        s.cap = new_cap;
+        s.successes = 0;
+        new_cap
+    }
+
+    /// Returns a permit, or retires it when the cap went down meanwhile.
+    fn give_back(&self, permit: OwnedSemaphorePermit) {
+        give_back(&self.inner, permit);
     }
 
     fn lease(&self, session: FtpSession, permit: OwnedSemaphorePermit) -> Lease {
         Lease {
             session: Some(session),
             inner: self.inner.clone(),
-            _permit: permit,
+            permit: Some(permit),
         }
     }
 
-    async fn discard(&self, session: FtpSession) {
+    async fn close(&self, session: FtpSession) {
         self.inner.open.fetch_sub(1, Ordering::Relaxed);
         session.quit().await;
     }
@@ -150,15 +290,15 @@ impl Pool {
     /// Closes idle sessions past the idle timeout (run periodically).
     pub async fn reap_idle(&self) {
         let expired: Vec<Idle> = {
-            let mut idle = self.inner.idle.lock().expect("pool lock");
+            let mut s = self.inner.shared.lock().expect("pool lock");
             let timeout = self.inner.idle_timeout;
             let (old, keep): (Vec<Idle>, Vec<Idle>) =
-                idle.drain(..).partition(|i| i.since.elapsed() > timeout);
-            *idle = keep;
+                s.idle.drain(..).partition(|i| i.since.elapsed() > timeout);
+            s.idle = keep;
             old
         };
         for i in expired {
-            self.discard(i.session).await;
+            self.close(i.session).await;
         }
     }
 
@@ -166,14 +306,25 @@ impl Pool {
     pub async fn close_idle(&self) {
         let all: Vec<Idle> = self
             .inner
-            .idle
+            .shared
             .lock()
             .expect("pool lock")
+            .idle
             .drain(..)
             .collect();
         for i in all {
-            self.discard(i.session).await;
+            self.close(i.session).await;
         }
+    }
+}
+
+fn give_back(inner: &Inner, permit: OwnedSemaphorePermit) {
+    let mut s = inner.shared.lock().expect("pool lock");
+    if s.owed > 0 {
+        s.owed -= 1;
+        permit.forget();
+    } else {
+        drop(permit);
     }
 }
 
@@ -181,7 +332,7 @@ impl Pool {
 pub struct Lease {
     session: Option<FtpSession>,
     inner: Arc<Inner>,
-    _permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Lease {
@@ -196,11 +347,17 @@ impl Lease {
         if let Some(session) = self.session.take() {
             if session.is_poisoned() {
                 self.inner.open.fetch_sub(1, Ordering::Relaxed);
+                self.inner.discarded.fetch_add(1, Ordering::Relaxed);
             } else {
-                self.inner.idle.lock().expect("pool lock").push(Idle {
-                    session,
-                    since: Instant::now(),
-                });
+                self.inner
+                    .shared
+                    .lock()
+                    .expect("pool lock")
+                    .idle
+                    .push(Idle {
+                        session,
+                        since: Instant::now(),
+                    });
             }
         }
     }
@@ -212,6 +369,10 @@ impl Drop for Lease {
             // Not released: the task was cancelled or failed mid-command. Dropping the
             // session closes its sockets.
             self.inner.open.fetch_sub(1, Ordering::Relaxed);
+            self.inner.discarded.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(permit) = self.permit.take() {
+            give_back(&self.inner, permit);
         }
     }
 }

@@ -129,6 +129,17 @@ pub async fn run(
 
     supervisor.ready().await?;
     tracing::info!(connection = %connection_id, sessions = limit, "transfer worker ready");
+    let pool_settings = &config.settings.pool;
+    if pool_settings.prewarm_enabled && pool_settings.prewarm_sessions_per_connection > 0 {
+        // In the background: a server that refuses logins must not hold readiness back.
+        let pool = worker.engine.pool().clone();
+        let n = pool_settings.prewarm_sessions_per_connection as usize;
+        let within = Duration::from_secs(pool_settings.prewarm_timeout_seconds);
+        tokio::spawn(async move {
+            let opened = pool.prewarm(n, within).await;
+            tracing::info!(opened, wanted = n.min(pool.limit()), "pre-warmed sessions");
+        });
+    }
     let shutdown = supervisor.shutdown_requested();
     tokio::pin!(shutdown);
     let why = loop {
