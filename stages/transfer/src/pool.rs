@@ -57,6 +57,8 @@ struct Inner {
     permits: Arc<Semaphore>,
     shared: Mutex<Shared>,
     open: AtomicUsize,
+    /// Logins under way (a refusal while others are connecting is worth waiting out).
+    connecting: AtomicUsize,
     logins: AtomicU64,
     discarded: AtomicU64,
     refused: AtomicU64,
@@ -112,6 +114,7 @@ impl Pool {
                     successes: 0,
                 }),
                 open: AtomicUsize::new(0),
+                connecting: AtomicUsize::new(0),
                 logins: AtomicU64::new(0),
                 discarded: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
@@ -168,7 +171,7 @@ impl Pool {
                 .await
             {
                 Ok(session) => {
-                    self.inner.open.fetch_add(1, Ordering::Relaxed);
+                    self.inner.open.fetch_add(1, Ordering::SeqCst);
                     self.inner.logins.fetch_add(1, Ordering::Relaxed);
                     return Ok(self.lease(session, permit));
                 }
@@ -176,11 +179,16 @@ impl Pool {
                     self.inner.refused.fetch_add(1, Ordering::Relaxed);
                     let cap = self.decrease();
                     self.give_back(permit);
-                    let open = self.inner.open.load(Ordering::Relaxed);
-                    tracing::warn!(cap, open, error = %e, "server refused one connection too many: lowering the session limit");
-                    if open == 0 {
+                    let open = self.inner.open.load(Ordering::SeqCst);
+                    let connecting = self.inner.connecting.load(Ordering::SeqCst);
+                    tracing::warn!(cap, open, connecting, error = %e, "server refused one connection too many: lowering the session limit");
+                    if open == 0 && connecting == 0 {
                         // Nothing to wait for: the server refuses even one session.
                         return Err(e);
+                    }
+                    if open == 0 {
+                        // Others are logging in: give them a moment to get there.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 }
                 Err(e) => {

@@ -96,11 +96,12 @@ impl FtpServer {
         Self::start_with(FtpKind::Vsftpd, true, &["implicit_ssl=YES"])
     }
 
-    /// As [`FtpServer::start`], with extra vsftpd options (`max_per_ip=2`, ...).
+    /// As [`FtpServer::start`], with extra server options: vsftpd's (`max_per_ip=2`,
+    /// `idle_session_timeout=2`, ...) or pyftpdlib's `noepsv` (EPSV answered with 500).
     pub fn start_with(kind: FtpKind, tls: bool, vsftpd_options: &[&str]) -> FtpServer {
         assert!(
-            vsftpd_options.is_empty() || kind == FtpKind::Vsftpd,
-            "server options are for vsftpd"
+            vsftpd_options.is_empty() || kind == FtpKind::Vsftpd || vsftpd_options == ["noepsv"],
+            "options for pyftpdlib: only noepsv"
         );
         let root = tempfile::Builder::new()
             .prefix(&format!("ftp-root-{}-", kind.name()))

@@ -1,0 +1,487 @@
+//! The session pool and transfer engine (DESIGN.md sections 3 and 5) against real
+//! servers (vsftpd and pyftpdlib): limits counted on the server side, refusals as one
+//! connection too many, a server killed mid-transfer, idle timeouts, FTPS with TLS
+//! session reuse, an EPSV-refusing server, local confinement, and a 2 GiB file through
+//! the real service with the transfer worker's peak memory.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ftp_pooler_config::{Config, Registry, Settings};
+use ftp_pooler_contract::{ErrorCode, Route, TransferResult, TransferTask};
+use ftp_pooler_testbed::{FtpKind, FtpServer};
+use ftp_pooler_transfer::Engine;
+
+const TEMP_SUFFIX: &str = ".ftp-pooler.part";
+
+/// Server-side view of a port: ESTABLISHED connections whose local port is the server's
+/// control port, sampled every 2 ms from /proc/net/tcp.
+struct ServerSide {
+    stop: Arc<AtomicBool>,
+    max: Arc<AtomicUsize>,
+    peers: Arc<Mutex<HashSet<u16>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerSide {
+    fn watch(port: u16) -> ServerSide {
+        let stop = Arc::new(AtomicBool::new(false));
+        let max = Arc::new(AtomicUsize::new(0));
+        let peers = Arc::new(Mutex::new(HashSet::new()));
+        let (s, m, p) = (stop.clone(), max.clone(), peers.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let mut now = 0;
+                for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+                    let Ok(text) = std::fs::read_to_string(file) else {
+                        continue;
+                    };
+                    for line in text.lines().skip(1) {
+                        let f: Vec<&str> = line.split_whitespace().collect();
+                        if f.len() < 4 || f[3] != "01" {
+                            continue;
+                        }
+                        let port_of = |a: &str| {
+                            u16::from_str_radix(a.rsplit(':').next().unwrap(), 16).unwrap()
+                        };
+                        if port_of(f[1]) == port {
+                            now += 1;
+                            p.lock().unwrap().insert(port_of(f[2]));
+                        }
+                    }
+                }
+                m.fetch_max(now, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        ServerSide {
+            stop,
+            max,
+            peers,
+            thread: Some(thread),
+        }
+    }
+
+    /// (most connections at once, distinct connections seen)
+    fn finish(mut self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        (
+            self.max.load(Ordering::Relaxed),
+            self.peers.lock().unwrap().len(),
+        )
+    }
+}
+
+struct Bed {
+    storage: tempfile::TempDir,
+    config: Config,
+}
+
+impl Bed {
+    /// A configuration with `servers` as connections `a`, `b`, ... and `local`.
+    fn new(servers: &[&FtpServer], tweak: impl FnOnce(&mut Settings, &mut String)) -> Bed {
+        let storage = tempfile::Builder::new()
+            .prefix("storage-")
+            .tempdir()
+            .unwrap();
+        let mut ini = String::new();
+        for (i, s) in servers.iter().enumerate() {
+            ini.push_str(&s.ini_section(&((b'a' + i as u8) as char).to_string()));
+            ini.push('\n');
+        }
+        let mut settings = Settings::default();
+        settings.kafka.max_retries = 5;
+        settings.kafka.base_backoff_ms = 100;
+        settings.kafka.max_backoff_ms = 1000;
+        settings.transfer.transfer_timeout_seconds = 60;
+        settings.transfer.connect_timeout_seconds = 10;
+        settings.pool.prewarm_enabled = false;
+        tweak(&mut settings, &mut ini);
+        ini.push_str(&format!(
+            "[local]\ntype = local\nbase_path = {}\n",
+            storage.path().display()
+        ));
+        let registry = Registry::parse(Path::new("connections.ini"), &ini).unwrap();
+        Bed {
+            storage,
+            config: Config {
+                settings,
+                registry,
+                config_file: None,
+                connections_file: PathBuf::from("connections.ini"),
+            },
+        }
+    }
+
+    fn engine(&self, conn: &str) -> Engine {
+        Engine::new(&self.config, conn).unwrap()
+    }
+
+    fn task(&self, id: &str, src: (&str, &str), dst: (&str, &str)) -> (TransferTask, Route) {
+        let task = TransferTask {
+            task_id: id.into(),
+            src_id: src.0.into(),
+            src_path: src.1.into(),
+            dst_id: dst.0.into(),
+            dst_path: dst.1.into(),
+        };
+        let route = Route::resolve(&task, &self.config.registry).unwrap();
+        (task, route)
+    }
+
+    fn local(&self, rel: &str) -> PathBuf {
+        self.storage.path().join(rel)
+    }
+}
+
+async fn run_all(engine: &Engine, tasks: &[(TransferTask, Route)]) -> Vec<TransferResult> {
+    futures::future::join_all(tasks.iter().map(|(t, r)| engine.run(t, r))).await
+}
+
+fn data(i: usize, size: usize) -> Vec<u8> {
+    (0..size)
+        .map(|j| ((i * 131 + j * 17) % 253) as u8)
+        .collect()
+}
+
+fn temp_files(root: &Path) -> Vec<PathBuf> {
+    ftp_pooler_testbed::service::files_ending_with(root, TEMP_SUFFIX)
+}
+
+fn assert_success(results: &[TransferResult]) {
+    for r in results {
+        assert!(
+            r.is_success(),
+            "{}: {:?} {:?}",
+            r.task_id,
+            r.error_code,
+            r.error_message
+        );
+    }
+}
+
+/// 200 downloads and 200 uploads through one pool of 4.
+async fn pool_of_four(kind: FtpKind) {
+    let server = FtpServer::start(kind, false);
+    let bed = Bed::new(&[&server], |s, _| s.pool.max_sessions_per_connection = 4);
+    let engine = bed.engine("a");
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        server.put(&format!("pool/src/f{i}.bin"), &data(i, 1000 + i * 37));
+        tasks.push(bed.task(
+            &format!("d{i}"),
+            ("a", &format!("pool/src/f{i}.bin")),
+            ("local", &format!("down/f{i}.bin")),
+        ));
+        let up = bed.local(&format!("up/f{i}.bin"));
+        std::fs::create_dir_all(up.parent().unwrap()).unwrap();
+        std::fs::write(&up, data(i + 1000, 500 + i * 53)).unwrap();
+        tasks.push(bed.task(
+            &format!("u{i}"),
+            ("local", &format!("up/f{i}.bin")),
+            ("a", &format!("/pool/dst/f{i}.bin")),
+        ));
+    }
+    let side = ServerSide::watch(server.port);
+    let results = run_all(&engine, &tasks).await;
+    let (max, distinct) = side.finish();
+    assert_success(&results);
+    for i in 0..200 {
+        assert_eq!(
+            std::fs::read(bed.local(&format!("down/f{i}.bin"))).unwrap(),
+            data(i, 1000 + i * 37)
+        );
+        assert_eq!(
+            std::fs::read(server.root().join(format!("pool/dst/f{i}.bin"))).unwrap(),
+            data(i + 1000, 500 + i * 53)
+        );
+    }
+    let stats = engine.pool().stats();
+    eprintln!("{}: 400 tasks, pool of 4: at most {max} sessions on the server at once, {distinct} connections seen there, {} logins", kind.name(), stats.logins);
+    assert!(max <= 4, "{max} sessions at once on the server");
+    assert!(max >= 2, "the pool ran tasks in parallel");
+    assert!(
+        stats.logins <= 8 && distinct <= 8,
+        "sessions are reused: {} logins, {distinct} server connections",
+        stats.logins
+    );
+    assert!(temp_files(bed.storage.path()).is_empty() && temp_files(server.root()).is_empty());
+}
+
+#[tokio::test]
+async fn vsftpd_400_tasks_through_a_pool_of_4_use_at_most_4_sessions() {
+    pool_of_four(FtpKind::Vsftpd).await;
+}
+
+#[tokio::test]
+async fn pyftpdlib_400_tasks_through_a_pool_of_4_use_at_most_4_sessions() {
+    pool_of_four(FtpKind::Pyftpdlib).await;
+}
+
+#[tokio::test]
+async fn a_server_allowing_two_connections_gets_fewer_sessions_and_no_task_fails() {
+    let server = FtpServer::start_with(FtpKind::Vsftpd, false, &["max_per_ip=2"]);
+    let bed = Bed::new(&[&server], |s, _| s.pool.max_sessions_per_connection = 8);
+    let engine = bed.engine("a");
+    let mut tasks = Vec::new();
+    for i in 0..150 {
+        server.put(&format!("lim/f{i}.bin"), &data(i, 20_000));
+        tasks.push(bed.task(
+            &format!("t{i}"),
+            ("a", &format!("lim/f{i}.bin")),
+            ("local", &format!("lim/f{i}.bin")),
+        ));
+    }
+    let results = run_all(&engine, &tasks).await;
+    assert_success(&results);
+    let stats = engine.pool().stats();
+    let retried = results.iter().filter(|r| r.attempts > 1).count();
+    eprintln!(
+        "max_per_ip=2, pool of 8: {} refusals, cap now {}, {} logins, {retried} of 150 tasks needed a retry",
+        stats.refused, stats.cap, stats.logins
+    );
+    assert!(stats.refused >= 1, "the server did refuse");
+    assert!(stats.cap <= 3, "the limit came down: {stats:?}");
+}
+
+#[tokio::test]
+async fn a_server_killed_mid_transfer_and_restarted_leaves_no_partial_file() {
+    // pyftpdlib serves from one process: killing it cuts every transfer.
+    let mut server = FtpServer::start(FtpKind::Pyftpdlib, false);
+    let bed = Bed::new(&[&server], |s, _| {
+        s.pool.max_sessions_per_connection = 4;
+        // This test is about the pool and partial files; the breaker has its own.
+        s.circuit_breaker.failure_threshold = 1000;
+    });
+    let engine = bed.engine("a");
+    const SIZE: usize = 48 * 1024 * 1024;
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        server.put(&format!("big/f{i}.bin"), &data(i, SIZE));
+        tasks.push(bed.task(
+            &format!("k{i}"),
+            ("a", &format!("big/f{i}.bin")),
+            ("local", &format!("big/f{i}.bin")),
+        ));
+    }
+    let run = run_all(&engine, &tasks);
+    let chaos = async {
+        // Kill once data is flowing: a temporary file has bytes.
+        let start = Instant::now();
+        loop {
+            let growing = temp_files(bed.storage.path())
+                .iter()
+                .any(|p| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false));
+            if growing {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no transfer started"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        server.stop();
+        let partial: Vec<PathBuf> = (0..6)
+            .map(|i| bed.local(&format!("big/f{i}.bin")))
+            .filter(|p| p.exists() && std::fs::metadata(p).unwrap().len() != SIZE as u64)
+            .collect();
+        assert!(partial.is_empty(), "partial destination files: {partial:?}");
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        server.restart();
+    };
+    let (results, ()) = tokio::join!(run, chaos);
+    assert_success(&results);
+    let retried = results.iter().filter(|r| r.attempts > 1).count();
+    eprintln!(
+        "server killed mid-transfer: {retried} of 6 tasks retried, all succeeded; pool: {:?}",
+        engine.pool().stats()
+    );
+    assert!(retried >= 1);
+    for i in 0..6 {
+        assert!(
+            std::fs::read(bed.local(&format!("big/f{i}.bin"))).unwrap() == data(i, SIZE),
+            "f{i} differs"
+        );
+    }
+    assert!(
+        temp_files(bed.storage.path()).is_empty(),
+        "temporary files left"
+    );
+    assert!(
+        engine.pool().stats().discarded >= 1,
+        "dead sessions were discarded"
+    );
+}
+
+#[tokio::test]
+async fn a_session_idle_past_the_server_timeout_is_replaced_not_reported() {
+    let server = FtpServer::start_with(FtpKind::Vsftpd, false, &["idle_session_timeout=2"]);
+    let bed = Bed::new(&[&server], |s, _| s.pool.max_sessions_per_connection = 2);
+    let engine = bed.engine("a");
+    server.put("idle/f.bin", b"idle");
+    let (t1, r1) = bed.task("i1", ("a", "idle/f.bin"), ("local", "idle/1.bin"));
+    assert!(engine.run(&t1, &r1).await.is_success());
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let (t2, r2) = bed.task("i2", ("a", "idle/f.bin"), ("local", "idle/2.bin"));
+    let r = engine.run(&t2, &r2).await;
+    assert!(r.is_success(), "{:?}", r.error_message);
+    assert_eq!(r.attempts, 1, "the stale session was replaced before use");
+    assert_eq!(engine.pool().stats().logins, 2);
+}
+
+#[tokio::test]
+async fn explicit_ftps_with_tls_session_reuse_required_downloads_and_uploads() {
+    // The test bed's FTPS vsftpd has require_ssl_reuse=YES.
+    let server = FtpServer::start(FtpKind::Vsftpd, true);
+    let bed = Bed::new(&[&server], |s, _| s.pool.max_sessions_per_connection = 2);
+    let engine = bed.engine("a");
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        server.put(&format!("tls/f{i}.bin"), &data(i, 70_000));
+        tasks.push(bed.task(
+            &format!("d{i}"),
+            ("a", &format!("tls/f{i}.bin")),
+            ("local", &format!("tls/f{i}.bin")),
+        ));
+        tasks.push(bed.task(
+            &format!("u{i}"),
+            ("local", &format!("tls/f{i}.bin")),
+            ("a", &format!("tls/back/f{i}.bin")),
+        ));
+    }
+    // Downloads first, then the uploads of what came down.
+    let (downs, ups): (Vec<_>, Vec<_>) = tasks
+        .into_iter()
+        .partition(|(t, _)| t.task_id.starts_with('d'));
+    assert_success(&run_all(&engine, &downs).await);
+    assert_success(&run_all(&engine, &ups).await);
+    for i in 0..10 {
+        assert_eq!(
+            std::fs::read(server.root().join(format!("tls/back/f{i}.bin"))).unwrap(),
+            data(i, 70_000)
+        );
+    }
+    assert!(engine.pool().stats().logins <= 2);
+}
+
+#[tokio::test]
+async fn a_server_refusing_epsv_is_used_through_pasv() {
+    let server = FtpServer::start_with(FtpKind::Pyftpdlib, false, &["noepsv"]);
+    let bed = Bed::new(&[&server], |s, _| s.pool.max_sessions_per_connection = 1);
+    let engine = bed.engine("a");
+    server.put("p/f.bin", &data(1, 10_000));
+    let tasks = vec![
+        bed.task("d", ("a", "p/f.bin"), ("local", "p/f.bin")),
+        bed.task("d2", ("a", "p/f.bin"), ("local", "p/g.bin")),
+    ];
+    assert_success(&run_all(&engine, &tasks).await);
+    let (t, r) = bed.task("u", ("local", "p/f.bin"), ("a", "p/up.bin"));
+    assert!(engine.run(&t, &r).await.is_success());
+    assert_eq!(
+        std::fs::read(server.root().join("p/up.bin")).unwrap(),
+        data(1, 10_000)
+    );
+    assert_eq!(
+        engine.pool().stats().logins,
+        1,
+        "the EPSV refusal does not cost the session"
+    );
+}
+
+#[tokio::test]
+async fn local_paths_cannot_leave_the_base_path() {
+    let server = FtpServer::start(FtpKind::Pyftpdlib, false);
+    let outside = tempfile::tempdir().unwrap();
+    let bed = Bed::new(&[&server], |_, _| {});
+    std::fs::create_dir_all(bed.local("in")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), bed.local("in/escape")).unwrap();
+    std::fs::write(outside.path().join("secret"), b"secret").unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret"), bed.local("in/secret-link")).unwrap();
+    server.put("x.bin", b"payload");
+    let engine = bed.engine("a");
+    let outside_escape = format!("/../../..{}/dropped", outside.path().display());
+    let cases = [
+        bed.task("p1", ("a", "x.bin"), ("local", "../../etc/passwd")),
+        bed.task("p2", ("a", "x.bin"), ("local", outside_escape.as_str())),
+        bed.task("p3", ("a", "x.bin"), ("local", "in/escape/dropped")),
+        bed.task("p4", ("a", "x.bin"), ("local", "in/secret-link")),
+        bed.task("p5", ("local", "in/secret-link"), ("a", "stolen.bin")),
+        bed.task("p6", ("local", "in/escape/secret"), ("a", "stolen2.bin")),
+    ];
+    for (t, r) in &cases {
+        let res = engine.run(t, r).await;
+        assert_eq!(
+            res.error_code,
+            Some(ErrorCode::PathNotAllowed),
+            "{}: {:?}",
+            t.task_id,
+            res.error_message
+        );
+        assert_eq!(res.attempts, 1, "not retried");
+    }
+    let names: Vec<_> = std::fs::read_dir(outside.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["secret"], "nothing written outside");
+    assert_eq!(
+        std::fs::read(outside.path().join("secret")).unwrap(),
+        b"secret"
+    );
+    assert!(
+        !server.root().join("stolen.bin").exists() && !server.root().join("stolen2.bin").exists()
+    );
+    // `/etc/passwd` means <base_path>/etc/passwd.
+    let (t, r) = bed.task("p7", ("a", "x.bin"), ("local", "/etc/passwd"));
+    assert!(engine.run(&t, &r).await.is_success());
+    assert_eq!(std::fs::read(bed.local("etc/passwd")).unwrap(), b"payload");
+}
+
+#[tokio::test]
+async fn the_circuit_breaker_fails_fast_while_a_server_is_down() {
+    let mut server = FtpServer::start(FtpKind::Pyftpdlib, false);
+    let bed = Bed::new(&[&server], |s, _| {
+        s.kafka.max_retries = 0;
+        s.circuit_breaker.failure_threshold = 3;
+        s.circuit_breaker.timeout_seconds = 2;
+        s.circuit_breaker.success_threshold = 1;
+    });
+    server.put("cb/f.bin", b"cb");
+    let engine = bed.engine("a");
+    server.stop();
+    let mut messages = Vec::new();
+    for i in 0..6 {
+        let (t, r) = bed.task(&format!("c{i}"), ("a", "cb/f.bin"), ("local", "cb/f.bin"));
+        let res = engine.run(&t, &r).await;
+        assert_eq!(res.error_code, Some(ErrorCode::ConnectionError));
+        messages.push(res.error_message.unwrap());
+    }
+    assert!(
+        messages[..3].iter().all(|m| !m.contains("circuit breaker")),
+        "{messages:?}"
+    );
+    assert!(
+        messages[3..].iter().all(|m| m.contains("circuit breaker")),
+        "{messages:?}"
+    );
+    assert_eq!(
+        engine.breaker_state(),
+        ftp_pooler_transfer::BreakerState::Open
+    );
+    server.restart();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (t, r) = bed.task("c-after", ("a", "cb/f.bin"), ("local", "cb/f.bin"));
+    assert!(
+        engine.run(&t, &r).await.is_success(),
+        "half-open lets a call through"
+    );
+    assert_eq!(
+        engine.breaker_state(),
+        ftp_pooler_transfer::BreakerState::Closed
+    );
+}
