@@ -260,34 +260,42 @@ async fn a_server_killed_mid_transfer_and_restarted_leaves_no_partial_file() {
     let engine = bed.engine("a");
     const SIZE: usize = 48 * 1024 * 1024;
     let mut tasks = Vec::new();
-    for i in 0..6 {
+    for i in 0..4 {
         server.put(&format!("big/f{i}.bin"), &data(i, SIZE));
         tasks.push(bed.task(
             &format!("k{i}"),
             ("a", &format!("big/f{i}.bin")),
             ("local", &format!("big/f{i}.bin")),
         ));
+        let up = bed.local(&format!("out/u{i}.bin"));
+        std::fs::create_dir_all(up.parent().unwrap()).unwrap();
+        std::fs::write(&up, data(i + 10, SIZE)).unwrap();
+        tasks.push(bed.task(
+            &format!("u{i}"),
+            ("local", &format!("out/u{i}.bin")),
+            ("a", &format!("up/u{i}.bin")),
+        ));
     }
     let run = run_all(&engine, &tasks);
     let chaos = async {
-        // Kill once data is flowing: a temporary file has bytes.
+        // Kill once data is flowing both ways: temporary files with bytes on each side.
         let start = Instant::now();
-        loop {
-            let growing = temp_files(bed.storage.path())
+        let growing = |root: &Path| {
+            temp_files(root)
                 .iter()
-                .any(|p| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false));
-            if growing {
-                break;
-            }
+                .any(|p| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false))
+        };
+        while !(growing(bed.storage.path()) && growing(server.root())) {
             assert!(
                 start.elapsed() < Duration::from_secs(30),
-                "no transfer started"
+                "no transfers started"
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         server.stop();
-        let partial: Vec<PathBuf> = (0..6)
+        let partial: Vec<PathBuf> = (0..4)
             .map(|i| bed.local(&format!("big/f{i}.bin")))
+            .chain((0..4).map(|i| server.root().join(format!("up/u{i}.bin"))))
             .filter(|p| p.exists() && std::fs::metadata(p).unwrap().len() != SIZE as u64)
             .collect();
         assert!(partial.is_empty(), "partial destination files: {partial:?}");
@@ -298,23 +306,59 @@ async fn a_server_killed_mid_transfer_and_restarted_leaves_no_partial_file() {
     assert_success(&results);
     let retried = results.iter().filter(|r| r.attempts > 1).count();
     eprintln!(
-        "server killed mid-transfer: {retried} of 6 tasks retried, all succeeded; pool: {:?}",
+        "server killed mid-transfer: {retried} of 8 tasks retried, all succeeded; pool: {:?}",
         engine.pool().stats()
     );
-    assert!(retried >= 1);
-    for i in 0..6 {
+    assert!(retried >= 2);
+    for i in 0..4 {
         assert!(
             std::fs::read(bed.local(&format!("big/f{i}.bin"))).unwrap() == data(i, SIZE),
             "f{i} differs"
         );
+        assert!(
+            std::fs::read(server.root().join(format!("up/u{i}.bin"))).unwrap()
+                == data(i + 10, SIZE),
+            "u{i} differs"
+        );
     }
     assert!(
         temp_files(bed.storage.path()).is_empty(),
-        "temporary files left"
+        "local temporary files left"
+    );
+    assert!(
+        temp_files(server.root()).is_empty(),
+        "remote temporary files left"
     );
     assert!(
         engine.pool().stats().discarded >= 1,
         "dead sessions were discarded"
+    );
+}
+
+#[tokio::test]
+async fn pre_warmed_sessions_are_open_before_the_first_task() {
+    let server = FtpServer::start(FtpKind::Vsftpd, false);
+    let bed = Bed::new(&[&server], |s, _| s.pool.max_sessions_per_connection = 4);
+    let engine = bed.engine("a");
+    let side = ServerSide::watch(server.port);
+    let opened = engine.pool().prewarm(2, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (max, _) = side.finish();
+    assert_eq!(opened, 2);
+    let stats = engine.pool().stats();
+    assert_eq!(
+        (stats.open, stats.idle, stats.busy, stats.disconnected),
+        (2, 2, 0, 2),
+        "{stats:?}"
+    );
+    assert_eq!(max, 2, "two sessions on the server");
+    server.put("w.bin", b"w");
+    let (t, r) = bed.task("w", ("a", "w.bin"), ("local", "w.bin"));
+    assert!(engine.run(&t, &r).await.is_success());
+    assert_eq!(
+        engine.pool().stats().logins,
+        2,
+        "the task used a pre-warmed session"
     );
 }
 
@@ -483,5 +527,83 @@ async fn the_circuit_breaker_fails_fast_while_a_server_is_down() {
     assert_eq!(
         engine.breaker_state(),
         ftp_pooler_transfer::BreakerState::Closed
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_never_greets_is_a_connection_error_after_the_connect_timeout() {
+    // A real TCP listener that accepts and stays silent (a hung server).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _keep = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming() {
+            held.push(s);
+        }
+    });
+    let server = FtpServer::start(FtpKind::Pyftpdlib, false);
+    let bed = Bed::new(&[&server], |s, ini| {
+        s.kafka.max_retries = 0;
+        s.transfer.connect_timeout_seconds = 1;
+        *ini = ini.replace(
+            &format!("port = {}", server.port),
+            &format!("port = {port}"),
+        );
+    });
+    let engine = bed.engine("a");
+    let (t, r) = bed.task("hung", ("a", "x.bin"), ("local", "x.bin"));
+    let t0 = Instant::now();
+    let res = engine.run(&t, &r).await;
+    assert_eq!(
+        res.error_code,
+        Some(ErrorCode::ConnectionError),
+        "{:?}",
+        res.error_message
+    );
+    assert!(res.error_message.unwrap().contains("no answer within 1 s"));
+    assert!(t0.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_stalled_data_connection_is_a_transfer_timeout_and_leaves_no_temp_file() {
+    let server = FtpServer::start(FtpKind::Pyftpdlib, false);
+    let bed = Bed::new(&[&server], |s, ini| {
+        s.kafka.max_retries = 0;
+        *ini = ini.replace("[a]\n", "[a]\ntimeout = 2\n");
+    });
+    server.put("stall/big.bin", &data(3, 64 * 1024 * 1024));
+    let engine = bed.engine("a");
+    let (t, r) = bed.task("stall", ("a", "stall/big.bin"), ("local", "stall/big.bin"));
+    let pid = nix::unistd::Pid::from_raw(server.pid().unwrap() as i32);
+    let stall = async {
+        let start = Instant::now();
+        while !temp_files(bed.storage.path())
+            .iter()
+            .any(|p| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false))
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no transfer started"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    };
+    let (res, ()) = tokio::join!(engine.run(&t, &r), stall);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert_eq!(
+        res.error_code,
+        Some(ErrorCode::TransferTimeout),
+        "{:?}",
+        res.error_message
+    );
+    assert!(res.retryable);
+    assert!(
+        temp_files(bed.storage.path()).is_empty(),
+        "temporary file left"
+    );
+    assert!(
+        !bed.local("stall/big.bin").exists(),
+        "no partial destination"
     );
 }

@@ -295,10 +295,29 @@ impl Engine {
             self.known_dirs.lock().expect("dirs lock").remove(&dir);
             if !session.is_poisoned() {
                 let _ = session.delete(&tmp).await;
+                lease.release();
+            } else {
+                // The session is gone; remove the temporary file over another one, if the
+                // server answers soon (a retry of this task would overwrite it anyway).
+                drop(lease);
+                self.remove_remote_temp(&tmp).await;
             }
+            return r;
         }
         lease.release();
         r
+    }
+
+    /// Best-effort DELE of a remote temporary file on a fresh or idle session.
+    async fn remove_remote_temp(&self, tmp: &str) {
+        let wait = Duration::from_secs(5);
+        if let Ok(Ok(mut lease)) = tokio::time::timeout(wait, self.pool.acquire(wait)).await {
+            let deleted = tokio::time::timeout(wait, lease.session().delete(tmp)).await;
+            if matches!(deleted, Ok(Ok(()))) {
+                tracing::debug!(path = tmp, "removed the temporary file of a failed upload");
+            }
+            lease.release();
+        }
     }
 }
 
