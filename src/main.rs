@@ -151,7 +151,7 @@ fn run(args: &ConfigArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
     }
     config.connections_file = std::fs::canonicalize(&config.connections_file)
         .with_context(|| config.connections_file.display().to_string())?;
-    logging::init(&config.settings.logging, "supervisor");
+    let _logs = logging::init(&config.settings.logging, "supervisor");
     let opts = ftp_pooler_supervisor::Options {
         exe: std::env::current_exe().context("locating the ftp-pooler executable")?,
         runtime_dir: runtime.dir(),
@@ -220,7 +220,7 @@ fn stage_main(stage: StageKind) -> anyhow::Result<ExitCode> {
         StageKind::Publish => "publish".to_string(),
         StageKind::Transfer { connection_id } => format!("transfer:{connection_id}"),
     };
-    logging::init(&config.settings.logging, &name);
+    let _logs = logging::init(&config.settings.logging, &name);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -10,6 +10,9 @@ use std::time::Duration;
 use ftp_pooler_testbed::service::children_of;
 use ftp_pooler_testbed::{free_port, free_port_range, workspace_root};
 
+static API_PORT: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+static METRICS_PORT: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+
 fn alive(pid: i32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
 }
@@ -21,7 +24,12 @@ fn script(name: &str, run_dir: &Path, ports: &[(&str, u16)]) -> std::process::Ou
         .env("FTP_POOLER_DEV_RUN", run_dir)
         .env("FTP_POOLER_BIN", exe.parent().unwrap())
         .env_remove("FTP_POOLER_TEST_BOOTSTRAP")
-        .env_remove("FTP_POOLER_RUNTIME_DIR");
+        .env_remove("FTP_POOLER_RUNTIME_DIR")
+        .env("FTP_POOLER_API__PORT", API_PORT.get().unwrap().to_string())
+        .env(
+            "FTP_POOLER_METRICS__PORT",
+            METRICS_PORT.get().unwrap().to_string(),
+        );
     for (k, v) in ports {
         cmd.env(k, v.to_string());
     }
@@ -31,6 +39,8 @@ fn script(name: &str, run_dir: &Path, ports: &[(&str, u16)]) -> std::process::Ou
 #[test]
 fn dev_up_moves_the_sample_files_and_dev_down_stops_everything() {
     let run = tempfile::tempdir().unwrap();
+    API_PORT.get_or_init(free_port);
+    METRICS_PORT.get_or_init(free_port);
     let ports = [
         ("DEV_KAFKA_PORT", free_port()),
         ("DEV_VSFTPD_PORT", free_port()),

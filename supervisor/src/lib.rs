@@ -16,17 +16,20 @@
 //!   supervisor, which drains them in order) and stop by themselves when the supervisor's
 //!   channel closes.
 
+pub mod api;
+pub mod metrics;
 pub mod policy;
 pub mod runtime_dir;
 
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::ExitStatus;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ftp_pooler_channel::{
-    accept, bind, ChannelError, CtlRequest, CtlResponse, Hello, Role, RuntimePaths, StageStatus,
-    StageToSupervisor,
+    accept, bind, ChannelError, CtlRequest, CtlResponse, Hello, Role, RuntimePaths, StageReport,
+    StageStatus, StageToSupervisor,
 };
 use ftp_pooler_config::Config;
 use nix::sys::signal::{kill, Signal};
@@ -51,6 +54,12 @@ pub enum SupervisorError {
     },
     #[error("channel: {0}")]
     Channel(#[from] ChannelError),
+    #[error("cannot listen on {addr} ({key}): {error}")]
+    Bind {
+        key: &'static str,
+        addr: String,
+        error: std::io::Error,
+    },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -109,7 +118,7 @@ struct Child {
     waiters: Vec<oneshot::Sender<CtlResponse>>,
 }
 
-enum Event {
+pub(crate) enum Event {
     Exited {
         idx: usize,
         spawn: u64,
@@ -118,6 +127,11 @@ enum Event {
     Ready {
         name: String,
         pid: u32,
+    },
+    Report {
+        name: String,
+        pid: u32,
+        report: Box<StageReport>,
     },
     RestartDue {
         idx: usize,
@@ -144,12 +158,48 @@ struct Supervisor {
     events: mpsc::UnboundedSender<Event>,
     ready_timeout: Duration,
     drain: Duration,
+    observed: Arc<Mutex<api::Observed>>,
+    restarts_metric: prometheus::IntCounterVec,
+    own_metrics: prometheus::Registry,
 }
 
 /// Runs the supervisor until it is stopped or gives up.
 pub async fn run(config: Config, opts: Options) -> Result<Outcome, SupervisorError> {
     let paths = runtime_dir::prepare(&opts.runtime_dir)?;
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let observed = Arc::new(Mutex::new(api::Observed {
+        running: true,
+        ..Default::default()
+    }));
+    let host = config.settings.api.host.clone();
+    let bind_tcp = |key: &'static str, port: u64| {
+        let addr = format!("{host}:{port}");
+        let std_listener =
+            std::net::TcpListener::bind(&addr).map_err(|error| SupervisorError::Bind {
+                key,
+                addr: addr.clone(),
+                error,
+            })?;
+        std_listener.set_nonblocking(true)?;
+        Ok::<_, SupervisorError>(tokio::net::TcpListener::from_std(std_listener)?)
+    };
+    let api_listener = bind_tcp("api.host/api.port", config.settings.api.port)?;
+    let metrics_listener = bind_tcp("api.host/metrics.port", config.settings.metrics.port)?;
+    let api_state = api::ApiState {
+        observed: observed.clone(),
+        events: tx.clone(),
+        config: Arc::new(config.clone()),
+    };
+    tokio::spawn(serve_http(
+        api_listener,
+        api::api_router(api_state.clone()),
+        "api",
+    ));
+    tokio::spawn(serve_http(
+        metrics_listener,
+        api::metrics_router(api_state),
+        "metrics",
+    ));
     let stage_listener = bind(&paths.supervisor())?;
     let ctl_listener = bind(&paths.ctl())?;
     tokio::spawn(accept_stages(stage_listener, tx.clone()));
@@ -166,7 +216,29 @@ pub async fn run(config: Config, opts: Options) -> Result<Outcome, SupervisorErr
     }
     names.push(("ingest".into(), vec!["stage".into(), "ingest".into()]));
     let s = &config.settings;
+    let restarts_metric = prometheus::IntCounterVec::new(
+        prometheus::Opts::new(
+            "ftp_stage_restarts_total",
+            "Stage processes restarted by the supervisor",
+        ),
+        &["stage"],
+    )
+    .expect("a valid metric");
+    let pool_size = prometheus::IntGauge::new("ftp_session_pool_size", "Maximum pool size")
+        .expect("a valid metric");
+    pool_size.set(s.pool.max_sessions_per_pod as i64);
+    let own_metrics = prometheus::Registry::new();
+    own_metrics
+        .register(Box::new(restarts_metric.clone()))
+        .expect("unique");
+    own_metrics.register(Box::new(pool_size)).expect("unique");
+    for (name, _) in &names {
+        restarts_metric.with_label_values(&[name.as_str()]);
+    }
     let mut sup = Supervisor {
+        observed,
+        restarts_metric,
+        own_metrics,
         policy: RestartPolicy::from_settings(&s.supervisor),
         ready_timeout: Duration::from_secs(s.supervisor.ready_timeout_seconds),
         drain: Duration::from_secs(s.shutdown.drain_timeout_seconds),
@@ -202,23 +274,26 @@ pub async fn run(config: Config, opts: Options) -> Result<Outcome, SupervisorErr
         }
     }
     let outcome = loop {
+        sup.publish_state();
         let Some(ev) = rx.recv().await else {
             break Outcome::Stopped;
         };
         match ev {
             Event::Signal(sig) => {
                 tracing::info!(signal = sig, "draining");
+                sup.observed.lock().expect("observed").running = false;
                 sup.drain(&mut rx).await;
                 break Outcome::Stopped;
             }
             Event::Exited { idx, spawn, status } => {
                 if let Some(stage) = sup.on_exit(idx, spawn, status) {
-                    tracing::error!(stage = %stage, "stage is crash-looping: stopping everything");
+                    tracing::error!(child = %stage, "stage is crash-looping: stopping everything");
                     sup.stop_all(&mut rx, Duration::from_secs(10)).await;
                     break Outcome::GaveUp { stage };
                 }
             }
             Event::Ready { name, pid } => sup.on_ready(&name, pid),
+            Event::Report { name, pid, report } => sup.on_report(&name, pid, *report),
             Event::RestartDue { idx, spawn } => {
                 let c = &sup.children[idx];
                 if c.spawn == spawn && c.state == State::Backoff {
@@ -231,14 +306,14 @@ pub async fn run(config: Config, opts: Options) -> Result<Outcome, SupervisorErr
             Event::ReadyDeadline { idx, spawn } => {
                 let c = &sup.children[idx];
                 if c.spawn == spawn && c.state == State::Starting {
-                    tracing::error!(stage = %c.name, timeout_s = sup.ready_timeout.as_secs(), "not ready in time: killing it");
+                    tracing::error!(child = %c.name, timeout_s = sup.ready_timeout.as_secs(), "not ready in time: killing it");
                     sup.signal(idx, Signal::SIGKILL);
                 }
             }
             Event::KillDeadline { idx, spawn } => {
                 let c = &sup.children[idx];
                 if c.spawn == spawn && c.state == State::Stopping {
-                    tracing::warn!(stage = %c.name, "did not stop in time: killing it");
+                    tracing::warn!(child = %c.name, "did not stop in time: killing it");
                     sup.signal(idx, Signal::SIGKILL);
                 }
             }
@@ -251,6 +326,39 @@ pub async fn run(config: Config, opts: Options) -> Result<Outcome, SupervisorErr
 }
 
 impl Supervisor {
+    /// Makes the current state visible to the API.
+    fn publish_state(&self) {
+        let stages = self.status();
+        let own = prometheus::TextEncoder::new()
+            .encode_to_string(&self.own_metrics.gather())
+            .unwrap_or_default();
+        let mut o = self.observed.lock().expect("observed");
+        o.stages = stages;
+        o.metrics.update("supervisor", &own);
+    }
+
+    fn on_report(&mut self, name: &str, pid: u32, report: StageReport) {
+        if !self
+            .children
+            .iter()
+            .any(|c| c.name == name && c.pid == Some(pid))
+        {
+            return;
+        }
+        let mut o = self.observed.lock().expect("observed");
+        o.metrics.update(name, &report.metrics);
+        o.details
+            .insert(name.to_string(), (Instant::now(), report.detail));
+    }
+
+    /// A stage process ended: its counters move into the base, its detail goes.
+    fn forget_process(&self, idx: usize) {
+        let name = &self.children[idx].name;
+        let mut o = self.observed.lock().expect("observed");
+        o.metrics.retire(name);
+        o.details.remove(name);
+    }
+
     fn spawn(&mut self, idx: usize) -> Result<(), SupervisorError> {
         let c = &mut self.children[idx];
         let mut cmd = tokio::process::Command::new(&self.opts.exe);
@@ -276,7 +384,7 @@ impl Supervisor {
         c.pid = child.id();
         c.state = State::Starting;
         c.started_at = Instant::now();
-        tracing::info!(stage = %c.name, pid = c.pid, "stage started");
+        tracing::info!(child = %c.name, child_pid = c.pid, "stage started");
         let (spawn, tx) = (c.spawn, self.events.clone());
         tokio::spawn(async move {
             let status = child.wait().await;
@@ -308,10 +416,11 @@ impl Supervisor {
         status: std::io::Result<ExitStatus>,
     ) -> Option<String> {
         let policy = self.policy;
-        let c = &mut self.children[idx];
-        if c.spawn != spawn {
+        if self.children[idx].spawn != spawn {
             return None;
         }
+        self.forget_process(idx);
+        let c = &mut self.children[idx];
         let uptime = c.started_at.elapsed();
         let how = match &status {
             Ok(s) => describe(s),
@@ -321,7 +430,10 @@ impl Supervisor {
         if c.restart_requested {
             c.restart_requested = false;
             c.operator_restarts += 1;
-            tracing::info!(stage = %c.name, exit = %how, "stopped for a restart; starting it again");
+            self.restarts_metric
+                .with_label_values(&[c.name.as_str()])
+                .inc();
+            tracing::info!(child = %c.name, exit = %how, "stopped for a restart; starting it again");
             if let Err(e) = self.spawn(idx) {
                 tracing::error!(error = %e, "restart failed");
                 self.schedule_restart_after_failure(idx);
@@ -333,13 +445,16 @@ impl Supervisor {
             .on_crash(&policy, Instant::now(), uptime, fastrand::f64())
         {
             Decision::Restart { after } => {
-                tracing::warn!(stage = %c.name, exit = %how, uptime_s = uptime.as_secs(), restart_in_ms = after.as_millis() as u64, "stage exited; restarting");
+                self.restarts_metric
+                    .with_label_values(&[c.name.as_str()])
+                    .inc();
+                tracing::warn!(child = %c.name, exit = %how, uptime_s = uptime.as_secs(), restart_in_ms = after.as_millis() as u64, "stage exited; restarting");
                 c.state = State::Backoff;
                 self.after(after, Event::RestartDue { idx, spawn });
                 None
             }
             Decision::GiveUp { restarts, window } => {
-                tracing::error!(stage = %c.name, exit = %how, restarts, window_s = window.as_secs(), "too many restarts");
+                tracing::error!(child = %c.name, exit = %how, restarts, window_s = window.as_secs(), "too many restarts");
                 c.state = State::Stopped;
                 Some(c.name.clone())
             }
@@ -359,12 +474,16 @@ impl Supervisor {
             .iter_mut()
             .find(|c| c.name == name && c.pid == Some(pid))
         else {
-            tracing::debug!(stage = name, pid, "ready from an unknown or old process");
+            tracing::debug!(
+                child = name,
+                child_pid = pid,
+                "ready from an unknown or old process"
+            );
             return;
         };
         if c.state == State::Starting {
             c.state = State::Running;
-            tracing::info!(stage = %c.name, pid, "stage ready");
+            tracing::info!(child = %c.name, child_pid = pid, "stage ready");
             for w in c.waiters.drain(..) {
                 let _ = w.send(CtlResponse::Restarted {
                     stage: c.name.clone(),
@@ -408,11 +527,14 @@ impl Supervisor {
                     )));
                     return;
                 };
-                tracing::info!(stage = %stage, "restart requested by an operator");
+                tracing::info!(child = %stage, "restart requested by an operator");
                 self.children[idx].waiters.push(reply);
                 match self.children[idx].state {
                     State::Backoff | State::Stopped => {
                         self.children[idx].operator_restarts += 1;
+                        self.restarts_metric
+                            .with_label_values(&[self.children[idx].name.as_str()])
+                            .inc();
                         if let Err(e) = self.spawn(idx) {
                             tracing::error!(error = %e, "restart failed");
                             self.schedule_restart_after_failure(idx);
@@ -476,7 +598,7 @@ impl Supervisor {
             c.restart_requested = false;
             if c.pid.is_some() {
                 c.state = State::Stopping;
-                tracing::info!(stage = %c.name, "stopping");
+                tracing::info!(child = %c.name, "stopping");
                 self.signal(i, Signal::SIGTERM);
             } else {
                 c.state = State::Stopped;
@@ -494,7 +616,7 @@ impl Supervisor {
                 Err(_) => {
                     for &i in group {
                         if self.children[i].pid.is_some() {
-                            tracing::warn!(stage = %self.children[i].name, "did not stop within the deadline: killing it");
+                            tracing::warn!(child = %self.children[i].name, "did not stop within the deadline: killing it");
                             self.signal(i, Signal::SIGKILL);
                         }
                     }
@@ -534,6 +656,9 @@ impl Supervisor {
     fn while_stopping(&mut self, ev: Event) -> bool {
         match ev {
             Event::Exited { idx, spawn, status } => {
+                if self.children[idx].spawn == spawn {
+                    self.forget_process(idx);
+                }
                 let c = &mut self.children[idx];
                 if c.spawn == spawn {
                     c.pid = None;
@@ -542,7 +667,7 @@ impl Supervisor {
                         Ok(s) => describe(s),
                         Err(e) => e.to_string(),
                     };
-                    tracing::info!(stage = %c.name, exit = %how, "stage stopped");
+                    tracing::info!(child = %c.name, exit = %how, "stage stopped");
                 }
                 true
             }
@@ -575,6 +700,12 @@ fn describe(s: &ExitStatus) -> String {
             Err(_) => format!("killed by signal {sig}"),
         },
         _ => "unknown".into(),
+    }
+}
+
+async fn serve_http(listener: tokio::net::TcpListener, router: axum::Router, what: &'static str) {
+    if let Err(e) = axum::serve(listener, router).await {
+        tracing::error!(server = what, error = %e, "HTTP server stopped");
     }
 }
 
@@ -619,14 +750,18 @@ async fn accept_stages(listener: tokio::net::UnixListener, tx: mpsc::UnboundedSe
                 return;
             };
             while let Ok(Some(msg)) = reader.recv::<StageToSupervisor>().await {
-                match msg {
-                    StageToSupervisor::Ready => {
-                        let _ = tx.send(Event::Ready {
-                            name: hello.name.clone(),
-                            pid: hello.pid,
-                        });
-                    }
-                }
+                let ev = match msg {
+                    StageToSupervisor::Ready => Event::Ready {
+                        name: hello.name.clone(),
+                        pid: hello.pid,
+                    },
+                    StageToSupervisor::Report(report) => Event::Report {
+                        name: hello.name.clone(),
+                        pid: hello.pid,
+                        report,
+                    },
+                };
+                let _ = tx.send(ev);
             }
         });
     }

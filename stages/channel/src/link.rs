@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 use crate::frame::{connect, ChannelError, FrameWriter, Role};
-use crate::messages::{Hello, StageToSupervisor};
+use crate::messages::{Hello, StageReport, StageToSupervisor};
 use crate::RuntimePaths;
 
 /// Where a link goes, and who it says it is.
@@ -146,7 +146,7 @@ pub async fn run_link<S, T, R>(
 
 /// The stage end of the supervisor channel.
 pub struct SupervisorLink {
-    writer: FrameWriter,
+    writer: tokio::sync::Mutex<FrameWriter>,
     lost: watch::Receiver<bool>,
 }
 
@@ -171,12 +171,45 @@ impl SupervisorLink {
             while let Ok(Some(_)) = reader.recv::<crate::SupervisorToStage>().await {}
             let _ = tx.send(true);
         });
-        Ok(SupervisorLink { writer, lost })
+        Ok(SupervisorLink {
+            writer: tokio::sync::Mutex::new(writer),
+            lost,
+        })
     }
 
     /// Tells the supervisor this stage is initialised.
-    pub async fn ready(&mut self) -> Result<(), ChannelError> {
-        self.writer.send(&StageToSupervisor::Ready).await
+    pub async fn ready(&self) -> Result<(), ChannelError> {
+        self.writer
+            .lock()
+            .await
+            .send(&StageToSupervisor::Ready)
+            .await
+    }
+
+    /// Sends one report (state for the API, metrics).
+    pub async fn report(&self, report: StageReport) -> Result<(), ChannelError> {
+        self.writer
+            .lock()
+            .await
+            .send(&StageToSupervisor::Report(Box::new(report)))
+            .await
+    }
+
+    /// Reports `make()` every `every` until the channel closes.
+    pub fn spawn_reports(
+        self: &std::sync::Arc<Self>,
+        every: Duration,
+        make: impl Fn() -> StageReport + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let link = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if link.report(make()).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(every).await;
+            }
+        })
     }
 
     /// Resolves when the stage should stop: SIGTERM, SIGINT, or the supervisor gone.

@@ -14,7 +14,9 @@
 //! Each hop keeps what it sent until the next hop confirms it, and re-sends it when the
 //! next hop reconnects after a restart.
 
-use ftp_pooler_contract::{DlqRecord, Route, TransferResult, TransferTask};
+use std::collections::BTreeMap;
+
+use ftp_pooler_contract::{Direction, DlqRecord, Route, TransferResult, TransferTask};
 use serde::{Deserialize, Serialize};
 
 /// Which Kafka message a piece of work belongs to.
@@ -69,9 +71,11 @@ pub enum TransferToIngest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToPublish {
     /// A task's result: to the result topic on success, the failure topic on failure.
+    /// `direction` is None for tasks that were never routed (INVALID_CONFIG).
     Result {
         id: MessageId,
         result: TransferResult,
+        direction: Option<Direction>,
     },
     /// A malformed message, to the DLQ topic under its original key.
     Dlq {
@@ -97,10 +101,83 @@ pub enum FromPublish {
 }
 
 /// A stage to the supervisor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum StageToSupervisor {
     /// Initialised: sockets bound, clients created.
     Ready,
+    /// The stage's state and metrics, about once a second.
+    Report(Box<StageReport>),
+}
+
+/// What a stage reports: its detail for the REST API, and its Prometheus metrics in the
+/// text exposition format (counters cumulative since the process started).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageReport {
+    pub detail: StageDetail,
+    pub metrics: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StageDetail {
+    Ingest(IngestDetail),
+    Transfer(TransferDetail),
+    Publish(PublishDetail),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IngestDetail {
+    /// The last metadata request to the broker succeeded.
+    pub broker_up: bool,
+    pub tasks_received: u64,
+    /// Malformed messages (sent to the DLQ).
+    pub parse_errors: u64,
+    /// Tasks that failed validation (INVALID_CONFIG).
+    pub invalid_tasks: u64,
+    /// Per partition: high watermark minus committed offset (when both are known).
+    pub lag_by_partition: BTreeMap<i32, i64>,
+    /// Per partition: the last committed offset.
+    pub committed: BTreeMap<i32, i64>,
+    /// Messages read and not yet complete.
+    pub tracked: u64,
+    pub paused_partitions: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TransferDetail {
+    pub connection_id: String,
+    /// The connection's session budget and current (adaptive) limit.
+    pub max_sessions: u64,
+    pub cap: u64,
+    /// Sessions open (idle + busy), busy, idle.
+    pub total_sessions: u64,
+    pub active_sessions: u64,
+    pub available_sessions: u64,
+    pub logins: u64,
+    /// Sessions discarded after a failure, and refusals as one connection too many.
+    pub discarded: u64,
+    pub refused: u64,
+    pub tasks_in_progress: u64,
+    pub timeouts: u64,
+    pub breaker_state: String,
+    pub breaker_failures: u64,
+    pub breaker_successes: u64,
+    /// RFC 3339 time and message of the last failure that counted against the server.
+    pub last_failure: Option<String>,
+    pub last_error: Option<String>,
+    /// A task succeeded since the last failure (or none failed yet).
+    pub healthy: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PublishDetail {
+    pub broker_up: bool,
+    pub results_sent: u64,
+    pub failures_sent: u64,
+    pub dlq_messages_sent: u64,
+    /// Deliveries that failed (each retried until it succeeds).
+    pub send_errors: u64,
+    /// Records waiting for their delivery report.
+    pub pending_count: u64,
 }
 
 /// The supervisor to a stage (nothing yet: stop is SIGTERM, as from systemd or kubelet).

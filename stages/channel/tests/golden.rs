@@ -17,7 +17,7 @@ fn id() -> MessageId {
 #[test]
 fn handshake_bytes() {
     let h = Handshake::new(Role::Transfer).to_bytes();
-    assert_eq!(&h, b"FTPPOOLR\x00\x01\x03\x00");
+    assert_eq!(&h, b"FTPPOOLR\x00\x02\x03\x00");
     assert_eq!(Handshake::parse(&h).unwrap().role, Role::Transfer);
 }
 
@@ -159,9 +159,13 @@ async fn a_connection_carries_frames_both_ways_and_refuses_wrong_roles() {
             3,
             1,
         );
-        w.send(&ToPublish::Result { id: id(), result })
-            .await
-            .unwrap();
+        w.send(&ToPublish::Result {
+            id: id(),
+            result,
+            direction: None,
+        })
+        .await
+        .unwrap();
         let ack: FromPublish = r.recv().await.unwrap().unwrap();
         assert_eq!(ack, FromPublish::Acked(id()));
     }

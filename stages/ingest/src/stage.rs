@@ -19,8 +19,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use ftp_pooler_channel::{
-    run_link, ChannelError, FromPublish, Hello, IngestToTransfer, Job, LinkEvent, LinkSpec,
-    MessageId, Role, RuntimePaths, SupervisorLink, ToPublish, TransferToIngest,
+    run_link, ChannelError, FromPublish, Hello, IngestDetail, IngestToTransfer, Job, LinkEvent,
+    LinkSpec, MessageId, Role, RuntimePaths, StageDetail, StageReport, SupervisorLink, ToPublish,
+    TransferToIngest,
 };
 use ftp_pooler_config::{Config, Registry};
 use ftp_pooler_contract::{DlqRecord, Route, TransferResult, TransferTask};
@@ -86,6 +87,50 @@ struct Shared {
     registry: Registry,
     /// Set once the final drain is over: a revoke while closing does not wait again.
     closing: AtomicBool,
+    stats: Mutex<IngestDetail>,
+    metrics: IngestMetrics,
+}
+
+/// `ftp_kafka_messages_received_total`, `ftp_kafka_consumer_lag`, `ftp_committed_offset`.
+struct IngestMetrics {
+    registry: prometheus::Registry,
+    received: prometheus::IntCounter,
+    lag: prometheus::IntGauge,
+    committed: prometheus::IntGaugeVec,
+}
+
+impl IngestMetrics {
+    fn new() -> IngestMetrics {
+        use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts};
+        let m = IngestMetrics {
+            registry: prometheus::Registry::new(),
+            received: IntCounter::new(
+                "ftp_kafka_messages_received_total",
+                "Total Kafka messages received",
+            )
+            .expect("a valid metric"),
+            lag: IntGauge::new("ftp_kafka_consumer_lag", "Kafka consumer lag")
+                .expect("a valid metric"),
+            committed: IntGaugeVec::new(
+                Opts::new(
+                    "ftp_committed_offset",
+                    "Last committed offset of the task topic, per partition",
+                ),
+                &["topic", "partition"],
+            )
+            .expect("a valid metric"),
+        };
+        m.registry
+            .register(Box::new(m.received.clone()))
+            .expect("unique");
+        m.registry
+            .register(Box::new(m.lag.clone()))
+            .expect("unique");
+        m.registry
+            .register(Box::new(m.committed.clone()))
+            .expect("unique");
+        m
+    }
 }
 
 impl Shared {
@@ -128,6 +173,14 @@ impl Shared {
             Ok(()) => {
                 tracing::debug!(?points, "committed");
                 self.tracker.lock().expect("tracker").committed(&points);
+                let mut stats = self.stats.lock().expect("stats");
+                for (p, o) in &points {
+                    stats.committed.insert(*p, *o);
+                    self.metrics
+                        .committed
+                        .with_label_values(&[self.topic.as_str(), &p.to_string()])
+                        .set(*o);
+                }
             }
             Err(e) => tracing::warn!(error = %e, ?points, "commit failed; will retry"),
         }
@@ -210,8 +263,8 @@ pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), IngestError>
     };
     let settings = &config.settings;
     let drain = Duration::from_secs(settings.shutdown.drain_timeout_seconds);
-    let mut supervisor =
-        SupervisorLink::connect(&paths, Role::Ingest, "ingest", generation).await?;
+    let supervisor =
+        Arc::new(SupervisorLink::connect(&paths, Role::Ingest, "ingest", generation).await?);
 
     // Bounds: two jobs per session a worker may open (its share of the pod budget); the
     // pod bound twice the pod's sessions, and at least MIN_POD_TRACKED.
@@ -254,6 +307,8 @@ pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), IngestError>
         revoke_wait: drain,
         registry: config.registry.clone(),
         closing: AtomicBool::new(false),
+        stats: Mutex::new(IngestDetail::default()),
+        metrics: IngestMetrics::new(),
     });
 
     let mut links = Vec::new();
@@ -333,6 +388,10 @@ pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), IngestError>
     }
     supervisor.ready().await?;
     tracing::info!(generation = format!("{generation:x}"), "ingest ready");
+    let reporter = {
+        let shared = shared.clone();
+        supervisor.spawn_reports(Duration::from_secs(1), move || report(&shared))
+    };
 
     let shutdown = supervisor.shutdown_requested();
     let why = shutdown.await;
@@ -343,6 +402,7 @@ pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), IngestError>
     stopping.store(true, Ordering::SeqCst);
     let joined = tokio::task::spawn_blocking(move || consumer_thread.join()).await;
     let _ = stop_tx.send(true);
+    reporter.abort();
     for l in links {
         let _ = l.await;
     }
@@ -380,6 +440,7 @@ fn consume(
     }
     let _ = ready.send(Ok(()));
     let mut last_commit = Instant::now();
+    let mut last_probe: Option<Instant> = None;
     while !stopping.load(Ordering::SeqCst) {
         let (pause, resume, tracked) = {
             let mut t = shared.tracker.lock().expect("tracker");
@@ -397,6 +458,15 @@ fn consume(
             shared.commit(&consumer, None);
             last_commit = Instant::now();
         }
+        let probe_every = if shared.stats.lock().expect("stats").broker_up {
+            Duration::from_secs(5)
+        } else {
+            Duration::from_secs(1)
+        };
+        if last_probe.is_none_or(|t| t.elapsed() >= probe_every) {
+            probe(&shared, &consumer, &kafka.input_topic);
+            last_probe = Some(Instant::now());
+        }
     }
     let tracked = shared.tracker.lock().expect("tracker").len();
     tracing::info!(tracked, "draining");
@@ -412,6 +482,53 @@ fn consume(
     shared.closing.store(true, Ordering::SeqCst);
     consumer.unsubscribe();
     drop(consumer);
+}
+
+/// Broker reachability (a metadata request) and the lag of each tracked partition
+/// (high watermark minus committed offset).
+fn probe(shared: &Shared, consumer: &BaseConsumer<IngestContext>, topic: &str) {
+    let up = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(2))
+        .is_ok();
+    let committed = shared.stats.lock().expect("stats").committed.clone();
+    let mut lag = std::collections::BTreeMap::new();
+    if up {
+        for (&p, &c) in &committed {
+            if let Ok((_, high)) = consumer.fetch_watermarks(topic, p, Duration::from_secs(1)) {
+                lag.insert(p, (high - c).max(0));
+            }
+        }
+    }
+    shared.metrics.lag.set(lag.values().sum());
+    let mut stats = shared.stats.lock().expect("stats");
+    if stats.broker_up != up {
+        if up {
+            tracing::info!("broker reachable");
+        } else {
+            tracing::warn!("broker not reachable");
+        }
+    }
+    stats.broker_up = up;
+    if up {
+        stats.lag_by_partition = lag;
+    }
+}
+
+fn report(shared: &Shared) -> StageReport {
+    let (tracked, paused) = {
+        let t = shared.tracker.lock().expect("tracker");
+        (t.len() as u64, t.paused() as u64)
+    };
+    let mut detail = shared.stats.lock().expect("stats").clone();
+    detail.tracked = tracked;
+    detail.paused_partitions = paused;
+    detail.tasks_received = shared.metrics.received.get();
+    StageReport {
+        detail: StageDetail::Ingest(detail),
+        metrics: prometheus::TextEncoder::new()
+            .encode_to_string(&shared.metrics.registry.gather())
+            .unwrap_or_default(),
+    }
 }
 
 fn flow(
@@ -452,8 +569,10 @@ fn handle(
         partition: msg.partition(),
         offset: msg.offset(),
     };
+    shared.metrics.received.inc();
     match TransferTask::parse(msg.payload()) {
         Err(invalid) => {
+            shared.stats.lock().expect("stats").parse_errors += 1;
             tracing::warn!(message = %id, error = %invalid, "malformed message: to the DLQ");
             let record = DlqRecord::new(
                 &kafka.input_topic,
@@ -472,9 +591,17 @@ fn handle(
         }
         Ok(task) => match Route::resolve(&task, &shared.registry) {
             Err(e) => {
+                shared.stats.lock().expect("stats").invalid_tasks += 1;
                 tracing::info!(task_id = %task.task_id, error = %e, "invalid task: failure result");
                 let result = TransferResult::failure(&task, e.code, e.message, 0, 0);
-                shared.with(|t| (t.track_direct(ToPublish::Result { id, result }), ()));
+                shared.with(|t| {
+                    let item = ToPublish::Result {
+                        id,
+                        result,
+                        direction: None,
+                    };
+                    (t.track_direct(item), ())
+                });
             }
             Ok(route) => {
                 let conn = route.remote_id.clone();

@@ -342,7 +342,11 @@ impl Tracker {
                             0,
                             e.crashes,
                         );
-                        let item = ToPublish::Result { id, result };
+                        let item = ToPublish::Result {
+                            id,
+                            result,
+                            direction: Some(job.route.direction),
+                        };
                         out.push(Out::Publish(item.clone()));
                         e.kind = Kind::Direct(item);
                         e.state = State::Sent;
@@ -414,6 +418,11 @@ impl Tracker {
     /// The commit point of one partition (None: nothing read from it).
     pub fn commit_point(&self, partition: i32) -> Option<i64> {
         self.partitions.get(&partition)?.commit_point()
+    }
+
+    /// Partitions currently paused.
+    pub fn paused(&self) -> usize {
+        self.partitions.values().filter(|p| p.paused).count()
     }
 
     /// Records a successful commit.

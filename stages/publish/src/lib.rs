@@ -94,6 +94,11 @@ impl Publisher {
             .await
     }
 
+    /// True when the cluster answers a metadata request within `limit` (blocking).
+    pub fn broker_reachable(&self, limit: Duration) -> bool {
+        self.producer.client().fetch_metadata(None, limit).is_ok()
+    }
+
     /// Waits for every outstanding record to be acknowledged.
     pub fn flush(&self, limit: Duration) -> Result<(), KafkaError> {
         self.producer.flush(limit)

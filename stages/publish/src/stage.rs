@@ -13,15 +13,16 @@
 //!   producer is flushed.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ftp_pooler_channel::{
-    accept, bind, ChannelError, FromPublish, Hello, MessageId, Role, RuntimePaths, SupervisorLink,
-    ToPublish,
+    accept, bind, ChannelError, FromPublish, Hello, MessageId, PublishDetail, Role, RuntimePaths,
+    StageDetail, StageReport, SupervisorLink, ToPublish,
 };
 use ftp_pooler_config::Config;
+use ftp_pooler_contract::{Direction, TransferResult};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch};
 
@@ -49,17 +50,124 @@ struct Peers {
 }
 
 struct Stage {
-    publisher: Publisher,
+    publisher: Arc<Publisher>,
     peers: Mutex<Peers>,
     in_flight: AtomicUsize,
     stopping: watch::Receiver<bool>,
+    metrics: PublishMetrics,
+    broker_up: AtomicBool,
+}
+
+/// The Python version's task metrics, counted when Kafka has the result (so they match
+/// what was published), plus the Kafka ones.
+struct PublishMetrics {
+    registry: prometheus::Registry,
+    tasks: prometheus::IntCounterVec,
+    duration: prometheus::HistogramVec,
+    bytes: prometheus::IntCounterVec,
+    errors: prometheus::IntCounterVec,
+    sent: prometheus::IntCounterVec,
+    dlq: prometheus::IntCounter,
+    send_errors: AtomicU64,
+}
+
+impl PublishMetrics {
+    fn new() -> PublishMetrics {
+        use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
+        let m = PublishMetrics {
+            registry: prometheus::Registry::new(),
+            tasks: IntCounterVec::new(
+                Opts::new(
+                    "ftp_tasks_total",
+                    "Total number of transfer tasks processed",
+                ),
+                &["status"],
+            )
+            .expect("a valid metric"),
+            duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "ftp_transfer_duration_seconds",
+                    "Transfer duration in seconds",
+                )
+                .buckets(vec![
+                    0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+                ]),
+                &["direction", "status"],
+            )
+            .expect("a valid metric"),
+            bytes: IntCounterVec::new(
+                Opts::new("ftp_transfer_bytes_total", "Total bytes transferred"),
+                &["direction"],
+            )
+            .expect("a valid metric"),
+            errors: IntCounterVec::new(
+                Opts::new("ftp_errors_total", "Total number of errors"),
+                &["error_code"],
+            )
+            .expect("a valid metric"),
+            sent: IntCounterVec::new(
+                Opts::new("ftp_kafka_messages_sent_total", "Total Kafka messages sent"),
+                &["topic_type"],
+            )
+            .expect("a valid metric"),
+            dlq: IntCounter::new(
+                "ftp_dlq_messages_total",
+                "Malformed messages written to the DLQ",
+            )
+            .expect("a valid metric"),
+            send_errors: AtomicU64::new(0),
+        };
+        m.registry
+            .register(Box::new(m.tasks.clone()))
+            .expect("unique");
+        m.registry
+            .register(Box::new(m.duration.clone()))
+            .expect("unique");
+        m.registry
+            .register(Box::new(m.bytes.clone()))
+            .expect("unique");
+        m.registry
+            .register(Box::new(m.errors.clone()))
+            .expect("unique");
+        m.registry
+            .register(Box::new(m.sent.clone()))
+            .expect("unique");
+        m.registry
+            .register(Box::new(m.dlq.clone()))
+            .expect("unique");
+        m
+    }
+
+    fn result(&self, r: &TransferResult, direction: Option<Direction>) {
+        let status = if r.is_success() { "success" } else { "failed" };
+        let direction = direction.map_or("unknown", Direction::as_str);
+        self.tasks.with_label_values(&[status]).inc();
+        self.duration
+            .with_label_values(&[direction, status])
+            .observe(r.duration_ms as f64 / 1000.0);
+        if r.bytes_transferred > 0 {
+            self.bytes
+                .with_label_values(&[direction])
+                .inc_by(r.bytes_transferred);
+        }
+        if let Some(code) = r.error_code {
+            self.errors.with_label_values(&[code.as_str()]).inc();
+        }
+        let topic = if r.is_success() { "result" } else { "fail" };
+        self.sent.with_label_values(&[topic]).inc();
+    }
+
+    fn dlq(&self) {
+        self.dlq.inc();
+        self.sent.with_label_values(&["dlq"]).inc();
+    }
 }
 
 /// Runs the stage until asked to stop.
 pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), PublishError> {
-    let publisher = Publisher::new(&config.settings.kafka)?;
+    let publisher = Arc::new(Publisher::new(&config.settings.kafka)?);
     let drain = Duration::from_secs(config.settings.shutdown.drain_timeout_seconds);
-    let mut supervisor = SupervisorLink::connect(&paths, Role::Publish, "publish", 0).await?;
+    let supervisor = Arc::new(SupervisorLink::connect(&paths, Role::Publish, "publish", 0).await?);
     let listener = bind(&paths.publish())?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stage = Arc::new(Stage {
@@ -67,9 +175,29 @@ pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), PublishError
         peers: Mutex::new(Peers::default()),
         in_flight: AtomicUsize::new(0),
         stopping: stop_rx,
+        metrics: PublishMetrics::new(),
+        broker_up: AtomicBool::new(false),
     });
     supervisor.ready().await?;
     tracing::info!("publish ready");
+    let prober = {
+        let stage = stage.clone();
+        tokio::spawn(async move {
+            loop {
+                let p = stage.publisher.clone();
+                let up =
+                    tokio::task::spawn_blocking(move || p.broker_reachable(Duration::from_secs(3)))
+                        .await
+                        .unwrap_or(false);
+                stage.broker_up.store(up, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(if up { 5 } else { 1 })).await;
+            }
+        })
+    };
+    let reporter = {
+        let stage = stage.clone();
+        supervisor.spawn_reports(Duration::from_secs(1), move || report(&stage))
+    };
     let shutdown = supervisor.shutdown_requested();
     tokio::pin!(shutdown);
     let why = loop {
@@ -88,6 +216,8 @@ pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), PublishError
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = stop_tx.send(true);
+    prober.abort();
+    reporter.abort();
     let left = stage.in_flight.load(Ordering::SeqCst);
     if left > 0 {
         tracing::warn!(
@@ -101,6 +231,24 @@ pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), PublishError
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+fn report(stage: &Stage) -> StageReport {
+    let m = &stage.metrics;
+    let sent = |t: &str| m.sent.with_label_values(&[t]).get();
+    StageReport {
+        detail: StageDetail::Publish(PublishDetail {
+            broker_up: stage.broker_up.load(Ordering::Relaxed),
+            results_sent: sent("result"),
+            failures_sent: sent("fail"),
+            dlq_messages_sent: m.dlq.get(),
+            send_errors: m.send_errors.load(Ordering::Relaxed),
+            pending_count: stage.in_flight.load(Ordering::SeqCst) as u64,
+        }),
+        metrics: prometheus::TextEncoder::new()
+            .encode_to_string(&m.registry.gather())
+            .unwrap_or_default(),
+    }
 }
 
 async fn serve(stage: Arc<Stage>, stream: UnixStream) {
@@ -133,7 +281,7 @@ async fn serve(stage: Arc<Stage>, stream: UnixStream) {
         }
         conn
     };
-    tracing::info!(peer = %hello.name, pid = hello.pid, "peer connected");
+    tracing::info!(peer = %hello.name, peer_pid = hello.pid, "peer connected");
     let write_task = tokio::spawn(async move {
         while let Some(m) = rx.recv().await {
             let mut batch = vec![m];
@@ -186,6 +334,7 @@ async fn deliver(stage: Arc<Stage>, item: ToPublish, origin: Option<String>) {
         match sent {
             Ok(_) => break,
             Err(e) => {
+                stage.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(message = %id, error = %e, "delivery failed; retrying");
                 if *stage.stopping.borrow() {
                     stage.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -195,6 +344,12 @@ async fn deliver(stage: Arc<Stage>, item: ToPublish, origin: Option<String>) {
                 pause = (pause * 2).min(Duration::from_secs(5));
             }
         }
+    }
+    match &item {
+        ToPublish::Result {
+            result, direction, ..
+        } => stage.metrics.result(result, *direction),
+        ToPublish::Dlq { .. } => stage.metrics.dlq(),
     }
     {
         let mut peers = stage.peers.lock().expect("peers");

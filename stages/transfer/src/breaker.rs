@@ -76,6 +76,11 @@ impl CircuitBreaker {
         }
     }
 
+    /// Consecutive failures counted (closed), and successes counted (half-open).
+    pub fn counts(&self) -> (u32, u32) {
+        (self.failures, self.successes)
+    }
+
     /// May a call go through at `now`? `Err(wait)`: no, fail fast; it may in `wait`.
     pub fn try_call(&mut self, now: Instant) -> Result<(), Duration> {
         if self.state == BreakerState::Open {

@@ -58,6 +58,19 @@ pub struct Engine {
     /// Remote directories known to exist (MKD is skipped for them).
     known_dirs: Mutex<HashSet<String>>,
     breaker: Mutex<CircuitBreaker>,
+    health: Mutex<Health>,
+    /// `ftp_transfer_retries_total{connection_id}` (registered by the worker).
+    pub retries: prometheus::IntCounter,
+}
+
+/// What the engine knows about its server's health, for the API.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    /// RFC 3339 time and message of the last failure counted against the server.
+    pub last_failure: Option<(String, String)>,
+    /// No failure since the last success (or nothing failed yet).
+    pub healthy: bool,
+    pub timeouts: u64,
 }
 
 impl Engine {
@@ -107,6 +120,18 @@ impl Engine {
             transfer_timeout: Duration::from_secs(s.transfer.transfer_timeout_seconds),
             known_dirs: Mutex::new(HashSet::new()),
             breaker: Mutex::new(CircuitBreaker::new(&s.circuit_breaker)),
+            health: Mutex::new(Health {
+                healthy: true,
+                ..Health::default()
+            }),
+            retries: prometheus::IntCounter::with_opts(
+                prometheus::Opts::new(
+                    "ftp_transfer_retries_total",
+                    "Transfer attempts retried after a retryable failure",
+                )
+                .const_label("connection_id", connection_id),
+            )
+            .expect("a valid metric"),
         })
     }
 
@@ -121,6 +146,18 @@ impl Engine {
     /// The circuit breaker's state now.
     pub fn breaker_state(&self) -> BreakerState {
         self.breaker.lock().expect("breaker").state(Instant::now())
+    }
+
+    /// The breaker's (state, consecutive failures, half-open successes).
+    pub fn breaker_counts(&self) -> (BreakerState, u32, u32) {
+        let b = self.breaker.lock().expect("breaker");
+        let (f, s) = b.counts();
+        (b.state(Instant::now()), f, s)
+    }
+
+    /// The server's health as this engine has seen it.
+    pub fn health(&self) -> Health {
+        self.health.lock().expect("health").clone()
     }
 
     /// One attempt, through the circuit breaker.
@@ -152,13 +189,25 @@ impl Engine {
             )),
         };
         let mut breaker = self.breaker.lock().expect("breaker");
+        let mut health = self.health.lock().expect("health");
         match &r {
             Ok(_) => {
                 breaker.on_success();
                 self.pool.on_success();
+                health.healthy = true;
             }
-            Err(e) if counts_against_server(e) => breaker.on_failure(Instant::now()),
+            Err(e) if counts_against_server(e) => {
+                breaker.on_failure(Instant::now());
+                health.healthy = false;
+                health.last_failure = Some((
+                    ftp_pooler_contract::Timestamp::now().to_string(),
+                    e.to_string(),
+                ));
+            }
             Err(_) => breaker.on_neutral(),
+        }
+        if matches!(&r, Err(e) if e.code == ErrorCode::TransferTimeout) {
+            health.timeouts += 1;
         }
         r
     }
@@ -174,6 +223,7 @@ impl Engine {
             match outcome {
                 Ok(bytes) => return TransferResult::success(task, bytes, ms, attempts),
                 Err(e) if e.code.is_retryable() && attempts <= self.retry.max_retries => {
+                    self.retries.inc();
                     let pause = self.retry.backoff(attempts, 0.5 + fastrand::f64() / 2.0);
                     tracing::debug!(task_id = %task.task_id, attempt = attempts, error = %e, pause_ms = pause.as_millis() as u64, "attempt failed; retrying");
                     tokio::time::sleep(pause).await;

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use ftp_pooler_channel::{
     accept, bind, run_link, ChannelError, FromPublish, Hello, IngestToTransfer, Job, LinkEvent,
-    LinkSpec, MessageId, Role, RuntimePaths, SupervisorLink, ToPublish, TransferToIngest,
+    LinkSpec, MessageId, Role, RuntimePaths, StageDetail, StageReport, SupervisorLink, ToPublish,
+    TransferDetail, TransferToIngest,
 };
 use ftp_pooler_config::Config;
 use tokio::net::UnixStream;
@@ -55,7 +56,6 @@ struct State {
 
 struct Worker {
     engine: Engine,
-    name: String,
     state: Arc<Mutex<State>>,
     to_publish: mpsc::UnboundedSender<ToPublish>,
     slots: Semaphore,
@@ -73,7 +73,7 @@ pub async fn run(
     let engine = Engine::new(&config, &connection_id)
         .map_err(|e| WorkerError::Setup(connection_id.clone(), e.message))?;
     let drain = Duration::from_secs(config.settings.shutdown.drain_timeout_seconds);
-    let mut supervisor = SupervisorLink::connect(&paths, Role::Transfer, &name, 0).await?;
+    let supervisor = Arc::new(SupervisorLink::connect(&paths, Role::Transfer, &name, 0).await?);
     let listener = bind(&paths.transfer(&connection_id))?;
 
     let state = Arc::new(Mutex::new(State::default()));
@@ -82,7 +82,6 @@ pub async fn run(
     let limit = engine.pool().limit();
     let worker = Arc::new(Worker {
         engine,
-        name: name.clone(),
         state: state.clone(),
         to_publish,
         slots: Semaphore::new(limit),
@@ -129,6 +128,13 @@ pub async fn run(
 
     supervisor.ready().await?;
     tracing::info!(connection = %connection_id, sessions = limit, "transfer worker ready");
+    let metrics = WorkerMetrics::new(&connection_id, &worker.engine.retries);
+    let reporter = {
+        let worker = worker.clone();
+        supervisor.spawn_reports(Duration::from_secs(1), move || {
+            report(&worker, &metrics, limit)
+        })
+    };
     let pool_settings = &config.settings.pool;
     if pool_settings.prewarm_enabled && pool_settings.prewarm_sessions_per_connection > 0 {
         // In the background: a server that refuses logins must not hold readiness back.
@@ -177,9 +183,92 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = publish_link.await;
     reaper.abort();
+    reporter.abort();
     worker.engine.pool().close_idle().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The worker's own metrics (aggregated with the other stages' by the supervisor).
+struct WorkerMetrics {
+    registry: prometheus::Registry,
+    in_progress: prometheus::IntGauge,
+    active: prometheus::IntGauge,
+    total: prometheus::IntGauge,
+    breaker: prometheus::IntGauge,
+}
+
+impl WorkerMetrics {
+    fn new(connection_id: &str, retries: &prometheus::IntCounter) -> WorkerMetrics {
+        use prometheus::{IntGauge, Opts};
+        let labelled = |name: &str, help: &str| {
+            IntGauge::with_opts(Opts::new(name, help).const_label("connection_id", connection_id))
+                .expect("a valid metric")
+        };
+        let m = WorkerMetrics {
+            registry: prometheus::Registry::new(),
+            in_progress: IntGauge::new(
+                "ftp_tasks_in_progress",
+                "Number of transfer tasks currently in progress",
+            )
+            .expect("a valid metric"),
+            active: labelled("ftp_sessions_active", "Number of active FTP sessions"),
+            total: labelled("ftp_sessions_total", "Total number of FTP sessions"),
+            breaker: labelled(
+                "ftp_circuit_breaker_state",
+                "Circuit breaker state (0 closed, 1 half-open, 2 open)",
+            ),
+        };
+        for c in [&m.in_progress, &m.active, &m.total, &m.breaker] {
+            m.registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+        }
+        m.registry
+            .register(Box::new(retries.clone()))
+            .expect("unique metric");
+        m
+    }
+}
+
+fn report(worker: &Worker, metrics: &WorkerMetrics, limit: usize) -> StageReport {
+    let stats = worker.engine.pool().stats();
+    let running = limit.saturating_sub(worker.slots.available_permits());
+    let (state, failures, successes) = worker.engine.breaker_counts();
+    let health = worker.engine.health();
+    metrics.in_progress.set(running as i64);
+    metrics.active.set(stats.busy as i64);
+    metrics.total.set(stats.open as i64);
+    metrics.breaker.set(state.as_gauge());
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&metrics.registry.gather())
+        .unwrap_or_default();
+    let (last_failure, last_error) = match health.last_failure {
+        Some((at, message)) => (Some(at), Some(message)),
+        None => (None, None),
+    };
+    StageReport {
+        detail: StageDetail::Transfer(TransferDetail {
+            connection_id: worker.engine.connection_id().to_string(),
+            max_sessions: stats.limit as u64,
+            cap: stats.cap as u64,
+            total_sessions: stats.open as u64,
+            active_sessions: stats.busy as u64,
+            available_sessions: stats.idle as u64,
+            logins: stats.logins,
+            discarded: stats.discarded,
+            refused: stats.refused,
+            tasks_in_progress: running as u64,
+            timeouts: health.timeouts,
+            breaker_state: state.as_str().to_string(),
+            breaker_failures: failures as u64,
+            breaker_successes: successes as u64,
+            last_failure,
+            last_error,
+            healthy: health.healthy,
+        }),
+        metrics: text,
+    }
 }
 
 /// One ingest connection: jobs in, `Started` out.
@@ -273,7 +362,6 @@ async fn run_job(worker: Arc<Worker>, job: Job) {
     let result = worker.engine.run(&job.task, &job.route).await;
     drop(permit);
     tracing::info!(
-        stage = %worker.name,
         task_id = %result.task_id,
         direction = job.route.direction.as_str(),
         connection = worker.engine.connection_id(),
@@ -284,7 +372,11 @@ async fn run_job(worker: Arc<Worker>, job: Job) {
         attempts = result.attempts,
         "task finished"
     );
-    let outcome = ToPublish::Result { id: job.id, result };
+    let outcome = ToPublish::Result {
+        id: job.id,
+        result,
+        direction: Some(job.route.direction),
+    };
     let mut s = worker.state.lock().expect("state");
     s.known.remove(&job.id);
     s.held.insert(job.id, outcome.clone());

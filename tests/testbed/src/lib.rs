@@ -13,6 +13,7 @@
 //! test process even when it is killed. Nothing here skips: a server that is not installed
 //! or not reachable panics with what to do (`scripts/testbed/install.sh`).
 
+pub mod http;
 mod kafka;
 mod process;
 pub mod service;

@@ -73,6 +73,9 @@ pub struct Service {
     pid: u32,
     starts: u32,
     env: Vec<(String, String)>,
+    /// The REST API and metrics ports (free ones, given through the environment).
+    pub api_port: u16,
+    pub metrics_port: u16,
 }
 
 impl Service {
@@ -103,6 +106,8 @@ impl Service {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            api_port: crate::free_port(),
+            metrics_port: crate::free_port(),
         };
         s.spawn();
         s
@@ -131,6 +136,9 @@ impl Service {
                 "RUST_LOG",
                 std::env::var("FTP_POOLER_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .env("FTP_POOLER_API__HOST", "127.0.0.1")
+            .env("FTP_POOLER_API__PORT", self.api_port.to_string())
+            .env("FTP_POOLER_METRICS__PORT", self.metrics_port.to_string())
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -139,6 +147,11 @@ impl Service {
             .expect("spawn ftp-pooler run");
         self.pid = child.id();
         self.child = Some(child);
+    }
+
+    /// `http://127.0.0.1:<api port>`.
+    pub fn api_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
     }
 
     pub fn runtime_dir(&self) -> PathBuf {

@@ -1,0 +1,402 @@
+//! The REST API (`api.host:api.port`) and the Prometheus endpoint (`metrics.port`).
+//!
+//! Routes and bodies are the Python ftp-pooler's (DESIGN.md section 7), with additions
+//! (`GET /stages`, `POST /stages/{name}/restart`, extra keys in some bodies). Everything
+//! comes from what the stages report to the supervisor (about once a second), so a slow
+//! or hung server never blocks the API. No body ever holds a password.
+//!
+//! Readiness: 200 only when the service is running, every stage is up and reporting, and
+//! both ingest and publish reach the broker; 503 with the reason otherwise. A connection
+//! whose server rejects logins does not hold readiness back; it shows in `/pool/health`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ftp_pooler_channel::{
+    CtlRequest, CtlResponse, IngestDetail, PublishDetail, StageDetail, StageStatus, TransferDetail,
+};
+use ftp_pooler_config::{Config, ConnectionKind};
+use serde_json::{json, Map, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::Aggregator;
+use crate::Event;
+
+/// A stage is unresponsive when it has not reported for this long.
+pub const REPORT_STALE: Duration = Duration::from_secs(5);
+
+/// What the supervisor knows, shared with the HTTP handlers.
+#[derive(Default)]
+pub struct Observed {
+    /// False once the service is draining.
+    pub running: bool,
+    pub stages: Vec<StageStatus>,
+    /// Latest report detail of each stage, with when it arrived.
+    pub details: HashMap<String, (Instant, StageDetail)>,
+    pub metrics: Aggregator,
+}
+
+impl Observed {
+    fn transfer(&self, id: &str) -> Option<&TransferDetail> {
+        match self.details.get(&format!("transfer:{id}")) {
+            Some((_, StageDetail::Transfer(t))) => Some(t),
+            _ => None,
+        }
+    }
+
+    fn ingest(&self) -> Option<&IngestDetail> {
+        match self.details.get("ingest") {
+            Some((_, StageDetail::Ingest(i))) => Some(i),
+            _ => None,
+        }
+    }
+
+    fn publish(&self) -> Option<&PublishDetail> {
+        match self.details.get("publish") {
+            Some((_, StageDetail::Publish(p))) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Ok when ready; else the reason and what it concerns.
+    pub fn readiness(&self, now: Instant) -> Result<(), (&'static str, Vec<String>)> {
+        if !self.running {
+            return Err(("application_not_running", Vec::new()));
+        }
+        let down: Vec<String> = self
+            .stages
+            .iter()
+            .filter(|s| s.state != "running")
+            .map(|s| s.name.clone())
+            .collect();
+        if !down.is_empty() {
+            return Err(("stage_down", down));
+        }
+        let silent: Vec<String> = self
+            .stages
+            .iter()
+            .filter(|s| {
+                self.details
+                    .get(&s.name)
+                    .is_none_or(|(at, _)| now.duration_since(*at) > REPORT_STALE)
+            })
+            .map(|s| s.name.clone())
+            .collect();
+        if !silent.is_empty() {
+            return Err(("stage_unresponsive", silent));
+        }
+        let mut unreachable = Vec::new();
+        if !self.ingest().is_some_and(|i| i.broker_up) {
+            unreachable.push("ingest".to_string());
+        }
+        if !self.publish().is_some_and(|p| p.broker_up) {
+            unreachable.push("publish".to_string());
+        }
+        if !unreachable.is_empty() {
+            return Err(("broker_unreachable", unreachable));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct ApiState {
+    pub observed: Arc<Mutex<Observed>>,
+    pub events: mpsc::UnboundedSender<Event>,
+    pub config: Arc<Config>,
+}
+
+/// The REST API's routes.
+pub(crate) fn api_router(state: ApiState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/live", get(live))
+        .route("/ready", get(ready))
+        .route("/stats", get(stats))
+        .route("/pool/stats", get(pool_stats))
+        .route("/pool/health", get(pool_health))
+        .route("/pool/connections", get(connections))
+        .route("/pool/connections/{id}/health", get(connection_health))
+        .route("/stages", get(stages))
+        .route("/stages/{name}/restart", post(restart))
+        .fallback(|| async { (StatusCode::NOT_FOUND, Json(json!({"detail": "Not Found"}))) })
+        .with_state(state)
+}
+
+/// The metrics endpoint's routes.
+pub(crate) fn metrics_router(state: ApiState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "Not Found\n") })
+        .with_state(state)
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({"status": "healthy", "version": env!("CARGO_PKG_VERSION")}))
+}
+
+async fn live() -> Json<Value> {
+    Json(json!({"status": "alive"}))
+}
+
+async fn ready(State(s): State<ApiState>) -> Response {
+    let o = s.observed.lock().expect("observed");
+    match o.readiness(Instant::now()) {
+        Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))).into_response(),
+        Err((reason, which)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not_ready", "reason": reason, "stages": which})),
+        )
+            .into_response(),
+    }
+}
+
+fn pool_stats_value(o: &Observed, config: &Config) -> Value {
+    let settings = &config.settings;
+    let mut pools = Map::new();
+    let mut breakers = Map::new();
+    let (mut total, mut active) = (0, 0);
+    for (id, _) in config.registry.ftp() {
+        let Some(t) = o.transfer(id) else { continue };
+        total += t.total_sessions;
+        active += t.active_sessions;
+        pools.insert(
+            id.to_string(),
+            json!({
+                "connection_id": id,
+                "max_sessions": t.max_sessions,
+                "total_sessions": t.total_sessions,
+                "active_sessions": t.active_sessions,
+                "available_sessions": t.available_sessions,
+                "current_limit": t.cap,
+                "logins": t.logins,
+                "discarded_sessions": t.discarded,
+                "refused_connections": t.refused,
+            }),
+        );
+        breakers.insert(
+            id.to_string(),
+            json!({
+                "state": t.breaker_state,
+                "failure_count": t.breaker_failures,
+                "success_count": t.breaker_successes,
+                "last_failure": t.last_failure,
+            }),
+        );
+    }
+    json!({
+        "max_sessions_per_pod": settings.pool.max_sessions_per_pod,
+        "max_sessions_per_connection": settings.pool.max_sessions_per_connection,
+        "total_sessions": total,
+        "active_sessions": active,
+        "pools": pools,
+        "circuit_breakers": breakers,
+    })
+}
+
+fn connection_health_value(id: &str, t: &TransferDetail) -> Value {
+    let healthy = if t.healthy && t.breaker_state != "open" {
+        t.total_sessions
+    } else {
+        0
+    };
+    let status = if !t.healthy || t.breaker_state == "open" {
+        "unhealthy"
+    } else if t.breaker_state == "half_open" {
+        "degraded"
+    } else {
+        "healthy"
+    };
+    json!({
+        "connection_id": id,
+        "total_sessions": t.total_sessions,
+        "healthy": healthy,
+        "unhealthy": t.total_sessions - healthy,
+        "active": t.active_sessions,
+        "available": t.available_sessions,
+        "status": status,
+        "circuit_breaker": t.breaker_state,
+        "last_error": t.last_error,
+    })
+}
+
+async fn stats(State(s): State<ApiState>) -> Json<Value> {
+    let o = s.observed.lock().expect("observed");
+    let k = &s.config.settings.kafka;
+    let consumer = o.ingest().map(|i| {
+        let lag: Map<String, Value> = i
+            .lag_by_partition
+            .iter()
+            .map(|(p, l)| (format!("{}-{p}", k.input_topic), json!(l)))
+            .collect();
+        json!({
+            "tasks_received": i.tasks_received,
+            "parse_errors": i.parse_errors,
+            "total_lag": i.lag_by_partition.values().sum::<i64>(),
+            "lag_by_partition": lag,
+            "input_topic": k.input_topic,
+            "consumer_group": k.consumer_group,
+            "running": o.running,
+            "invalid_tasks": i.invalid_tasks,
+            "in_flight": i.tracked,
+            "paused_partitions": i.paused_partitions,
+            "committed_offsets": i.committed.iter().map(|(p, c)| (p.to_string(), json!(c))).collect::<Map<_, _>>(),
+            "broker_reachable": i.broker_up,
+        })
+    });
+    let producer = o.publish().map(|p| {
+        json!({
+            "results_sent": p.results_sent,
+            "failures_sent": p.failures_sent,
+            "send_errors": p.send_errors,
+            "pending_count": p.pending_count,
+            "result_topic": k.result_topic,
+            "fail_topic": k.fail_topic,
+            "broker_reachable": p.broker_up,
+        })
+    });
+    let dlq = o
+        .publish()
+        .map(|p| json!({"dlq_messages_sent": p.dlq_messages_sent, "dlq_topic": k.dlq_topic}));
+    let transfers: Vec<&TransferDetail> = s
+        .config
+        .registry
+        .ftp()
+        .filter_map(|(id, _)| o.transfer(id))
+        .collect();
+    let transfer = (!transfers.is_empty()).then(|| {
+        json!({
+            "tasks_in_progress": transfers.iter().map(|t| t.tasks_in_progress).sum::<u64>(),
+            "timeouts": transfers.iter().map(|t| t.timeouts).sum::<u64>(),
+            "callback_errors": 0,
+        })
+    });
+    Json(json!({
+        "running": o.running,
+        "pool": pool_stats_value(&o, &s.config),
+        "consumer": consumer,
+        "producer": producer,
+        "dlq": dlq,
+        "transfer": transfer,
+        "stages": stages_value(&o),
+    }))
+}
+
+async fn pool_stats(State(s): State<ApiState>) -> Json<Value> {
+    let o = s.observed.lock().expect("observed");
+    Json(pool_stats_value(&o, &s.config))
+}
+
+async fn pool_health(State(s): State<ApiState>) -> Json<Value> {
+    let o = s.observed.lock().expect("observed");
+    let body: Map<String, Value> = s
+        .config
+        .registry
+        .ftp()
+        .filter_map(|(id, _)| {
+            o.transfer(id)
+                .map(|t| (id.to_string(), connection_health_value(id, t)))
+        })
+        .collect();
+    Json(Value::Object(body))
+}
+
+async fn connections(State(s): State<ApiState>) -> Json<Value> {
+    let ids: Vec<&str> = s.config.registry.iter().map(|c| c.id.as_str()).collect();
+    let details: Vec<Value> = s
+        .config
+        .registry
+        .iter()
+        .map(|c| match &c.kind {
+            ConnectionKind::Ftp(f) => json!({
+                "id": c.id, "type": "ftp", "host": f.host, "port": f.port, "user": f.user,
+                "passive": f.passive, "tls": f.tls.as_str(),
+                "max_sessions": f.max_sessions.unwrap_or(s.config.settings.pool.max_sessions_per_connection),
+            }),
+            ConnectionKind::Local(l) => json!({
+                "id": c.id, "type": "local", "base_path": l.base_path.display().to_string(),
+            }),
+        })
+        .collect();
+    Json(json!({"connections": ids, "details": details}))
+}
+
+async fn connection_health(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
+    let o = s.observed.lock().expect("observed");
+    let is_ftp = s.config.registry.get(&id).is_some_and(|c| !c.is_local());
+    match (is_ftp, o.transfer(&id)) {
+        (true, Some(t)) => Json(connection_health_value(&id, t)).into_response(),
+        (true, None) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"detail": format!("Transfer worker of {id} not reporting")})),
+        )
+            .into_response(),
+        (false, _) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"detail": format!("Connection not found: {id}")})),
+        )
+            .into_response(),
+    }
+}
+
+fn stages_value(o: &Observed) -> Value {
+    json!(o.stages)
+}
+
+async fn stages(State(s): State<ApiState>) -> Json<Value> {
+    let o = s.observed.lock().expect("observed");
+    Json(stages_value(&o))
+}
+
+async fn restart(State(s): State<ApiState>, Path(name): Path<String>) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if s.events
+        .send(Event::Ctl(
+            CtlRequest::Restart {
+                stage: name.clone(),
+            },
+            tx,
+        ))
+        .is_err()
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"detail": "the service is stopping"})),
+        )
+            .into_response();
+    }
+    match tokio::time::timeout(Duration::from_secs(120), rx).await {
+        Ok(Ok(CtlResponse::Restarted { stage, pid })) => {
+            Json(json!({"stage": stage, "pid": pid, "status": "restarted"})).into_response()
+        }
+        Ok(Ok(CtlResponse::Error(e))) if e.starts_with("no stage named") => {
+            (StatusCode::NOT_FOUND, Json(json!({"detail": e}))).into_response()
+        }
+        Ok(Ok(CtlResponse::Error(e))) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"detail": e}))).into_response()
+        }
+        _ => (
+            StatusCode::GATEWAY_TIMEOUT,
+            Json(json!({"detail": format!("{name} did not come back in time")})),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(s): State<ApiState>) -> Response {
+    let text = s.observed.lock().expect("observed").metrics.render();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
