@@ -37,6 +37,10 @@ impl Bed {
     }
 
     fn start(&self, extra: &str) -> Service {
+        self.start_with_env(extra, &[])
+    }
+
+    fn start_with_env(&self, extra: &str, env: &[(&str, &str)]) -> Service {
         let yaml = self.topics.config_yaml(&format!(
             "logging:\n  format: json\nshutdown:\n  drain_timeout_seconds: 10\n{extra}"
         ));
@@ -45,7 +49,13 @@ impl Bed {
             self.server.ini_section("a"),
             self.storage.path().display()
         );
-        Service::start(Path::new(EXE), &self.work.path().join("svc"), &yaml, &ini)
+        Service::start_with_env(
+            Path::new(EXE),
+            &self.work.path().join("svc"),
+            &yaml,
+            &ini,
+            env,
+        )
     }
 }
 
@@ -433,7 +443,11 @@ async fn the_scrape_matches_what_was_published_and_logs_are_json_without_secrets
         let v: Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
         assert!(v["stage"].is_string() && v["pid"].is_u64(), "{line}");
-        assert_eq!(line.matches("\"stage\":").count(), 1, "one stage key: {line}");
+        assert_eq!(
+            line.matches("\"stage\":").count(),
+            1,
+            "one stage key: {line}"
+        );
         assert_eq!(line.matches("\"pid\":").count(), 1, "one pid key: {line}");
         assert!(
             !line.contains(&password),
@@ -455,4 +469,61 @@ async fn the_scrape_matches_what_was_published_and_logs_are_json_without_secrets
         }
     }
     assert_eq!(outcomes, 34, "one event per task outcome");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_watchdog_and_stopping() {
+    let bed = Bed::new().await;
+    let sock_dir = tempfile::tempdir().unwrap();
+    let sock_path = sock_dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(Instant, String)>::new()));
+    let h = heard.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop.clone();
+    let listener = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok(n) = sock.recv(&mut buf) {
+                h.lock().unwrap().push((
+                    Instant::now(),
+                    String::from_utf8_lossy(&buf[..n]).into_owned(),
+                ));
+            }
+        }
+    });
+    let path = sock_path.display().to_string();
+    let mut svc = bed.start_with_env(
+        "",
+        &[
+            ("NOTIFY_SOCKET", path.as_str()),
+            ("WATCHDOG_USEC", "2000000"),
+        ],
+    );
+    svc.wait_ready(Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    svc.signal(Signal::SIGTERM);
+    assert!(svc
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .expect("exits")
+        .success());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    listener.join().unwrap();
+    let heard = heard.lock().unwrap().clone();
+    let texts: Vec<&str> = heard.iter().map(|(_, t)| t.as_str()).collect();
+    let ready = texts
+        .iter()
+        .position(|t| t.starts_with("READY=1"))
+        .unwrap_or_else(|| panic!("no READY=1 in {texts:?}"));
+    let stopping = texts
+        .iter()
+        .position(|t| t.starts_with("STOPPING=1"))
+        .unwrap_or_else(|| panic!("no STOPPING=1 in {texts:?}"));
+    assert!(ready < stopping);
+    assert_eq!(texts.iter().filter(|t| t.starts_with("READY=1")).count(), 1);
+    let pings = texts.iter().filter(|t| **t == "WATCHDOG=1").count();
+    assert!(pings >= 2, "watchdog every second: {texts:?}");
 }

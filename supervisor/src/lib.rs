@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod metrics;
+pub mod notify;
 pub mod policy;
 pub mod runtime_dir;
 
@@ -147,6 +148,8 @@ pub(crate) enum Event {
     },
     Ctl(CtlRequest, oneshot::Sender<CtlResponse>),
     Signal(&'static str),
+    /// Time to tell systemd the event loop is alive.
+    Watchdog,
 }
 
 struct Supervisor {
@@ -161,6 +164,9 @@ struct Supervisor {
     observed: Arc<Mutex<api::Observed>>,
     restarts_metric: prometheus::IntCounterVec,
     own_metrics: prometheus::Registry,
+    notifier: notify::Notifier,
+    /// READY=1 was sent (once, when every stage was first ready).
+    announced: bool,
 }
 
 /// Runs the supervisor until it is stopped or gives up.
@@ -235,10 +241,24 @@ pub async fn run(config: Config, opts: Options) -> Result<Outcome, SupervisorErr
     for (name, _) in &names {
         restarts_metric.with_label_values(&[name.as_str()]);
     }
+    let notifier = notify::Notifier::from_env();
+    if let Some(every) = notifier.watchdog_every() {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if tx.send(Event::Watchdog).is_err() {
+                    return;
+                }
+            }
+        });
+    }
     let mut sup = Supervisor {
         observed,
         restarts_metric,
         own_metrics,
+        notifier,
+        announced: false,
         policy: RestartPolicy::from_settings(&s.supervisor),
         ready_timeout: Duration::from_secs(s.supervisor.ready_timeout_seconds),
         drain: Duration::from_secs(s.shutdown.drain_timeout_seconds),
@@ -281,6 +301,7 @@ pub async fn run(config: Config, opts: Options) -> Result<Outcome, SupervisorErr
         match ev {
             Event::Signal(sig) => {
                 tracing::info!(signal = sig, "draining");
+                sup.notifier.send("STOPPING=1\nSTATUS=draining");
                 sup.observed.lock().expect("observed").running = false;
                 sup.drain(&mut rx).await;
                 break Outcome::Stopped;
@@ -288,6 +309,9 @@ pub async fn run(config: Config, opts: Options) -> Result<Outcome, SupervisorErr
             Event::Exited { idx, spawn, status } => {
                 if let Some(stage) = sup.on_exit(idx, spawn, status) {
                     tracing::error!(child = %stage, "stage is crash-looping: stopping everything");
+                    sup.notifier.send(&format!(
+                        "STOPPING=1\nSTATUS=stage {stage} kept crashing; giving up"
+                    ));
                     sup.stop_all(&mut rx, Duration::from_secs(10)).await;
                     break Outcome::GaveUp { stage };
                 }
@@ -318,6 +342,7 @@ pub async fn run(config: Config, opts: Options) -> Result<Outcome, SupervisorErr
                 }
             }
             Event::Ctl(req, reply) => sup.on_ctl(req, reply),
+            Event::Watchdog => sup.notifier.send("WATCHDOG=1"),
         }
     };
     let _ = std::fs::remove_file(sup.paths.ctl());
@@ -484,6 +509,16 @@ impl Supervisor {
         if c.state == State::Starting {
             c.state = State::Running;
             tracing::info!(child = %c.name, child_pid = pid, "stage ready");
+            if !self.announced && self.children.iter().all(|c| c.state == State::Running) {
+                self.announced = true;
+                self.notifier.send("READY=1\nSTATUS=all stages ready");
+                tracing::info!("all stages ready");
+            }
+            let c = self
+                .children
+                .iter_mut()
+                .find(|c| c.name == name && c.pid == Some(pid))
+                .expect("found above");
             for w in c.waiters.drain(..) {
                 let _ = w.send(CtlResponse::Restarted {
                     stage: c.name.clone(),
@@ -680,6 +715,10 @@ impl Supervisor {
             }
             Event::Ctl(_, reply) => {
                 let _ = reply.send(CtlResponse::Error("the service is stopping".into()));
+                true
+            }
+            Event::Watchdog => {
+                self.notifier.send("WATCHDOG=1");
                 true
             }
             Event::Signal(sig) => {
