@@ -69,6 +69,9 @@ enum CtlAction {
     /// Restart one stage (`ingest`, `publish`, `transfer:<connection-id>`) while the
     /// others keep running; returns when its new process is ready.
     Restart { stage: String },
+    /// Re-read connections.ini (as SIGHUP does): new connections get workers, removed
+    /// ones stop, changed ones restart; an invalid file is rejected.
+    Reload,
 }
 
 #[derive(Subcommand, Debug)]
@@ -173,6 +176,7 @@ fn ctl(runtime: &RuntimeArgs, action: CtlAction) -> anyhow::Result<ExitCode> {
     let (req, limit) = match action {
         CtlAction::Status => (CtlRequest::Status, Duration::from_secs(10)),
         CtlAction::Restart { stage } => (CtlRequest::Restart { stage }, Duration::from_secs(180)),
+        CtlAction::Reload => (CtlRequest::Reload, Duration::from_secs(30)),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -198,6 +202,16 @@ fn ctl(runtime: &RuntimeArgs, action: CtlAction) -> anyhow::Result<ExitCode> {
         }
         CtlResponse::Restarted { stage, pid } => {
             println!("{stage} restarted (pid {pid})");
+            Ok(ExitCode::SUCCESS)
+        }
+        CtlResponse::Reloaded {
+            added,
+            removed,
+            restarted,
+        } => {
+            println!(
+                "connections reloaded: added {added:?}, removed {removed:?}, restarted {restarted:?}"
+            );
             Ok(ExitCode::SUCCESS)
         }
         CtlResponse::Error(e) => {

@@ -527,3 +527,145 @@ async fn systemd_hears_ready_watchdog_and_stopping() {
     let pings = texts.iter().filter(|t| **t == "WATCHDOG=1").count();
     assert!(pings >= 2, "watchdog every second: {texts:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_adds_and_removes_connections_without_touching_the_others() {
+    let bed = Bed::new().await;
+    let b = FtpServer::start(FtpKind::Pyftpdlib, false);
+    b.put("r/f.bin", b"from b");
+    bed.server.put("r/f.bin", b"from a");
+    let watcher = Watcher::start(&bed.topics).await;
+    let mut svc = bed.start("");
+    let before = svc.wait_ready(Duration::from_secs(60)).await;
+    let local = format!(
+        "[local]\ntype = local\nbase_path = {}\n",
+        bed.storage.path().display()
+    );
+    let task = |id: &str, conn: &str| {
+        let t = json!({"task_id": id, "src_id": conn, "src_path": "r/f.bin", "dst_id": "local", "dst_path": format!("r/{id}.bin")});
+        (Some(id.to_string()), serde_json::to_vec(&t).unwrap())
+    };
+    let result = |id: &'static str| {
+        let w = &watcher;
+        async move {
+            let seen = w
+                .wait_for(
+                    Duration::from_secs(60),
+                    id,
+                    |s| s.by_task.contains_key(id),
+                    String::new,
+                )
+                .await;
+            seen.by_task[id][0].value.clone()
+        }
+    };
+
+    produce(&bed.topics.tasks, &[task("b-before", "b")]).await;
+    let r = result("b-before").await;
+    assert_eq!(r["error_code"], "INVALID_CONFIG", "{r}");
+
+    // Add b.
+    let ini_ab = format!(
+        "{}\n{}\n{local}",
+        bed.server.ini_section("a"),
+        b.ini_section("b")
+    );
+    std::fs::write(svc.dir.join("connections.ini"), &ini_ab).unwrap();
+    svc.signal(Signal::SIGHUP);
+    let start = Instant::now();
+    let after = loop {
+        let stages = svc.status().await.unwrap_or_default();
+        if stages
+            .iter()
+            .any(|s| s.name == "transfer:b" && s.state == "running")
+        {
+            break svc.wait_ready(Duration::from_secs(10)).await;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no transfer:b:\n{}",
+            svc.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for stage in ["ingest", "publish", "transfer:a"] {
+        assert_eq!(before[stage], after[stage], "{stage} was not restarted");
+    }
+    produce(
+        &bed.topics.tasks,
+        &[task("b-after", "b"), task("a-after", "a")],
+    )
+    .await;
+    assert_eq!(result("b-after").await["status"], "success");
+    assert_eq!(result("a-after").await["status"], "success");
+    assert_eq!(
+        std::fs::read(bed.storage.path().join("r/b-after.bin")).unwrap(),
+        b"from b"
+    );
+
+    // An invalid file is rejected: nothing changes.
+    std::fs::write(
+        svc.dir.join("connections.ini"),
+        format!("{ini_ab}\n[c]\ntype = ftp\nhost = h\nbogus = 1\n"),
+    )
+    .unwrap();
+    let paths = ftp_pooler_channel::RuntimePaths::new(svc.runtime_dir());
+    let reply = ftp_pooler_supervisor::ctl(
+        &paths,
+        &ftp_pooler_channel::CtlRequest::Reload,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    match reply {
+        ftp_pooler_channel::CtlResponse::Error(e) => assert!(e.contains("[c] bogus"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(svc.wait_ready(Duration::from_secs(5)).await, after);
+
+    // Remove b: its worker stops, tasks for it are INVALID_CONFIG again.
+    std::fs::write(
+        svc.dir.join("connections.ini"),
+        format!("{}\n{local}", bed.server.ini_section("a")),
+    )
+    .unwrap();
+    let reply = ftp_pooler_supervisor::ctl(
+        &paths,
+        &ftp_pooler_channel::CtlRequest::Reload,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        reply,
+        ftp_pooler_channel::CtlResponse::Reloaded {
+            added: vec![],
+            removed: vec!["b".into()],
+            restarted: vec![]
+        }
+    );
+    let start = Instant::now();
+    while svc
+        .status()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .any(|s| s.name == "transfer:b")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "transfer:b still listed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    produce(&bed.topics.tasks, &[task("b-gone", "b")]).await;
+    assert_eq!(result("b-gone").await["error_code"], "INVALID_CONFIG");
+    let last = svc.wait_ready(Duration::from_secs(10)).await;
+    for stage in ["ingest", "publish", "transfer:a"] {
+        assert_eq!(before[stage], last[stage], "{stage} was not restarted");
+    }
+    assert!(!svc
+        .stage_processes()
+        .values()
+        .any(|c| c == "ftp-pooler stage transfer b"));
+}

@@ -109,7 +109,14 @@ impl Observed {
 pub(crate) struct ApiState {
     pub observed: Arc<Mutex<Observed>>,
     pub events: mpsc::UnboundedSender<Event>,
-    pub config: Arc<Config>,
+    /// The configuration in force (a reload replaces the registry).
+    pub config: Arc<Mutex<Arc<Config>>>,
+}
+
+impl ApiState {
+    fn config(&self) -> Arc<Config> {
+        self.config.lock().expect("config").clone()
+    }
 }
 
 /// The REST API's routes.
@@ -227,8 +234,9 @@ fn connection_health_value(id: &str, t: &TransferDetail) -> Value {
 }
 
 async fn stats(State(s): State<ApiState>) -> Json<Value> {
+    let config = s.config();
     let o = s.observed.lock().expect("observed");
-    let k = &s.config.settings.kafka;
+    let k = &config.settings.kafka;
     let consumer = o.ingest().map(|i| {
         let lag: Map<String, Value> = i
             .lag_by_partition
@@ -264,8 +272,7 @@ async fn stats(State(s): State<ApiState>) -> Json<Value> {
     let dlq = o
         .publish()
         .map(|p| json!({"dlq_messages_sent": p.dlq_messages_sent, "dlq_topic": k.dlq_topic}));
-    let transfers: Vec<&TransferDetail> = s
-        .config
+    let transfers: Vec<&TransferDetail> = config
         .registry
         .ftp()
         .filter_map(|(id, _)| o.transfer(id))
@@ -279,7 +286,7 @@ async fn stats(State(s): State<ApiState>) -> Json<Value> {
     });
     Json(json!({
         "running": o.running,
-        "pool": pool_stats_value(&o, &s.config),
+        "pool": pool_stats_value(&o, &config),
         "consumer": consumer,
         "producer": producer,
         "dlq": dlq,
@@ -289,14 +296,15 @@ async fn stats(State(s): State<ApiState>) -> Json<Value> {
 }
 
 async fn pool_stats(State(s): State<ApiState>) -> Json<Value> {
+    let config = s.config();
     let o = s.observed.lock().expect("observed");
-    Json(pool_stats_value(&o, &s.config))
+    Json(pool_stats_value(&o, &config))
 }
 
 async fn pool_health(State(s): State<ApiState>) -> Json<Value> {
+    let config = s.config();
     let o = s.observed.lock().expect("observed");
-    let body: Map<String, Value> = s
-        .config
+    let body: Map<String, Value> = config
         .registry
         .ftp()
         .filter_map(|(id, _)| {
@@ -308,16 +316,16 @@ async fn pool_health(State(s): State<ApiState>) -> Json<Value> {
 }
 
 async fn connections(State(s): State<ApiState>) -> Json<Value> {
-    let ids: Vec<&str> = s.config.registry.iter().map(|c| c.id.as_str()).collect();
-    let details: Vec<Value> = s
-        .config
+    let config = s.config();
+    let ids: Vec<&str> = config.registry.iter().map(|c| c.id.as_str()).collect();
+    let details: Vec<Value> = config
         .registry
         .iter()
         .map(|c| match &c.kind {
             ConnectionKind::Ftp(f) => json!({
                 "id": c.id, "type": "ftp", "host": f.host, "port": f.port, "user": f.user,
                 "passive": f.passive, "tls": f.tls.as_str(),
-                "max_sessions": f.max_sessions.unwrap_or(s.config.settings.pool.max_sessions_per_connection),
+                "max_sessions": f.max_sessions.unwrap_or(config.settings.pool.max_sessions_per_connection),
             }),
             ConnectionKind::Local(l) => json!({
                 "id": c.id, "type": "local", "base_path": l.base_path.display().to_string(),
@@ -328,8 +336,9 @@ async fn connections(State(s): State<ApiState>) -> Json<Value> {
 }
 
 async fn connection_health(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
+    let config = s.config();
     let o = s.observed.lock().expect("observed");
-    let is_ftp = s.config.registry.get(&id).is_some_and(|c| !c.is_local());
+    let is_ftp = config.registry.get(&id).is_some_and(|c| !c.is_local());
     match (is_ftp, o.transfer(&id)) {
         (true, Some(t)) => Json(connection_health_value(&id, t)).into_response(),
         (true, None) => (

@@ -117,6 +117,26 @@ struct Child {
     restart_requested: bool,
     /// `ctl restart` callers waiting for the new process to be ready.
     waiters: Vec<oneshot::Sender<CtlResponse>>,
+    /// Its connection was removed by a reload: stopped for good, not listed.
+    retired: bool,
+}
+
+impl Child {
+    fn new(name: String, args: Vec<String>) -> Child {
+        Child {
+            name,
+            args,
+            pid: None,
+            spawn: 0,
+            state: State::Stopped,
+            started_at: Instant::now(),
+            restarts: Restarts::default(),
+            operator_restarts: 0,
+            restart_requested: false,
+            waiters: Vec::new(),
+            retired: false,
+        }
+    }
 }
 
 pub(crate) enum Event {
@@ -150,6 +170,12 @@ pub(crate) enum Event {
     Signal(&'static str),
     /// Time to tell systemd the event loop is alive.
     Watchdog,
+    /// SIGHUP (None) or `ctl reload`: re-read connections.ini.
+    Reload(Option<oneshot::Sender<CtlResponse>>),
+    /// Ingest no longer routes to this worker's connection: stop it for good.
+    Retire {
+        idx: usize,
+    },
 }
 
 struct Supervisor {
@@ -167,6 +193,8 @@ struct Supervisor {
     notifier: notify::Notifier,
     /// READY=1 was sent (once, when every stage was first ready).
     announced: bool,
+    /// The API's view of the configuration (replaced on reload).
+    api_config: Arc<Mutex<Arc<Config>>>,
 }
 
 /// Runs the supervisor until it is stopped or gives up.
@@ -194,8 +222,9 @@ pub async fn run(config: Config, opts: Options) -> Result<Outcome, SupervisorErr
     let api_state = api::ApiState {
         observed: observed.clone(),
         events: tx.clone(),
-        config: Arc::new(config.clone()),
+        config: Arc::new(Mutex::new(Arc::new(config.clone()))),
     };
+    let api_config = api_state.config.clone();
     tokio::spawn(serve_http(
         api_listener,
         api::api_router(api_state.clone()),
@@ -259,23 +288,13 @@ pub async fn run(config: Config, opts: Options) -> Result<Outcome, SupervisorErr
         own_metrics,
         notifier,
         announced: false,
+        api_config,
         policy: RestartPolicy::from_settings(&s.supervisor),
         ready_timeout: Duration::from_secs(s.supervisor.ready_timeout_seconds),
         drain: Duration::from_secs(s.shutdown.drain_timeout_seconds),
         children: names
             .into_iter()
-            .map(|(name, args)| Child {
-                name,
-                args,
-                pid: None,
-                spawn: 0,
-                state: State::Stopped,
-                started_at: Instant::now(),
-                restarts: Restarts::default(),
-                operator_restarts: 0,
-                restart_requested: false,
-                waiters: Vec::new(),
-            })
+            .map(|(name, args)| Child::new(name, args))
             .collect(),
         events: tx,
         paths,
@@ -343,6 +362,8 @@ pub async fn run(config: Config, opts: Options) -> Result<Outcome, SupervisorErr
             }
             Event::Ctl(req, reply) => sup.on_ctl(req, reply),
             Event::Watchdog => sup.notifier.send("WATCHDOG=1"),
+            Event::Reload(reply) => sup.reload(reply),
+            Event::Retire { idx } => sup.retire(idx),
         }
     };
     let _ = std::fs::remove_file(sup.paths.ctl());
@@ -382,6 +403,177 @@ impl Supervisor {
         let mut o = self.observed.lock().expect("observed");
         o.metrics.retire(name);
         o.details.remove(name);
+    }
+
+    /// Re-reads connections.ini: workers for new connections start, those of removed
+    /// ones stop once ingest no longer routes to them, changed ones restart; the others
+    /// keep running. An invalid file changes nothing.
+    fn reload(&mut self, reply: Option<oneshot::Sender<CtlResponse>>) {
+        let answer = |r: CtlResponse| {
+            if let Some(tx) = reply {
+                let _ = tx.send(r);
+            }
+        };
+        let registry = match ftp_pooler_config::Registry::load(&self.config.connections_file) {
+            Ok(r) => r,
+            Err(errors) => {
+                let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+                for l in &lines {
+                    tracing::error!(error = %l, "reload rejected; the running connections stay");
+                }
+                answer(CtlResponse::Error(format!(
+                    "reload rejected, the running connections stay:\n{}",
+                    lines.join("\n")
+                )));
+                return;
+            }
+        };
+        let settings = &self.config.settings;
+        let old_budget = ftp_pooler_config::session_budget(settings, &self.config.registry);
+        let new_budget = ftp_pooler_config::session_budget(settings, &registry);
+        let locals = |r: &ftp_pooler_config::Registry| -> Vec<(String, String)> {
+            r.iter()
+                .filter_map(|c| {
+                    c.as_local()
+                        .map(|l| (c.id.clone(), l.base_path.display().to_string()))
+                })
+                .collect()
+        };
+        let locals_changed = locals(&self.config.registry) != locals(&registry);
+        let old_ftp: std::collections::BTreeMap<&str, &ftp_pooler_config::FtpConnection> =
+            self.config.registry.ftp().collect();
+        let new_ftp: std::collections::BTreeMap<&str, &ftp_pooler_config::FtpConnection> =
+            registry.ftp().collect();
+        let added: Vec<String> = new_ftp
+            .keys()
+            .filter(|k| !old_ftp.contains_key(*k))
+            .map(|k| k.to_string())
+            .collect();
+        let removed: Vec<String> = old_ftp
+            .keys()
+            .filter(|k| !new_ftp.contains_key(*k))
+            .map(|k| k.to_string())
+            .collect();
+        let changed: Vec<String> = new_ftp
+            .iter()
+            .filter(|(k, c)| {
+                old_ftp.get(*k).is_some_and(|o| o != *c)
+                    || (old_ftp.contains_key(*k)
+                        && (old_budget.get(**k) != new_budget.get(**k) || locals_changed))
+            })
+            .map(|(k, _)| k.to_string())
+            .collect();
+        let mut config = self.config.clone();
+        config.registry = registry;
+        self.config = config;
+        *self.api_config.lock().expect("config") = Arc::new(self.config.clone());
+        tracing::info!(?added, ?removed, restarted = ?changed, "connections reloaded");
+
+        // New workers first (ingest's links find them), then ingest re-reads the file.
+        for id in &added {
+            // Appended (indices of running children never move); status lists by role.
+            let idx = self.children.len();
+            self.children.push(Child::new(
+                format!("transfer:{id}"),
+                vec!["stage".into(), "transfer".into(), id.clone()],
+            ));
+            self.restarts_metric
+                .with_label_values(&[format!("transfer:{id}").as_str()]);
+            if let Err(e) = self.spawn(idx) {
+                tracing::error!(error = %e, "starting a new worker failed");
+                self.schedule_restart_after_failure(idx);
+            }
+        }
+        for id in &changed {
+            if let Some(idx) = self
+                .children
+                .iter()
+                .position(|c| c.name == format!("transfer:{id}") && !c.retired)
+            {
+                self.restart_child(idx);
+            }
+        }
+        if let Some(i) = self.children.iter().position(|c| c.name == "ingest") {
+            self.signal(i, Signal::SIGHUP);
+        }
+        for id in &removed {
+            let Some(idx) = self
+                .children
+                .iter()
+                .position(|c| c.name == format!("transfer:{id}") && !c.retired)
+            else {
+                continue;
+            };
+            // Stop it once ingest has stopped routing to it (or after 10 s).
+            let observed = self.observed.clone();
+            let tx = self.events.clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                let start = Instant::now();
+                while start.elapsed() < Duration::from_secs(10) {
+                    let routed = {
+                        let o = observed.lock().expect("observed");
+                        match o.details.get("ingest") {
+                            Some((_, ftp_pooler_channel::StageDetail::Ingest(i))) => {
+                                i.connections.contains(&id)
+                            }
+                            _ => false,
+                        }
+                    };
+                    if !routed {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                let _ = tx.send(Event::Retire { idx });
+            });
+        }
+        answer(CtlResponse::Reloaded {
+            added,
+            removed,
+            restarted: changed,
+        });
+    }
+
+    fn retire(&mut self, idx: usize) {
+        let grace = self.drain + Duration::from_secs(5);
+        let c = &mut self.children[idx];
+        c.retired = true;
+        c.restart_requested = false;
+        tracing::info!(child = %c.name, "connection removed: stopping its worker");
+        if c.pid.is_some() {
+            c.state = State::Stopping;
+            let spawn = c.spawn;
+            self.signal(idx, Signal::SIGTERM);
+            self.after(grace, Event::KillDeadline { idx, spawn });
+        } else {
+            c.state = State::Stopped;
+        }
+    }
+
+    /// Stops a running child and starts it again at once (not a crash).
+    fn restart_child(&mut self, idx: usize) {
+        match self.children[idx].state {
+            State::Backoff | State::Stopped => {
+                self.children[idx].operator_restarts += 1;
+                self.restarts_metric
+                    .with_label_values(&[self.children[idx].name.as_str()])
+                    .inc();
+                if let Err(e) = self.spawn(idx) {
+                    tracing::error!(error = %e, "restart failed");
+                    self.schedule_restart_after_failure(idx);
+                }
+            }
+            State::Starting | State::Running | State::Stopping => {
+                let grace = self.drain + Duration::from_secs(5);
+                let c = &mut self.children[idx];
+                c.restart_requested = true;
+                c.state = State::Stopping;
+                let spawn = c.spawn;
+                self.signal(idx, Signal::SIGTERM);
+                self.after(grace, Event::KillDeadline { idx, spawn });
+            }
+        }
     }
 
     fn spawn(&mut self, idx: usize) -> Result<(), SupervisorError> {
@@ -446,6 +638,12 @@ impl Supervisor {
         }
         self.forget_process(idx);
         let c = &mut self.children[idx];
+        if c.retired {
+            c.pid = None;
+            c.state = State::Stopped;
+            tracing::info!(child = %c.name, "worker of a removed connection stopped");
+            return None;
+        }
         let uptime = c.started_at.elapsed();
         let how = match &status {
             Ok(s) => describe(s),
@@ -528,9 +726,16 @@ impl Supervisor {
         }
     }
 
+    /// The stages in start order (publish, transfer workers, ingest); retired ones hidden.
     fn status(&self) -> Vec<StageStatus> {
-        self.children
-            .iter()
+        let rank = |name: &str| match name {
+            "publish" => 0,
+            "ingest" => 2,
+            _ => 1,
+        };
+        let mut live: Vec<&Child> = self.children.iter().filter(|c| !c.retired).collect();
+        live.sort_by_key(|c| rank(&c.name));
+        live.into_iter()
             .map(|c| StageStatus {
                 name: c.name.clone(),
                 pid: c.pid,
@@ -553,8 +758,13 @@ impl Supervisor {
                     stages: self.status(),
                 });
             }
+            CtlRequest::Reload => self.reload(Some(reply)),
             CtlRequest::Restart { stage } => {
-                let Some(idx) = self.children.iter().position(|c| c.name == stage) else {
+                let Some(idx) = self
+                    .children
+                    .iter()
+                    .position(|c| c.name == stage && !c.retired)
+                else {
                     let known: Vec<&str> = self.children.iter().map(|c| c.name.as_str()).collect();
                     let _ = reply.send(CtlResponse::Error(format!(
                         "no stage named {stage:?}; stages: {}",
@@ -591,10 +801,14 @@ impl Supervisor {
 
     /// Stops the stages in reverse start order: ingest, transfer workers, publish.
     async fn drain(&mut self, rx: &mut mpsc::UnboundedReceiver<Event>) {
-        let n = self.children.len();
-        let ingest = vec![n - 1];
-        let transfers: Vec<usize> = (1..n - 1).collect();
-        let publish = vec![0];
+        let by = |f: &dyn Fn(&str) -> bool| -> Vec<usize> {
+            (0..self.children.len())
+                .filter(|&i| f(&self.children[i].name))
+                .collect()
+        };
+        let ingest = by(&|n| n == "ingest");
+        let transfers = by(&|n| n.starts_with("transfer:"));
+        let publish = by(&|n| n == "publish");
         let grace = self.drain + Duration::from_secs(10);
         for group in [ingest, transfers, publish] {
             if !self.stop_group(&group, rx, grace).await {
@@ -752,12 +966,14 @@ async fn forward_signals(tx: mpsc::UnboundedSender<Event>) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
     loop {
-        let sig = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
+        let ev = tokio::select! {
+            _ = term.recv() => Event::Signal("SIGTERM"),
+            _ = int.recv() => Event::Signal("SIGINT"),
+            _ = hup.recv() => Event::Reload(None),
         };
-        if tx.send(Event::Signal(sig)).is_err() {
+        if tx.send(ev).is_err() {
             return;
         }
     }

@@ -140,6 +140,8 @@ pub struct IngestDetail {
     /// Messages read and not yet complete.
     pub tracked: u64,
     pub paused_partitions: u64,
+    /// The ftp connections tasks are routed to (after the last reload).
+    pub connections: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -190,6 +192,8 @@ pub enum SupervisorToStage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CtlRequest {
     Status,
+    /// Re-read connections.ini (as SIGHUP does).
+    Reload,
     /// Restart one stage (`ingest`, `publish`, `transfer:<id>`) while the others run.
     Restart {
         stage: String,
@@ -217,6 +221,12 @@ pub enum CtlResponse {
     Restarted {
         stage: String,
         pid: u32,
+    },
+    /// A reload was applied: connection ids added, removed, restarted (changed).
+    Reloaded {
+        added: Vec<String>,
+        removed: Vec<String>,
+        restarted: Vec<String>,
     },
     Error(String),
 }

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use ftp_pooler_channel::{
@@ -55,7 +55,7 @@ pub enum IngestError {
 
 /// Where tracker output goes: the link queues.
 struct Outlets {
-    transfers: HashMap<String, mpsc::UnboundedSender<IngestToTransfer>>,
+    transfers: RwLock<HashMap<String, mpsc::UnboundedSender<IngestToTransfer>>>,
     publish: mpsc::UnboundedSender<ToPublish>,
 }
 
@@ -65,7 +65,7 @@ impl Outlets {
         for out in outs {
             match out {
                 Out::Transfer(conn, job) => {
-                    if let Some(tx) = self.transfers.get(&conn) {
+                    if let Some(tx) = self.transfers.read().expect("outlets").get(&conn) {
                         let _ = tx.send(IngestToTransfer::Job(job));
                     }
                 }
@@ -84,7 +84,10 @@ struct Shared {
     outlets: Outlets,
     topic: String,
     revoke_wait: Duration,
-    registry: Registry,
+    /// The connections tasks are routed by (replaced on reload).
+    registry: RwLock<Registry>,
+    /// Connections removed by a reload whose worker has not stopped yet.
+    retiring: Mutex<std::collections::HashSet<String>>,
     /// Set once the final drain is over: a revoke while closing does not wait again.
     closing: AtomicBool,
     stats: Mutex<IngestDetail>,
@@ -261,6 +264,9 @@ pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), IngestError>
             break g;
         }
     };
+    // SIGHUP (reload) is handled from the start: its default action would end the process.
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .expect("SIGHUP handler");
     let settings = &config.settings;
     let drain = Duration::from_secs(settings.shutdown.drain_timeout_seconds);
     let supervisor =
@@ -288,61 +294,30 @@ pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), IngestError>
         generation,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut transfer_rx = Vec::new();
-    let mut transfers = HashMap::new();
-    for (id, _) in config.registry.ftp() {
-        let (tx, rx) = mpsc::unbounded_channel();
-        transfers.insert(id.to_string(), tx);
-        transfer_rx.push((id.to_string(), rx));
-    }
     let (publish_tx, publish_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         tracker: tracker.clone(),
         acked: Condvar::new(),
         outlets: Outlets {
-            transfers,
+            transfers: RwLock::new(HashMap::new()),
             publish: publish_tx,
         },
         topic: settings.kafka.input_topic.clone(),
         revoke_wait: drain,
-        registry: config.registry.clone(),
+        registry: RwLock::new(config.registry.clone()),
+        retiring: Mutex::new(Default::default()),
         closing: AtomicBool::new(false),
         stats: Mutex::new(IngestDetail::default()),
         metrics: IngestMetrics::new(),
     });
 
     let mut links = Vec::new();
-    for (conn, rx) in transfer_rx {
-        let sh = shared.clone();
-        let conn2 = conn.clone();
-        links.push(tokio::spawn(run_link(
-            LinkSpec {
-                path: paths.transfer(&conn),
-                me: Role::Ingest,
-                peer: Role::Transfer,
-                hello: hello.clone(),
-            },
-            tracker.clone(),
-            rx,
-            move |t: &mut Tracker| {
-                t.pending_for_transfer(&conn)
-                    .into_iter()
-                    .map(IngestToTransfer::Job)
-                    .collect()
-            },
-            move |ev: LinkEvent<TransferToIngest>| match ev {
-                LinkEvent::Received(TransferToIngest::Started(id)) => {
-                    sh.tracker.lock().expect("tracker").started(id);
-                }
-                LinkEvent::Connected => tracing::info!(connection = %conn2, "connected to transfer worker"),
-                LinkEvent::Lost => {
-                    tracing::warn!(connection = %conn2, "lost transfer worker; its jobs will be re-sent");
-                    sh.with(|t| (t.transfer_lost(&conn2), ()));
-                    sh.acked.notify_all();
-                }
-            },
-            stop_rx.clone(),
-        )));
+    let mut transfer_links: HashMap<String, TransferLink> = HashMap::new();
+    for (conn, _) in config.registry.ftp() {
+        transfer_links.insert(
+            conn.to_string(),
+            TransferLink::spawn(&shared, &paths, &hello, conn),
+        );
     }
     {
         let sh = shared.clone();
@@ -394,7 +369,13 @@ pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), IngestError>
     };
 
     let shutdown = supervisor.shutdown_requested();
-    let why = shutdown.await;
+    tokio::pin!(shutdown);
+    let why = loop {
+        tokio::select! {
+            why = &mut shutdown => break why,
+            _ = hup.recv() => reload(&shared, &config, &paths, &hello, &mut transfer_links),
+        }
+    };
     tracing::info!(
         reason = why,
         "stopping: no more fetching, draining in-flight messages"
@@ -403,6 +384,10 @@ pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), IngestError>
     let joined = tokio::task::spawn_blocking(move || consumer_thread.join()).await;
     let _ = stop_tx.send(true);
     reporter.abort();
+    for (_, l) in transfer_links {
+        l.stop();
+        let _ = l.task.await;
+    }
     for l in links {
         let _ = l.await;
     }
@@ -413,6 +398,141 @@ pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), IngestError>
         }
         _ => Err(IngestError::Thread("consumer thread panicked".into())),
     }
+}
+
+/// The link to one transfer worker, with its own stop switch (a reload may remove it).
+struct TransferLink {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TransferLink {
+    fn spawn(
+        shared: &Arc<Shared>,
+        paths: &RuntimePaths,
+        hello: &Hello,
+        conn: &str,
+    ) -> TransferLink {
+        let (tx, rx) = mpsc::unbounded_channel();
+        shared
+            .outlets
+            .transfers
+            .write()
+            .expect("outlets")
+            .insert(conn.to_string(), tx);
+        let (stop, stop_rx) = watch::channel(false);
+        let sh = shared.clone();
+        let conn = conn.to_string();
+        let conn2 = conn.clone();
+        let task = tokio::spawn(run_link(
+            LinkSpec {
+                path: paths.transfer(&conn),
+                me: Role::Ingest,
+                peer: Role::Transfer,
+                hello: hello.clone(),
+            },
+            shared.tracker.clone(),
+            rx,
+            move |t: &mut Tracker| {
+                t.pending_for_transfer(&conn)
+                    .into_iter()
+                    .map(IngestToTransfer::Job)
+                    .collect()
+            },
+            move |ev: LinkEvent<TransferToIngest>| match ev {
+                LinkEvent::Received(TransferToIngest::Started(id)) => {
+                    sh.tracker.lock().expect("tracker").started(id);
+                }
+                LinkEvent::Connected => {
+                    tracing::info!(connection = %conn2, "connected to transfer worker")
+                }
+                LinkEvent::Lost if sh.retiring.lock().expect("retiring").contains(&conn2) => {
+                    // Removed by a reload: its worker finished what it was running. Give
+                    // the last acks a moment to arrive, then fail what never ran.
+                    tracing::info!(connection = %conn2, "worker of a removed connection stopped");
+                    let sh = sh.clone();
+                    let conn = conn2.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        sh.with(|t| (t.connection_removed(&conn), ()));
+                        sh.acked.notify_all();
+                        sh.retiring.lock().expect("retiring").remove(&conn);
+                    });
+                }
+                LinkEvent::Lost => {
+                    tracing::warn!(connection = %conn2, "lost transfer worker; its jobs will be re-sent");
+                    sh.with(|t| (t.transfer_lost(&conn2), ()));
+                    sh.acked.notify_all();
+                }
+            },
+            stop_rx,
+        ));
+        TransferLink { stop, task }
+    }
+
+    fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// SIGHUP: re-reads connections.ini. New connections get a link, removed ones are failed
+/// (INVALID_CONFIG) once their worker has stopped, windows follow the new budget. An
+/// invalid file changes nothing.
+fn reload(
+    shared: &Arc<Shared>,
+    config: &Config,
+    paths: &RuntimePaths,
+    hello: &Hello,
+    links: &mut HashMap<String, TransferLink>,
+) {
+    let registry = match Registry::load(&config.connections_file) {
+        Ok(r) => r,
+        Err(errors) => {
+            for e in errors.iter() {
+                tracing::error!(error = %e, "reload rejected; the running connections stay");
+            }
+            return;
+        }
+    };
+    let new: std::collections::BTreeSet<String> =
+        registry.ftp().map(|(id, _)| id.to_string()).collect();
+    let old: std::collections::BTreeSet<String> = links.keys().cloned().collect();
+    for id in new.difference(&old) {
+        links.insert(id.clone(), TransferLink::spawn(shared, paths, hello, id));
+    }
+    for id in old.difference(&new) {
+        shared.retiring.lock().expect("retiring").insert(id.clone());
+        if let Some(link) = links.get(id) {
+            // The link keeps its connection until the worker stops; then it goes.
+            let task_stop = link.stop.clone();
+            let sh = shared.clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                while sh.retiring.lock().expect("retiring").contains(&id) {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                let _ = task_stop.send(true);
+                sh.outlets.transfers.write().expect("outlets").remove(&id);
+            });
+        }
+    }
+    links
+        .retain(|id, _| new.contains(id) || shared.retiring.lock().expect("retiring").contains(id));
+    let window: HashMap<String, usize> =
+        ftp_pooler_config::session_budget(&config.settings, &registry)
+            .into_iter()
+            .map(|(id, sessions)| (id, 2 * sessions as usize))
+            .collect();
+    shared.with(|t| {
+        t.set_windows(window);
+        (Vec::new(), ())
+    });
+    tracing::info!(
+        added = ?new.difference(&old).collect::<Vec<_>>(),
+        removed = ?old.difference(&new).collect::<Vec<_>>(),
+        "connections reloaded"
+    );
+    *shared.registry.write().expect("registry") = registry;
 }
 
 /// The consumer thread: poll, track, dispatch, pause/resume, commit; drain on stop.
@@ -520,6 +640,13 @@ fn report(shared: &Shared) -> StageReport {
         (t.len() as u64, t.paused() as u64)
     };
     let mut detail = shared.stats.lock().expect("stats").clone();
+    detail.connections = shared
+        .registry
+        .read()
+        .expect("registry")
+        .ftp()
+        .map(|(id, _)| id.to_string())
+        .collect();
     detail.tracked = tracked;
     detail.paused_partitions = paused;
     detail.tasks_received = shared.metrics.received.get();
@@ -589,7 +716,7 @@ fn handle(
             };
             shared.with(|t| (t.track_direct(item), ()));
         }
-        Ok(task) => match Route::resolve(&task, &shared.registry) {
+        Ok(task) => match Route::resolve(&task, &shared.registry.read().expect("registry")) {
             Err(e) => {
                 shared.stats.lock().expect("stats").invalid_tasks += 1;
                 tracing::info!(task_id = %task.task_id, error = %e, "invalid task: failure result");

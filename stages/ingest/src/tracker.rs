@@ -376,6 +376,48 @@ impl Tracker {
         out
     }
 
+    /// New per-connection windows (a reload changed the budget).
+    pub fn set_windows(&mut self, window: HashMap<String, usize>) {
+        self.limits.window = window;
+    }
+
+    /// `conn` was removed by a reload and its worker has stopped: every job of it still
+    /// tracked never ran to a result here and becomes an INVALID_CONFIG failure.
+    pub fn connection_removed(&mut self, conn: &str) -> Vec<Out> {
+        let mut out = Vec::new();
+        for p in self.partitions.values_mut() {
+            for e in p.entries.values_mut() {
+                let Kind::Job { conn: c, job } = &e.kind else {
+                    continue;
+                };
+                if c != conn {
+                    continue;
+                }
+                let result = TransferResult::failure(
+                    &job.task,
+                    ErrorCode::InvalidConfig,
+                    format!("connection {conn:?} was removed from the connections file before this task ran"),
+                    0,
+                    0,
+                );
+                let item = ToPublish::Result {
+                    id: job.id,
+                    result,
+                    direction: Some(job.route.direction),
+                };
+                if e.state == State::Backlog {
+                    p.backlog -= 1;
+                }
+                out.push(Out::Publish(item.clone()));
+                e.kind = Kind::Direct(item);
+                e.state = State::Sent;
+                e.suspect = false;
+            }
+        }
+        self.conns.remove(conn);
+        out
+    }
+
     /// Jobs the worker of `conn` must have: sent or started, not yet confirmed.
     pub fn pending_for_transfer(&self, conn: &str) -> Vec<Job> {
         let mut jobs = Vec::new();
@@ -805,6 +847,25 @@ mod tests {
         assert_eq!(t.commit_point(0), Some(0));
         assert_eq!(sent_offsets(&t.forget(&[0])), [0]);
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn a_removed_connection_fails_what_it_still_had() {
+        let mut t = Tracker::new(GEN, limits(1), 3);
+        t.track_job("a", job(0, 0));
+        t.track_job("a", job(0, 1));
+        t.track_job("b", job(1, 0));
+        let out = t.connection_removed("a");
+        assert_eq!(sent_offsets(&out), [0, 1]);
+        assert!(out
+            .iter()
+            .all(|o| failure_code(o) == Some(ErrorCode::InvalidConfig)));
+        assert!(t.pending_for_transfer("a").is_empty());
+        assert_eq!(t.pending_for_publish().len(), 2);
+        t.ack(id(0, 0));
+        t.ack(id(0, 1));
+        assert_eq!(t.commit_point(0), Some(2));
+        assert_eq!(t.pending_for_transfer("b").len(), 1, "b untouched");
     }
 
     #[test]
