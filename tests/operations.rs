@@ -42,7 +42,7 @@ impl Bed {
 
     fn start_with_env(&self, extra: &str, env: &[(&str, &str)]) -> Service {
         let yaml = self.topics.config_yaml(&format!(
-            "logging:\n  format: json\nshutdown:\n  drain_timeout_seconds: 10\n{extra}"
+            "shutdown:\n  drain_timeout_seconds: 10\nlogging:\n  format: json\n{extra}"
         ));
         let ini = format!(
             "{}\n[local]\ntype = local\nbase_path = {}\n",
@@ -331,7 +331,11 @@ fn parse_prometheus(text: &str) -> HashMap<String, f64> {
 async fn the_scrape_matches_what_was_published_and_logs_are_json_without_secrets() {
     let bed = Bed::new().await;
     let watcher = Watcher::start(&bed.topics).await;
-    let mut svc = bed.start("");
+    let log_dir = tempfile::tempdir().unwrap();
+    let mut svc = bed.start(&format!(
+        "  file: {}/ftp-pooler.log\n",
+        log_dir.path().display()
+    ));
     svc.wait_ready(Duration::from_secs(60)).await;
     let mut payloads = Vec::new();
     for i in 0..30 {
@@ -469,6 +473,51 @@ async fn the_scrape_matches_what_was_published_and_logs_are_json_without_secrets
         }
     }
     assert_eq!(outcomes, 34, "one event per task outcome");
+    // The daily-rolling file holds the same JSON lines.
+    let files: Vec<_> = std::fs::read_dir(log_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with("ftp-pooler.log."));
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    let in_file = text
+        .lines()
+        .filter(|l| l.contains("\"task finished\""))
+        .count();
+    assert_eq!(in_file, 34);
+    for line in text.lines() {
+        serde_json::from_str::<Value>(line)
+            .unwrap_or_else(|e| panic!("file line not JSON ({e}): {line}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_is_503_while_the_broker_is_unreachable() {
+    let bed = Bed::new().await;
+    let dead = ftp_pooler_testbed::free_port();
+    let svc = bed.start_with_env(
+        "",
+        &[(
+            "FTP_POOLER_KAFKA__BOOTSTRAP_SERVERS",
+            format!("127.0.0.1:{dead}").as_str(),
+        )],
+    );
+    let mut svc = svc;
+    svc.wait_ready(Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (s, v) = get_json(svc.api_port, "/ready").await;
+    assert_eq!(s, 503, "{v}");
+    assert_eq!(v["reason"], "broker_unreachable", "{v}");
+    assert_eq!(
+        get_json(svc.api_port, "/live").await.0,
+        200,
+        "alive all the same"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
