@@ -607,3 +607,26 @@ async fn a_stalled_data_connection_is_a_transfer_timeout_and_leaves_no_temp_file
         "no partial destination"
     );
 }
+
+#[tokio::test]
+async fn without_reuse_every_task_logs_in() {
+    let server = FtpServer::start(FtpKind::Pyftpdlib, false);
+    let bed = Bed::new(&[&server], |s, _| {
+        s.pool.max_sessions_per_connection = 4;
+        s.pool.reuse_sessions = false;
+    });
+    let engine = bed.engine("a");
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        server.put(&format!("nr/f{i}.bin"), &data(i, 100));
+        tasks.push(bed.task(
+            &format!("n{i}"),
+            ("a", &format!("nr/f{i}.bin")),
+            ("local", &format!("nr/f{i}.bin")),
+        ));
+    }
+    assert_success(&run_all(&engine, &tasks).await);
+    let stats = engine.pool().stats();
+    assert_eq!(stats.logins, 20, "{stats:?}");
+    assert_eq!(stats.idle, 0);
+}

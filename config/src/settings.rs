@@ -64,6 +64,9 @@ pub struct PoolSettings {
     pub prewarm_enabled: bool,
     pub prewarm_sessions_per_connection: u64,
     pub prewarm_timeout_seconds: u64,
+    /// New: reuse sessions across tasks (the point of the pool). `false` logs in for every
+    /// task and quits after it: for benchmarks and for servers that cannot bear reuse.
+    pub reuse_sessions: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,6 +142,7 @@ impl Default for PoolSettings {
             prewarm_enabled: true,
             prewarm_sessions_per_connection: 2,
             prewarm_timeout_seconds: 30,
+            reuse_sessions: true,
         }
     }
 }

@@ -93,13 +93,16 @@ impl Engine {
             .copied()
             .unwrap_or(1) as usize;
         let opts = SessionOptions::for_connection(&conn, &s.transfer);
-        let pool = Pool::new(
+        let mut pool = Pool::new(
             conn,
             tls,
             opts,
             limit,
             Duration::from_secs(s.pool.session_timeout_seconds),
         );
+        if !s.pool.reuse_sessions {
+            pool = pool.without_reuse();
+        }
         let locals = config
             .registry
             .iter()

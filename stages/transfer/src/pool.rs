@@ -54,6 +54,8 @@ struct Inner {
     opts: SessionOptions,
     limit: usize,
     idle_timeout: Duration,
+    /// `pool.reuse_sessions`: when false, a released session is closed, not kept.
+    reuse: bool,
     permits: Arc<Semaphore>,
     shared: Mutex<Shared>,
     open: AtomicUsize,
@@ -106,6 +108,7 @@ impl Pool {
                 opts,
                 limit,
                 idle_timeout,
+                reuse: true,
                 permits: Arc::new(Semaphore::new(limit)),
                 shared: Mutex::new(Shared {
                     idle: Vec::new(),
@@ -124,6 +127,15 @@ impl Pool {
 
     pub fn limit(&self) -> usize {
         self.inner.limit
+    }
+
+    /// Turns session reuse off (`pool.reuse_sessions: false`): one login per task.
+    pub fn without_reuse(self) -> Pool {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| panic!("set before use"));
+        inner.reuse = false;
+        Pool {
+            inner: Arc::new(inner),
+        }
     }
 
     pub fn stats(&self) -> PoolStats {
@@ -353,7 +365,10 @@ impl Lease {
     /// Gives the session back for reuse (discarded instead when poisoned).
     pub fn release(mut self) {
         if let Some(session) = self.session.take() {
-            if session.is_poisoned() {
+            if !self.inner.reuse {
+                self.inner.open.fetch_sub(1, Ordering::Relaxed);
+                tokio::spawn(session.quit());
+            } else if session.is_poisoned() {
                 self.inner.open.fetch_sub(1, Ordering::Relaxed);
                 self.inner.discarded.fetch_add(1, Ordering::Relaxed);
             } else {
