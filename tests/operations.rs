@@ -104,8 +104,15 @@ async fn every_route_answers_with_the_python_shapes_and_no_secret() {
         (200, json!({"status": "alive"}))
     );
 
-    // Let every stage report once more (pre-warmed sessions show up).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Wait for the pre-warmed sessions to show up in a report.
+    let start = Instant::now();
+    while get_json(port, "/pool/stats").await.1["total_sessions"] != 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no pre-warmed sessions reported"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (s, stats) = get_json(port, "/stats").await;
     assert_eq!(s, 200);
     for key in ["running", "pool", "consumer", "producer", "dlq", "transfer"] {
@@ -386,6 +393,7 @@ async fn the_scrape_matches_what_was_published_and_logs_are_json_without_secrets
         if get("ftp_tasks_total{status=\"success\"}") == successes
             && get("ftp_tasks_total{status=\"failed\"}") == failures
             && get("ftp_dlq_messages_total") == 2.0
+            && get("ftp_kafka_messages_received_total") == 36.0
         {
             break samples;
         }

@@ -346,6 +346,8 @@ pub struct Record {
     pub topic: String,
     pub key: Option<String>,
     pub value: Value,
+    /// When the watcher read it.
+    pub at: Instant,
 }
 
 /// Everything seen so far on the watched topics.
@@ -403,6 +405,7 @@ impl Watcher {
                     topic: msg.topic().to_string(),
                     key: msg.key().map(|k| String::from_utf8_lossy(k).into_owned()),
                     value,
+                    at: Instant::now(),
                 };
                 let mut seen = s.lock().unwrap();
                 if record.topic == dlq {

@@ -1,0 +1,791 @@
+//! `ftp-pooler-bench` (run by `scripts/bench`): the service against real baselines, side
+//! by side, in one run on one machine, on the same vsftpd. Each scenario repeats and
+//! reports medians; the report (`docs/BENCHMARKS.md`) and a chart (`docs/benchmarks.svg`)
+//! are written from the figures of this run.
+//!
+//! Scenarios: small files down and up (service with 10 sessions vs `lftp mirror
+//! --parallel=10`), pooled vs connect-per-task (`pool.reuse_sessions: false`), one large
+//! file down and up (service vs `curl`), the transfer worker's peak RSS for a 64 MiB and a
+//! large file, produce-to-result latency at a steady 100 tasks/s, and scale-out with 1, 2
+//! and 3 instances in one group on 6 partitions.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ftp_pooler_testbed::broker;
+use ftp_pooler_testbed::service::{Service, Topics, Watcher};
+use ftp_pooler_testbed::{ftp_password, ftp_user, FtpKind, FtpServer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use serde_json::json;
+
+struct Args {
+    exe: PathBuf,
+    out: PathBuf,
+    chart: PathBuf,
+    small: usize,
+    repeats: usize,
+    large_mib: u64,
+    command: String,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        exe: PathBuf::from("target/release/ftp-pooler"),
+        out: PathBuf::from("docs/BENCHMARKS.md"),
+        chart: PathBuf::from("docs/benchmarks.svg"),
+        small: 2000,
+        repeats: 3,
+        large_mib: 1024,
+        command: String::from("scripts/bench"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut v = || it.next().unwrap_or_else(|| panic!("{k} needs a value"));
+        match k.as_str() {
+            "--exe" => a.exe = v().into(),
+            "--out" => a.out = v().into(),
+            "--chart" => a.chart = v().into(),
+            "--small" => a.small = v().parse().expect("--small N"),
+            "--repeats" => a.repeats = v().parse().expect("--repeats N"),
+            "--large-mib" => a.large_mib = v().parse().expect("--large-mib N"),
+            "--command" => a.command = v(),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    a
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if v.is_empty() {
+        return 0.0;
+    }
+    let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+fn log(msg: &str) {
+    eprintln!("[bench] {msg}");
+}
+
+/// One service instance for a scenario, with a warm-up task done.
+struct Bench {
+    server: FtpServer,
+    storage: tempfile::TempDir,
+    work: tempfile::TempDir,
+    exe: PathBuf,
+}
+
+impl Bench {
+    fn connections(&self) -> String {
+        format!(
+            "{}\n[local]\ntype = local\nbase_path = {}\n",
+            self.server.ini_section("ftp"),
+            self.storage.path().display()
+        )
+    }
+
+    fn yaml(&self, topics: &Topics, sessions: u64, reuse: bool) -> String {
+        topics.config_yaml(&format!(
+            "pool:\n  max_sessions_per_connection: {sessions}\n  prewarm_sessions_per_connection: {sessions}\n  reuse_sessions: {reuse}\ntransfer:\n  transfer_timeout_seconds: 900\nlogging:\n  level: WARNING\n  format: text\n"
+        ))
+    }
+
+    async fn start(&self, name: &str, topics: &Topics, sessions: u64, reuse: bool) -> Service {
+        let mut svc = Service::start(
+            &self.exe,
+            &self.work.path().join(name),
+            &self.yaml(topics, sessions, reuse),
+            &self.connections(),
+        );
+        svc.wait_ready(Duration::from_secs(120)).await;
+        svc
+    }
+}
+
+/// One producer for the whole run (creating one per batch would be timed too).
+fn producer() -> &'static FutureProducer {
+    static P: std::sync::OnceLock<FutureProducer> = std::sync::OnceLock::new();
+    P.get_or_init(|| {
+        ClientConfig::new()
+            .set("bootstrap.servers", broker().bootstrap())
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "1")
+            .create()
+            .expect("producer")
+    })
+}
+
+async fn produce(topic: &str, tasks: &[(Option<String>, Vec<u8>)]) {
+    let p = producer();
+    let sends = tasks.iter().map(|(key, value)| async move {
+        let mut record = FutureRecord::<str, [u8]>::to(topic).payload(value.as_slice());
+        if let Some(k) = key {
+            record = record.key(k.as_str());
+        }
+        p.send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produce");
+    });
+    futures::future::join_all(sends).await;
+}
+
+fn task(id: &str, src: (&str, &str), dst: (&str, &str)) -> (Option<String>, Vec<u8>) {
+    (
+        Some(id.to_string()),
+        serde_json::to_vec(&json!({"task_id": id, "src_id": src.0, "src_path": src.1, "dst_id": dst.0, "dst_path": dst.1})).unwrap(),
+    )
+}
+
+/// Produces `tasks` and waits for all their results; returns the seconds from the first
+/// produce to the last result read.
+async fn timed_run(topics: &Topics, watcher: &Watcher, tasks: &[(Option<String>, Vec<u8>)]) -> f64 {
+    timed_run_detail(topics, watcher, tasks).await.0
+}
+
+/// As [`timed_run`], with the mean `duration_ms` the results report (time inside the
+/// transfer worker: session, FTP commands, data, fsync, rename).
+async fn timed_run_detail(
+    topics: &Topics,
+    watcher: &Watcher,
+    tasks: &[(Option<String>, Vec<u8>)],
+) -> (f64, f64) {
+    let ids: Vec<String> = tasks.iter().filter_map(|t| t.0.clone()).collect();
+    let t0 = Instant::now();
+    produce(&topics.tasks, tasks).await;
+    let seen = watcher
+        .wait_for(
+            Duration::from_secs(1800),
+            "bench run",
+            |s| ids.iter().all(|i| s.by_task.contains_key(i)),
+            String::new,
+        )
+        .await;
+    let failed: Vec<&String> = ids
+        .iter()
+        .filter(|i| seen.by_task[*i][0].value["status"] != "success")
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "failed tasks: {:?} e.g. {}",
+        failed.len(),
+        seen.by_task[failed[0]][0].value
+    );
+    let last = ids.iter().map(|i| seen.by_task[i][0].at).max().unwrap();
+    let mean_ms = ids
+        .iter()
+        .map(|i| {
+            seen.by_task[i][0].value["duration_ms"]
+                .as_f64()
+                .unwrap_or(0.0)
+        })
+        .sum::<f64>()
+        / ids.len() as f64;
+    (last.duration_since(t0).as_secs_f64(), mean_ms)
+}
+
+async fn warm_up(topics: &Topics, watcher: &Watcher, server: &FtpServer, tag: &str) {
+    server.put("warm.bin", b"warm");
+    timed_run(
+        topics,
+        watcher,
+        &[task(
+            &format!("warm-{tag}"),
+            ("ftp", "warm.bin"),
+            ("local", &format!("warm/{tag}.bin")),
+        )],
+    )
+    .await;
+}
+
+fn lftp(server: &FtpServer, script: &str) -> f64 {
+    let t0 = Instant::now();
+    let out = Command::new("lftp")
+        .arg("-u")
+        .arg(format!("{},{}", ftp_user(), ftp_password()))
+        .arg("-e")
+        .arg(format!(
+            "set net:max-retries 1; set ftp:passive-mode on; set xfer:clobber on; {script}; quit"
+        ))
+        .arg(format!("ftp://127.0.0.1:{}", server.port))
+        .output()
+        .expect("lftp (scripts/testbed/install.sh installs it)");
+    assert!(
+        out.status.success(),
+        "lftp: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t0.elapsed().as_secs_f64()
+}
+
+fn curl(args: &[&str]) -> f64 {
+    let t0 = Instant::now();
+    let out = Command::new("curl")
+        .args(["-sS", "--fail"])
+        .args(args)
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t0.elapsed().as_secs_f64()
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn sparse(path: &Path, bytes: u64) {
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(bytes).unwrap();
+}
+
+struct Row {
+    scenario: String,
+    ours: String,
+    baseline: String,
+    ratio: f64,
+    goal: Option<f64>,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let a = args();
+    let bench = Bench {
+        server: FtpServer::start(FtpKind::Vsftpd, false),
+        storage: tempfile::Builder::new()
+            .prefix("bench-storage-")
+            .tempdir()
+            .unwrap(),
+        work: tempfile::Builder::new().prefix("bench-").tempdir().unwrap(),
+        exe: std::fs::canonicalize(&a.exe).expect("the release binary (cargo build --release)"),
+    };
+    let url = |p: &str| {
+        format!(
+            "ftp://{}:{}@127.0.0.1:{}/{p}",
+            ftp_user(),
+            ftp_password(),
+            bench.server.port
+        )
+    };
+    let mut rows: Vec<Row> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+    let n = a.small;
+
+    // Small files on the server and locally.
+    log(&format!("preparing {n} files of 4 KiB on each side"));
+    for i in 0..n {
+        bench
+            .server
+            .put(&format!("small/f{i:05}.bin"), &vec![(i % 251) as u8; 4096]);
+        let up = bench.storage.path().join(format!("up/f{i:05}.bin"));
+        std::fs::create_dir_all(up.parent().unwrap()).unwrap();
+        std::fs::write(up, vec![(i % 241) as u8; 4096]).unwrap();
+    }
+
+    // 1 and 2: small files, pooled (10 sessions), vs lftp --parallel=10; uploads too.
+    let topics = Topics::create(3).await;
+    let watcher = Watcher::start(&topics).await;
+    let svc = bench.start("pooled", &topics, 10, true).await;
+    warm_up(&topics, &watcher, &bench.server, "pooled").await;
+    let (mut down, mut up, mut lftp_down, mut lftp_up) = (vec![], vec![], vec![], vec![]);
+    let mut in_worker = vec![];
+    for r in 0..a.repeats {
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                task(
+                    &format!("d{r}-{i}"),
+                    ("ftp", &format!("small/f{i:05}.bin")),
+                    ("local", &format!("down/{r}/f{i:05}.bin")),
+                )
+            })
+            .collect();
+        let (s, mean_ms) = timed_run_detail(&topics, &watcher, &tasks).await;
+        in_worker.push(mean_ms);
+        down.push(n as f64 / s);
+        let dir = bench.storage.path().join(format!("lftp-down/{r}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let s = lftp(
+            &bench.server,
+            &format!("mirror --parallel=10 /small {}", dir.display()),
+        );
+        lftp_down.push(n as f64 / s);
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                task(
+                    &format!("u{r}-{i}"),
+                    ("local", &format!("up/f{i:05}.bin")),
+                    ("ftp", &format!("/svc-up/{r}/f{i:05}.bin")),
+                )
+            })
+            .collect();
+        let s = timed_run(&topics, &watcher, &tasks).await;
+        up.push(n as f64 / s);
+        let s = lftp(
+            &bench.server,
+            &format!(
+                "mirror -R --parallel=10 {} /lftp-up/{r}",
+                bench.storage.path().join("up").display()
+            ),
+        );
+        lftp_up.push(n as f64 / s);
+        log(&format!(
+            "small files round {r}: down {:.0}/s vs lftp {:.0}/s, up {:.0}/s vs lftp {:.0}/s",
+            down[r], lftp_down[r], up[r], lftp_up[r]
+        ));
+    }
+    let (down_m, lftp_down_m, up_m, lftp_up_m) =
+        (median(down), median(lftp_down), median(up), median(lftp_up));
+    let worker_ms = median(in_worker);
+    notes.push(format!(
+        "Small downloads: a task spends {worker_ms:.2} ms (median of the runs' means) inside the transfer worker (session, RETR, fsync, rename); with 10 sessions that bounds the rate at {:.0} files/s, against {down_m:.0} measured end to end.",
+        10.0 * 1000.0 / worker_ms.max(0.001)
+    ));
+    rows.push(Row {
+        scenario: format!("{n} x 4 KiB downloads, 10 sessions (files/s)"),
+        ours: format!("{down_m:.0}"),
+        baseline: format!("lftp mirror --parallel=10: {lftp_down_m:.0}"),
+        ratio: down_m / lftp_down_m,
+        goal: Some(1.0),
+    });
+    rows.push(Row {
+        scenario: format!("{n} x 4 KiB uploads, 10 sessions (files/s)"),
+        ours: format!("{up_m:.0}"),
+        baseline: format!("lftp mirror -R --parallel=10: {lftp_up_m:.0}"),
+        ratio: up_m / lftp_up_m,
+        goal: Some(1.0),
+    });
+
+    // 4: latency at a steady 100 tasks/s.
+    let mut lat = Vec::new();
+    let secs = 10usize;
+    let mut sent: HashMap<String, Instant> = HashMap::new();
+    for t in 0..secs {
+        let tick = Instant::now();
+        let batch: Vec<_> = (0..10)
+            .flat_map(|k| (0..10).map(move |j| (k, j)))
+            .map(|(k, j)| {
+                let i = (t * 100 + k * 10 + j) % n;
+                task(
+                    &format!("l{t}-{k}-{j}"),
+                    ("ftp", &format!("small/f{i:05}.bin")),
+                    ("local", &format!("lat/{t}/{k}-{j}.bin")),
+                )
+            })
+            .collect();
+        // 10 bursts of 10 per second.
+        for chunk in batch.chunks(10) {
+            let at = Instant::now();
+            produce(&topics.tasks, chunk).await;
+            for c in chunk {
+                sent.insert(c.0.clone().unwrap(), at);
+            }
+            tokio::time::sleep(Duration::from_millis(100).saturating_sub(at.elapsed())).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1).saturating_sub(tick.elapsed())).await;
+    }
+    let seen = watcher
+        .wait_for(
+            Duration::from_secs(120),
+            "latency run",
+            |s| sent.keys().all(|k| s.by_task.contains_key(k)),
+            String::new,
+        )
+        .await;
+    for (id, at) in &sent {
+        lat.push(seen.by_task[id][0].at.duration_since(*at).as_secs_f64() * 1000.0);
+    }
+    let (p50, p99) = (percentile(lat.clone(), 50.0), percentile(lat, 99.0));
+    log(&format!(
+        "latency at 100 tasks/s: p50 {p50:.1} ms, p99 {p99:.1} ms"
+    ));
+    notes.push(format!("Produce-to-result latency at a steady 100 tasks/s ({} tasks over {secs} s): **p50 {p50:.1} ms, p99 {p99:.1} ms** (from the producer's send to the watcher reading the result).", secs * 100));
+
+    // 3: one large file, service vs curl; RSS for 64 MiB and the large file.
+    let large = a.large_mib * 1024 * 1024;
+    sparse(&bench.server.root().join("large.bin"), large);
+    sparse(&bench.server.root().join("medium.bin"), 64 * 1024 * 1024);
+    let pid_of = |svc: &Service| -> u32 {
+        svc.stage_processes()
+            .into_iter()
+            .find(|(_, c)| c == "ftp-pooler stage transfer ftp")
+            .map(|(p, _)| p)
+            .expect("worker")
+    };
+    let (mut big_down, mut big_up, mut curl_down, mut curl_up) = (vec![], vec![], vec![], vec![]);
+    let mut rss = Vec::new();
+    for r in 0..a.repeats {
+        // A fresh worker: its peak RSS is this file's.
+        svc.restart_stage("transfer:ftp").await;
+        let worker = pid_of(&svc);
+        if r == 0 {
+            timed_run(
+                &topics,
+                &watcher,
+                &[task(
+                    "medium-0",
+                    ("ftp", "medium.bin"),
+                    ("local", "medium.bin"),
+                )],
+            )
+            .await;
+            rss.push(("64 MiB download".to_string(), peak_rss_kib(worker)));
+            svc.restart_stage("transfer:ftp").await;
+        }
+        let worker = pid_of(&svc);
+        let s = timed_run(
+            &topics,
+            &watcher,
+            &[task(
+                &format!("big-d{r}"),
+                ("ftp", "large.bin"),
+                ("local", "large.bin"),
+            )],
+        )
+        .await;
+        big_down.push(large as f64 / 1e6 / s);
+        let s = timed_run(
+            &topics,
+            &watcher,
+            &[task(
+                &format!("big-u{r}"),
+                ("local", "large.bin"),
+                ("ftp", "/svc-large.bin"),
+            )],
+        )
+        .await;
+        big_up.push(large as f64 / 1e6 / s);
+        if r == 0 {
+            rss.push((
+                format!("{} MiB download + upload", a.large_mib),
+                peak_rss_kib(worker),
+            ));
+        }
+        let dest = bench.storage.path().join("curl-large.bin");
+        let s = curl(&["-o", dest.to_str().unwrap(), &url("large.bin")]);
+        curl_down.push(large as f64 / 1e6 / s);
+        let s = curl(&["-T", dest.to_str().unwrap(), &url("curl-large.bin")]);
+        curl_up.push(large as f64 / 1e6 / s);
+        std::fs::remove_file(&dest).ok();
+        std::fs::remove_file(bench.storage.path().join("large.bin")).ok();
+        std::fs::remove_file(bench.server.root().join("svc-large.bin")).ok();
+        std::fs::remove_file(bench.server.root().join("curl-large.bin")).ok();
+        log(&format!(
+            "large file round {r}: down {:.0} MB/s vs curl {:.0}, up {:.0} vs curl {:.0}",
+            big_down[r], curl_down[r], big_up[r], curl_up[r]
+        ));
+    }
+    let (bd, cd, bu, cu) = (
+        median(big_down),
+        median(curl_down),
+        median(big_up),
+        median(curl_up),
+    );
+    rows.push(Row {
+        scenario: format!("{} MiB download (MB/s)", a.large_mib),
+        ours: format!("{bd:.0}"),
+        baseline: format!("curl: {cd:.0}"),
+        ratio: bd / cd,
+        goal: Some(0.9),
+    });
+    rows.push(Row {
+        scenario: format!("{} MiB upload (MB/s)", a.large_mib),
+        ours: format!("{bu:.0}"),
+        baseline: format!("curl -T: {cu:.0}"),
+        ratio: bu / cu,
+        goal: Some(0.9),
+    });
+    let rss_line = rss
+        .iter()
+        .map(|(w, k)| format!("{w}: {:.1} MiB", *k as f64 / 1024.0))
+        .collect::<Vec<_>>()
+        .join("; ");
+    log(&format!("worker peak RSS: {rss_line}"));
+    notes.push(format!("Transfer worker peak RSS (VmHWM of a fresh worker process): {rss_line}. Flat: it does not grow with the file size."));
+    drop(svc);
+
+    // 2: connect-per-task.
+    let topics_np = Topics::create(3).await;
+    let watcher_np = Watcher::start(&topics_np).await;
+    let svc_np = bench.start("per-task", &topics_np, 10, false).await;
+    warm_up(&topics_np, &watcher_np, &bench.server, "per-task").await;
+    let mut np = Vec::new();
+    for r in 0..a.repeats {
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                task(
+                    &format!("np{r}-{i}"),
+                    ("ftp", &format!("small/f{i:05}.bin")),
+                    ("local", &format!("np/{r}/f{i:05}.bin")),
+                )
+            })
+            .collect();
+        let s = timed_run(&topics_np, &watcher_np, &tasks).await;
+        np.push(n as f64 / s);
+        log(&format!("connect-per-task round {r}: {:.0}/s", np[r]));
+    }
+    let np_m = median(np);
+    rows.push(Row {
+        scenario: format!("{n} x 4 KiB downloads, pooled vs a login per task (files/s)"),
+        ours: format!("{down_m:.0}"),
+        baseline: format!("connect-per-task: {np_m:.0}"),
+        ratio: down_m / np_m,
+        goal: Some(5.0),
+    });
+    drop(svc_np);
+
+    // 5: scale-out, 1-3 instances on 6 partitions.
+    let mut scale = Vec::new();
+    for k in 1..=3usize {
+        let t6 = Topics::create(6).await;
+        let w6 = Watcher::start(&t6).await;
+        let mut svcs = Vec::new();
+        for i in 0..k {
+            svcs.push(bench.start(&format!("scale{k}-{i}"), &t6, 10, true).await);
+        }
+        // Every instance has partitions before the clock starts.
+        let start = Instant::now();
+        while !svcs.iter().all(|s| {
+            s.log()
+                .lines()
+                .any(|l| l.contains("partitions assigned") && !l.contains("parts=[]"))
+        }) {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "instances did not all get partitions"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                task(
+                    &format!("s{k}-{i}"),
+                    ("ftp", &format!("small/f{i:05}.bin")),
+                    ("local", &format!("scale/{k}/f{i:05}.bin")),
+                )
+            })
+            .collect();
+        let s = timed_run(&t6, &w6, &tasks).await;
+        scale.push((k, n as f64 / s));
+        log(&format!(
+            "scale-out {k} instance(s): {:.0} files/s",
+            n as f64 / s
+        ));
+    }
+    notes.push(format!(
+        "Scale-out, one consumer group on a 6-partition topic, all instances on this 2-core machine ({n} x 4 KiB downloads, 10 sessions each): {}.",
+        scale.iter().map(|(k, f)| format!("{k} instance(s): {f:.0} files/s")).collect::<Vec<_>>().join(", ")
+    ));
+
+    write_report(&a, &rows, &notes, &scale);
+    log(&format!(
+        "wrote {} and {}",
+        a.out.display(),
+        a.chart.display()
+    ));
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().next().map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<u64>()
+                    .unwrap_or(0)
+            })
+        })
+        .unwrap_or(0);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{cpus} CPUs ({model}), {:.0} GiB RAM, Linux {}",
+        mem as f64 / 1024.0 / 1024.0,
+        kernel.trim()
+    )
+}
+
+fn version(cmd: &str, arg: &str) -> String {
+    Command::new(cmd)
+        .arg(arg)
+        .output()
+        .ok()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+fn write_report(a: &Args, rows: &[Row], notes: &[String], scale: &[(usize, f64)]) {
+    let mut md = String::new();
+    md.push_str("# Benchmarks\n\n");
+    md.push_str(&format!(
+        "Produced by `{}` on {} (UTC).\n\n",
+        a.command,
+        chrono_now()
+    ));
+    md.push_str(&format!("- Machine: {}\n", machine()));
+    md.push_str(&format!("- ftp-pooler {} (release build); broker Tansu 0.6 (the test bed's); FTP server vsftpd ({}), all on 127.0.0.1\n", env!("CARGO_PKG_VERSION"), "Debian package"));
+    md.push_str(&format!(
+        "- Baselines: {}; {}\n",
+        version("lftp", "--version"),
+        version("curl", "--version")
+    ));
+    md.push_str(&format!("- Each figure is the median of {} runs in this one process; the service figures run end to end (produce to Kafka -> ingest -> transfer -> publish -> result read back).\n\n", a.repeats));
+    md.push_str("| scenario | ftp-pooler | baseline | ratio | goal |\n|---|---|---|---|---|\n");
+    for r in rows {
+        let goal = r
+            .goal
+            .map(|g| {
+                let ok = if r.ratio >= g { "met" } else { "not met" };
+                format!(">= {g:.1}x: {ok}")
+            })
+            .unwrap_or_default();
+        md.push_str(&format!(
+            "| {} | {} | {} | {:.2}x | {} |\n",
+            r.scenario, r.ours, r.baseline, r.ratio, goal
+        ));
+    }
+    md.push('\n');
+    for n in notes {
+        md.push_str(&format!("- {n}\n"));
+    }
+    md.push_str(&format!(
+        "\n![ratios]({})\n",
+        a.chart.file_name().unwrap().to_string_lossy()
+    ));
+    if let Ok(extra) = std::fs::read_to_string("docs/BENCHMARKS.notes.md") {
+        md.push('\n');
+        md.push_str(&extra);
+    }
+    std::fs::create_dir_all(a.out.parent().unwrap_or(Path::new("."))).ok();
+    std::fs::File::create(&a.out)
+        .unwrap()
+        .write_all(md.as_bytes())
+        .unwrap();
+    std::fs::write(&a.chart, svg(rows, scale)).unwrap();
+}
+
+fn chrono_now() -> String {
+    let out = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M"])
+        .output()
+        .ok();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// A horizontal bar chart of the ratios (with the goal marked), and the scale-out figures.
+fn svg(rows: &[Row], scale: &[(usize, f64)]) -> String {
+    let (w, bar_h, left) = (900.0, 26.0, 420.0);
+    let max_ratio = rows
+        .iter()
+        .map(|r| r.ratio.max(r.goal.unwrap_or(0.0)))
+        .fold(1.0, f64::max)
+        * 1.1;
+    let scale_max = scale.iter().map(|s| s.1).fold(1.0, f64::max) * 1.1;
+    let h = 60.0
+        + rows.len() as f64 * (bar_h + 10.0)
+        + 60.0
+        + scale.len() as f64 * (bar_h + 10.0)
+        + 20.0;
+    let x = |v: f64, max: f64| left + (w - left - 40.0) * v / max;
+    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"13\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"10\" y=\"24\" font-size=\"16\" font-weight=\"bold\">ftp-pooler / baseline (ratio, higher is better; | = goal)</text>\n");
+    let mut y = 44.0;
+    for r in rows {
+        let color = if r.goal.is_none_or(|g| r.ratio >= g) {
+            "#3a7d44"
+        } else {
+            "#c0392b"
+        };
+        s.push_str(&format!(
+            "<text x=\"10\" y=\"{}\">{}</text>\n",
+            y + 17.0,
+            xml(&r.scenario)
+        ));
+        s.push_str(&format!(
+            "<rect x=\"{left}\" y=\"{y}\" width=\"{:.1}\" height=\"{bar_h}\" fill=\"{color}\"/>\n",
+            x(r.ratio, max_ratio) - left
+        ));
+        s.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{}\">{:.2}x</text>\n",
+            x(r.ratio, max_ratio) + 4.0,
+            y + 17.0,
+            r.ratio
+        ));
+        if let Some(g) = r.goal {
+            s.push_str(&format!("<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1}\" y2=\"{2}\" stroke=\"black\" stroke-width=\"2\"/>\n", x(g, max_ratio), y - 3.0, y + bar_h + 3.0));
+        }
+        y += bar_h + 10.0;
+    }
+    y += 30.0;
+    s.push_str(&format!("<text x=\"10\" y=\"{y}\" font-size=\"16\" font-weight=\"bold\">Scale-out: files/s with 1-3 instances (6 partitions)</text>\n"));
+    y += 14.0;
+    for (k, f) in scale {
+        s.push_str(&format!(
+            "<text x=\"10\" y=\"{}\">{k} instance(s)</text>\n",
+            y + 17.0
+        ));
+        s.push_str(&format!(
+            "<rect x=\"{left}\" y=\"{y}\" width=\"{:.1}\" height=\"{bar_h}\" fill=\"#2e6da4\"/>\n",
+            x(*f, scale_max) - left
+        ));
+        s.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{}\">{f:.0} files/s</text>\n",
+            x(*f, scale_max) + 4.0,
+            y + 17.0
+        ));
+        y += bar_h + 10.0;
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn xml(t: &str) -> String {
+    t.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
