@@ -287,6 +287,9 @@ impl KafkaSettings {
             ("group.id".into(), self.consumer_group.clone()),
             ("auto.offset.reset".into(), "earliest".into()),
             ("enable.partition.eof".into(), "false".into()),
+            // Tasks are latency-sensitive and small: do not let an idle fetch sit for
+            // librdkafka's default 500 ms (some brokers hold it that long).
+            ("fetch.wait.max.ms".into(), "100".into()),
         ];
         props.extend(pinned(PINNED_CONSUMER));
         props.extend(self.consumer_config.clone());

@@ -54,6 +54,9 @@ pub struct Job {
     pub id: MessageId,
     pub task: TransferTask,
     pub route: Route,
+    /// The job was with a worker that died: the worker reports its start on the socket
+    /// before running it (so a second crash is blamed on it), and runs it alone.
+    pub suspect: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +68,8 @@ pub enum IngestToTransfer {
 pub enum TransferToIngest {
     /// The worker took a session and began the job (a crash from now on counts against it).
     Started(MessageId),
+    /// The worker finished the job and handed its result to publish: its slot is free.
+    Finished(MessageId),
 }
 
 /// Something to write to Kafka.

@@ -256,6 +256,12 @@ fn partitions_of(tpl: &TopicPartitionList, topic: &str) -> Vec<i32> {
         .collect()
 }
 
+/// Jobs dispatched to a worker at once: enough queued behind its sessions that a
+/// session never waits for ingest's refill round trip (which crosses two processes).
+fn window_for(sessions: u64) -> usize {
+    (4 * sessions as usize).max(16)
+}
+
 /// Runs the stage until asked to stop.
 pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), IngestError> {
     let generation = loop {
@@ -278,7 +284,7 @@ pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), IngestError>
     let window: HashMap<String, usize> =
         ftp_pooler_config::session_budget(settings, &config.registry)
             .into_iter()
-            .map(|(id, sessions)| (id, 2 * sessions as usize))
+            .map(|(id, sessions)| (id, window_for(sessions)))
             .collect();
     let limits = Limits {
         window,
@@ -443,6 +449,9 @@ impl TransferLink {
                 LinkEvent::Received(TransferToIngest::Started(id)) => {
                     sh.tracker.lock().expect("tracker").started(id);
                 }
+                LinkEvent::Received(TransferToIngest::Finished(id)) => {
+                    sh.with(|t| (t.finished(id), ()));
+                }
                 LinkEvent::Connected => {
                     tracing::info!(connection = %conn2, "connected to transfer worker")
                 }
@@ -521,7 +530,7 @@ fn reload(
     let window: HashMap<String, usize> =
         ftp_pooler_config::session_budget(&config.settings, &registry)
             .into_iter()
-            .map(|(id, sessions)| (id, 2 * sessions as usize))
+            .map(|(id, sessions)| (id, window_for(sessions)))
             .collect();
     shared.with(|t| {
         t.set_windows(window);
@@ -732,7 +741,15 @@ fn handle(
             }
             Ok(route) => {
                 let conn = route.remote_id.clone();
-                shared.with(|t| (t.track_job(&conn, Job { id, task, route }), ()));
+                shared.with(|t| {
+                    let job = Job {
+                        id,
+                        task,
+                        route,
+                        suspect: false,
+                    };
+                    (t.track_job(&conn, job), ())
+                });
             }
         },
     }

@@ -53,6 +53,9 @@ enum State {
     Sent,
     /// The worker said it began.
     Started,
+    /// The worker finished and handed the result to publish: out of the window (the
+    /// worker's slot is free), still tracked until publish acks it.
+    Finished,
 }
 
 #[derive(Debug)]
@@ -241,6 +244,40 @@ impl Tracker {
         }
     }
 
+    /// The worker finished `id` and handed its result to publish: its window slot is
+    /// free (the message stays tracked until publish acks it). A job that ran to the end
+    /// is no longer a poison suspect.
+    pub fn finished(&mut self, id: MessageId) -> Vec<Out> {
+        if id.generation != self.generation {
+            return Vec::new();
+        }
+        let Some(p) = self.partitions.get_mut(&id.partition) else {
+            return Vec::new();
+        };
+        let Some(e) = p.entries.get_mut(&id.offset) else {
+            return Vec::new();
+        };
+        let Kind::Job { conn, .. } = &e.kind else {
+            return Vec::new();
+        };
+        if !matches!(e.state, State::Sent | State::Started) {
+            return Vec::new();
+        }
+        let conn = conn.clone();
+        e.state = State::Finished;
+        let was_suspect = std::mem::replace(&mut e.suspect, false);
+        if let Kind::Job { job, .. } = &mut e.kind {
+            job.suspect = false;
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.dispatched -= 1;
+            if was_suspect {
+                c.suspects_pending -= 1;
+            }
+        }
+        self.refill(&conn)
+    }
+
     /// Publish confirmed `id`'s outcome is in Kafka: the message is complete.
     pub fn ack(&mut self, id: MessageId) -> Vec<Out> {
         if id.generation != self.generation {
@@ -261,6 +298,7 @@ impl Tracker {
             }
         }
         match (entry.kind, entry.state) {
+            (Kind::Job { .. }, State::Finished) => Vec::new(),
             (Kind::Job { conn, .. }, State::Sent | State::Started) => {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.dispatched -= 1;
@@ -325,7 +363,9 @@ impl Tracker {
                     continue;
                 }
                 let id = job.id;
-                if e.state == State::Started {
+                // Every job the worker had (queued or running) may be what killed it: a
+                // crash counts against each, and each then runs alone (see `refill`).
+                if matches!(e.state, State::Started | State::Sent) {
                     e.crashes += 1;
                     if !e.suspect {
                         e.suspect = true;
@@ -358,6 +398,9 @@ impl Tracker {
                 e.state = State::Backlog;
                 p.backlog += 1;
                 if e.suspect {
+                    if let Kind::Job { job, .. } = &mut e.kind {
+                        job.suspect = true;
+                    }
                     suspects.push(id);
                 } else {
                     requeue.push(id);
@@ -390,7 +433,8 @@ impl Tracker {
                 let Kind::Job { conn: c, job } = &e.kind else {
                     continue;
                 };
-                if c != conn {
+                // Finished ones: their results are on the way to Kafka.
+                if c != conn || e.state == State::Finished {
                     continue;
                 }
                 let result = TransferResult::failure(
@@ -424,7 +468,7 @@ impl Tracker {
         for p in self.partitions.values() {
             for e in p.entries.values() {
                 if let Kind::Job { conn: c, job } = &e.kind {
-                    if c == conn && e.state != State::Backlog {
+                    if c == conn && matches!(e.state, State::Sent | State::Started) {
                         jobs.push(job.clone());
                     }
                 }
@@ -509,7 +553,7 @@ impl Tracker {
                             if e.suspect {
                                 c.suspects_pending -= 1;
                             }
-                            if e.state != State::Backlog {
+                            if matches!(e.state, State::Sent | State::Started) {
                                 c.dispatched -= 1;
                             }
                         }
@@ -586,6 +630,7 @@ mod tests {
             dst_path: "y".into(),
         };
         Job {
+            suspect: false,
             id: id(partition, offset),
             route: Route {
                 direction: Direction::Download,
@@ -756,19 +801,17 @@ mod tests {
             t.track_job("a", job(0, o));
         }
         t.started(id(0, 1));
-        // Worker dies with 0, 1, 2 dispatched, only 1 started: 1 is a suspect and runs
-        // first, alone.
-        assert_eq!(sent_offsets(&t.transfer_lost("a")), [1]);
-        let again: Vec<i64> = t
-            .pending_for_transfer("a")
-            .iter()
-            .map(|j| j.id.offset)
-            .collect();
-        assert_eq!(again, [1]);
-        t.started(id(0, 1));
-        // It succeeds: back to the full window, in the original order.
-        assert_eq!(sent_offsets(&t.ack(id(0, 1))), [0, 2, 3]);
-        assert_eq!(t.commit_point(0), Some(0));
+        // Worker dies with 0, 1, 2 dispatched: all three are suspects and run first,
+        // one at a time, flagged so the worker reports their start before running them.
+        assert_eq!(sent_offsets(&t.transfer_lost("a")), [0]);
+        let again = t.pending_for_transfer("a");
+        assert_eq!(again.len(), 1);
+        assert!(again[0].suspect);
+        assert_eq!(sent_offsets(&t.ack(id(0, 0))), [1]);
+        assert_eq!(sent_offsets(&t.finished(id(0, 1))), [2]);
+        // The last suspect done: back to the full window, in the original order.
+        assert_eq!(sent_offsets(&t.finished(id(0, 2))), [3, 4]);
+        assert!(!t.pending_for_transfer("a").iter().any(|j| j.suspect));
     }
 
     #[test]
@@ -866,6 +909,25 @@ mod tests {
         t.ack(id(0, 1));
         assert_eq!(t.commit_point(0), Some(2));
         assert_eq!(t.pending_for_transfer("b").len(), 1, "b untouched");
+    }
+
+    #[test]
+    fn a_finished_job_frees_its_slot_before_publish_acks_it() {
+        let mut t = Tracker::new(GEN, limits(1), 3);
+        t.track_job("a", job(0, 0));
+        t.track_job("a", job(0, 1));
+        assert_eq!(
+            sent_offsets(&t.finished(id(0, 0))),
+            [1],
+            "slot free at once"
+        );
+        assert_eq!(t.commit_point(0), Some(0), "still not committed");
+        assert!(t.ack(id(0, 0)).is_empty());
+        assert_eq!(t.commit_point(0), Some(1));
+        // A worker that dies with a finished (unpublished) result runs it again.
+        t.finished(id(0, 1));
+        t.transfer_lost("a");
+        assert_eq!(t.pending_for_transfer("a").len(), 1);
     }
 
     #[test]

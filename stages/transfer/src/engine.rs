@@ -57,6 +57,8 @@ pub struct Engine {
     transfer_timeout: Duration,
     /// Remote directories known to exist (MKD is skipped for them).
     known_dirs: Mutex<HashSet<String>>,
+    /// Local directories known to exist (create_dir_all is skipped for them).
+    known_local_dirs: Mutex<HashSet<PathBuf>>,
     breaker: Mutex<CircuitBreaker>,
     health: Mutex<Health>,
     /// `ftp_transfer_retries_total{connection_id}` (registered by the worker).
@@ -122,6 +124,7 @@ impl Engine {
             },
             transfer_timeout: Duration::from_secs(s.transfer.transfer_timeout_seconds),
             known_dirs: Mutex::new(HashSet::new()),
+            known_local_dirs: Mutex::new(HashSet::new()),
             breaker: Mutex::new(CircuitBreaker::new(&s.circuit_breaker)),
             health: Mutex::new(Health {
                 healthy: true,
@@ -258,28 +261,50 @@ impl Engine {
         let dest = local::resolve(base, &route.local_path)?;
         let tmp = local::temp_path(&dest, &task.task_id);
         if let Some(dir) = dest.parent() {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(|e| TransferError::local_io(&format!("create {}", dir.display()), &e))?;
+            let known = self
+                .known_local_dirs
+                .lock()
+                .expect("dirs lock")
+                .contains(dir);
+            if !known {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    TransferError::local_io(&format!("create {}", dir.display()), &e)
+                })?;
+                self.known_local_dirs
+                    .lock()
+                    .expect("dirs lock")
+                    .insert(dir.to_path_buf());
+            }
         }
         let mut lease = self.pool.acquire(self.transfer_timeout).await?;
         let guard = TempFile(Some(tmp.clone()));
-        let mut file = tokio::fs::File::create(&tmp)
-            .await
-            .map_err(|e| TransferError::local_io(&format!("create {}", tmp.display()), &e))?;
+        let file = std::fs::File::create(&tmp).map_err(|e| {
+            // A directory removed behind our back: forget it, the retry recreates it.
+            if let Some(dir) = dest.parent() {
+                self.known_local_dirs.lock().expect("dirs lock").remove(dir);
+            }
+            TransferError::local_io(&format!("create {}", tmp.display()), &e)
+        })?;
+        let mut sink = crate::localio::SyncFile(file);
         let got = lease
             .session()
-            .download(&route.remote_path, &mut file)
+            .download(&route.remote_path, &mut sink)
             .await;
         lease.release();
         let bytes = got?;
-        file.sync_all()
-            .await
-            .map_err(|e| TransferError::local_io(&format!("fsync {}", tmp.display()), &e))?;
-        drop(file);
-        tokio::fs::rename(&tmp, &dest)
-            .await
-            .map_err(|e| TransferError::local_io(&format!("rename to {}", dest.display()), &e))?;
+        // The one call that waits for the device (fsync), with the rename, off the
+        // runtime threads, in one hop.
+        let file = sink.0;
+        let (t, d) = (tmp.clone(), dest.clone());
+        tokio::task::spawn_blocking(move || {
+            file.sync_all()
+                .map_err(|e| TransferError::local_io(&format!("fsync {}", t.display()), &e))?;
+            drop(file);
+            std::fs::rename(&t, &d)
+                .map_err(|e| TransferError::local_io(&format!("rename to {}", d.display()), &e))
+        })
+        .await
+        .map_err(|e| TransferError::new(ErrorCode::UnknownError, format!("fsync task: {e}")))??;
         guard.disarm();
         Ok(bytes)
     }
@@ -291,8 +316,8 @@ impl Engine {
         base: &Path,
     ) -> Result<u64, TransferError> {
         let src = local::resolve(base, &route.local_path)?;
-        let mut file = match tokio::fs::File::open(&src).await {
-            Ok(f) => f,
+        let mut file = match std::fs::File::open(&src) {
+            Ok(f) => crate::localio::SyncFile(f),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(TransferError::new(
                     ErrorCode::FileNotFound,

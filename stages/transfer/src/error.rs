@@ -69,6 +69,11 @@ impl TransferError {
                 // 4xx: transient (421 service closing, 425 no data connection, ...);
                 // 522: the server wants TLS where we spoke plain.
                 400..=499 | 522 => ErrorCode::ConnectionError,
+                // vsftpd's "500 OOPS: ..." is a server-side failure that ends the
+                // session (e.g. no free passive port): transient, retry elsewhere.
+                500 if String::from_utf8_lossy(&r.body).contains("OOPS") => {
+                    ErrorCode::ConnectionError
+                }
                 _ => ErrorCode::UnknownError,
             },
         };
@@ -97,5 +102,62 @@ pub(crate) fn reply_code(r: &Response) -> u32 {
             .and_then(|d| d.parse().ok())
             .unwrap_or(0),
         code => code,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use suppaftp::Status;
+
+    fn reply(status: Status, body: &str) -> FtpError {
+        FtpError::UnexpectedResponse(Response::new(status, body.as_bytes().to_vec()))
+    }
+
+    #[test]
+    fn replies_map_to_contract_codes() {
+        let code = |op: &str, e| TransferError::ftp(op, e).code;
+        assert_eq!(
+            code("login", reply(Status::NotLoggedIn, "530 Login incorrect.")),
+            ErrorCode::AuthError
+        );
+        assert_eq!(
+            code(
+                "RETR",
+                reply(Status::FileUnavailable, "550 Failed to open file.")
+            ),
+            ErrorCode::FileNotFound
+        );
+        assert_eq!(
+            code(
+                "STOR",
+                reply(Status::FileUnavailable, "550 Permission denied.")
+            ),
+            ErrorCode::UnknownError
+        );
+        assert_eq!(
+            code(
+                "connect",
+                reply(
+                    Status::NotAvailable,
+                    "421 There are too many connections from your internet address."
+                )
+            ),
+            ErrorCode::ConnectionError
+        );
+        assert_eq!(
+            code(
+                "STOR",
+                reply(Status::BadCommand, "500 OOPS: vsf_sysutil_bind")
+            ),
+            ErrorCode::ConnectionError
+        );
+        assert_eq!(
+            code("SITE", reply(Status::BadCommand, "500 Unknown command.")),
+            ErrorCode::UnknownError
+        );
+        let e = TransferError::ftp("connect", reply(Status::NotAvailable, "421 Too many users"));
+        assert!(e.is_too_many_connections());
+        assert_eq!(e.reply, Some(421));
     }
 }

@@ -15,6 +15,7 @@ pub mod breaker;
 pub mod engine;
 mod error;
 pub mod local;
+pub mod localio;
 pub mod pool;
 mod session;
 pub mod tls;

@@ -350,9 +350,11 @@ async fn run_job(worker: Arc<Worker>, job: Job) {
         worker.state.lock().expect("state").known.remove(&job.id);
         return;
     }
-    // `Started` is on the socket before any work begins: if this process dies during
-    // the job, ingest knows the job was running (poison detection).
-    let _ = tokio::time::timeout(Duration::from_secs(1), written).await;
+    // For a suspect (it was here when a worker died), `Started` is on the socket before
+    // any work begins: if this process dies now, ingest blames this job.
+    if job.suspect {
+        let _ = tokio::time::timeout(Duration::from_secs(1), written).await;
+    }
     if let Some(pattern) = &worker.abort_on {
         if job.route.remote_path.contains(pattern.as_str()) {
             tracing::error!(task_id = %job.task.task_id, "test hook FTP_POOLER_TEST_ABORT_ON: aborting");
@@ -381,4 +383,10 @@ async fn run_job(worker: Arc<Worker>, job: Job) {
     s.known.remove(&job.id);
     s.held.insert(job.id, outcome.clone());
     let _ = worker.to_publish.send(outcome);
+    if s.generation == job.id.generation {
+        if let Some(tx) = &s.to_ingest {
+            let (done, _) = oneshot::channel();
+            let _ = tx.send((TransferToIngest::Finished(job.id), done));
+        }
+    }
 }

@@ -127,12 +127,14 @@ impl FtpServer {
         if self.port == 0 {
             self.port = free_port();
         }
-        let pasv = free_port_range(16);
+        // Enough passive ports for thousands of small transfers a second (a data port
+        // lingers in TIME_WAIT after each one).
+        let pasv = free_port_range(64);
         let mut args: Vec<String> = vec![
             self.kind.name().into(),
             self.port.to_string(),
             pasv.to_string(),
-            (pasv + 15).to_string(),
+            (pasv + 63).to_string(),
             self.root.path().display().to_string(),
         ];
         if self.tls {

@@ -385,6 +385,7 @@ impl Watcher {
             .set("bootstrap.servers", broker().bootstrap())
             .set("group.id", unique("watcher"))
             .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "20")
             .set("enable.auto.commit", "false")
             .set("session.timeout.ms", "6000")
             .create()

@@ -80,6 +80,17 @@ fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     v[i.min(v.len() - 1)]
 }
 
+/// Microseconds of the day from an RFC 3339 timestamp (enough for spans within a run).
+fn chrono_like_micros(t: &str) -> Option<i64> {
+    let time = t.split('T').nth(1)?;
+    let hms = &time[..15];
+    let h: i64 = hms[0..2].parse().ok()?;
+    let m: i64 = hms[3..5].parse().ok()?;
+    let s: i64 = hms[6..8].parse().ok()?;
+    let us: i64 = hms[9..15].parse().ok()?;
+    Some(((h * 60 + m) * 60 + s) * 1_000_000 + us)
+}
+
 fn log(msg: &str) {
     eprintln!("[bench] {msg}");
 }
@@ -190,6 +201,25 @@ async fn timed_run_detail(
         seen.by_task[failed[0]][0].value
     );
     let last = ids.iter().map(|i| seen.by_task[i][0].at).max().unwrap();
+    if std::env::var_os("BENCH_DEBUG").is_some() {
+        let ts: Vec<i64> = ids
+            .iter()
+            .filter_map(|i| seen.by_task[i][0].value["timestamp"].as_str())
+            .filter_map(chrono_like_micros)
+            .collect();
+        let (lo, hi) = (
+            ts.iter().min().copied().unwrap_or(0),
+            ts.iter().max().copied().unwrap_or(0),
+        );
+        let first_seen = ids.iter().map(|i| seen.by_task[i][0].at).min().unwrap();
+        log(&format!(
+            "debug: {} results created over {:.3} s; first read {:.3} s after produce start, last {:.3} s",
+            ids.len(),
+            (hi - lo) as f64 / 1e6,
+            first_seen.duration_since(t0).as_secs_f64(),
+            last.duration_since(t0).as_secs_f64()
+        ));
+    }
     let mean_ms = ids
         .iter()
         .map(|i| {
@@ -261,6 +291,68 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (ms) used so far by each component's live processes, from /proc.
+fn cpu_by_component(ftp_port: u16, broker_port: &str) -> HashMap<&'static str, f64> {
+    let mut out: HashMap<&'static str, f64> = HashMap::new();
+    let me = std::process::id();
+    let tick_ms = 10.0; // USER_HZ = 100
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let component = if pid == me {
+            "client (producer + result reader)"
+        } else if cmd.starts_with("ftp-pooler stage ingest") {
+            "ingest"
+        } else if cmd.starts_with("ftp-pooler stage transfer") {
+            "transfer"
+        } else if cmd.starts_with("ftp-pooler stage publish") {
+            "publish"
+        } else if cmd.contains("ftp-pooler run") {
+            "supervisor"
+        } else if cmd.contains("tansu broker") && cmd.contains(broker_port) {
+            "broker (Tansu)"
+        } else if cmd.contains("vsftpd") && cmd.contains(&format!("listen_port={ftp_port}")) {
+            "vsftpd"
+        } else if cmd.starts_with("lftp") {
+            "lftp"
+        } else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let (u, s): (f64, f64) = (f[11].parse().unwrap_or(0.0), f[12].parse().unwrap_or(0.0));
+        *out.entry(component).or_default() += (u + s) * tick_ms;
+    }
+    out
+}
+
+fn cpu_delta(
+    before: &HashMap<&'static str, f64>,
+    after: &HashMap<&'static str, f64>,
+    tasks: usize,
+) -> Vec<(String, f64)> {
+    let mut v: Vec<(String, f64)> = after
+        .iter()
+        .map(|(k, a)| {
+            (
+                k.to_string(),
+                (a - before.get(k).copied().unwrap_or(0.0)).max(0.0) / tasks as f64,
+            )
+        })
+        .filter(|(_, ms)| *ms > 0.0)
+        .collect();
+    v.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap());
+    v
+}
+
 fn sparse(path: &Path, bytes: u64) {
     let f = std::fs::File::create(path).unwrap();
     f.set_len(bytes).unwrap();
@@ -316,6 +408,9 @@ async fn main() {
     warm_up(&topics, &watcher, &bench.server, "pooled").await;
     let (mut down, mut up, mut lftp_down, mut lftp_up) = (vec![], vec![], vec![], vec![]);
     let mut in_worker = vec![];
+    let broker_port = broker().bootstrap().rsplit(':').next().unwrap().to_string();
+    let mut profile: Vec<(String, f64)> = Vec::new();
+    let mut profile_lftp: Vec<(String, f64)> = Vec::new();
     for r in 0..a.repeats {
         let tasks: Vec<_> = (0..n)
             .map(|i| {
@@ -326,15 +421,47 @@ async fn main() {
                 )
             })
             .collect();
+        let cpu0 = cpu_by_component(bench.server.port, &broker_port);
         let (s, mean_ms) = timed_run_detail(&topics, &watcher, &tasks).await;
+        if r == 0 {
+            profile = cpu_delta(&cpu0, &cpu_by_component(bench.server.port, &broker_port), n);
+        }
         in_worker.push(mean_ms);
         down.push(n as f64 / s);
         let dir = bench.storage.path().join(format!("lftp-down/{r}"));
         std::fs::create_dir_all(&dir).unwrap();
+        // lftp's CPU must be read before it exits: sample it on a thread.
+        let cpu0 = cpu_by_component(bench.server.port, &broker_port);
+        let last = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = {
+            let (st, lc, port, bp) = (
+                stop.clone(),
+                last.clone(),
+                bench.server.port,
+                broker_port.clone(),
+            );
+            std::thread::spawn(move || {
+                while !st.load(std::sync::atomic::Ordering::Relaxed) {
+                    let now = cpu_by_component(port, &bp);
+                    if now.contains_key("lftp") {
+                        *lc.lock().unwrap() = Some(now);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
         let s = lftp(
             &bench.server,
             &format!("mirror --parallel=10 /small {}", dir.display()),
         );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        sampler.join().unwrap();
+        if r == 0 {
+            if let Some(after) = last.lock().unwrap().take() {
+                profile_lftp = cpu_delta(&cpu0, &after, n);
+            }
+        }
         lftp_down.push(n as f64 / s);
         let tasks: Vec<_> = (0..n)
             .map(|i| {
@@ -362,6 +489,24 @@ async fn main() {
     }
     let (down_m, lftp_down_m, up_m, lftp_up_m) =
         (median(down), median(lftp_down), median(up), median(lftp_up));
+    let fmt_profile = |p: &[(String, f64)]| {
+        let total: f64 = p.iter().map(|(_, ms)| ms).sum();
+        format!(
+            "{:.2} ms of CPU per file: {}",
+            total,
+            p.iter()
+                .map(|(c, ms)| format!("{c} {ms:.3}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    notes.push(format!(
+        "Profile, small downloads through the service: {}.",
+        fmt_profile(&profile)
+    ));
+    notes.push(format!("Profile, the same files through lftp: {} (lftp's share sampled every 50 ms, so slightly low).", fmt_profile(&profile_lftp)));
+    log(&format!("profile: service {}", fmt_profile(&profile)));
+    log(&format!("profile: lftp {}", fmt_profile(&profile_lftp)));
     let worker_ms = median(in_worker);
     notes.push(format!(
         "Small downloads: a task spends {worker_ms:.2} ms (median of the runs' means) inside the transfer worker (session, RETR, fsync, rename); with 10 sessions that bounds the rate at {:.0} files/s, against {down_m:.0} measured end to end.",
