@@ -59,6 +59,47 @@ where
 /// Keeps the file writer flushing until the process ends.
 pub struct Guard(#[allow(dead_code)] Option<tracing_appender::non_blocking::WorkerGuard>);
 
+/// One output: JSON lines or text, each line naming the process.
+fn layer<S, W>(
+    name: &str,
+    json: bool,
+    ansi: bool,
+    writer: W,
+    filter: EnvFilter,
+) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    if json {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .event_format(Named {
+                name: name.to_string(),
+                json: true,
+                inner: tracing_subscriber::fmt::format()
+                    .json()
+                    .flatten_event(true)
+                    .with_target(false),
+            })
+            .with_writer(writer)
+            .with_filter(filter)
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .event_format(Named {
+                name: name.to_string(),
+                json: false,
+                inner: tracing_subscriber::fmt::format()
+                    .with_target(false)
+                    .with_ansi(ansi),
+            })
+            .with_writer(writer)
+            .with_filter(filter)
+            .boxed()
+    }
+}
+
 /// Installs the global subscriber for the process called `name`.
 pub fn init(settings: &LoggingSettings, name: &str) -> Guard {
     use std::io::IsTerminal;
@@ -68,37 +109,8 @@ pub fn init(settings: &LoggingSettings, name: &str) -> Guard {
             .unwrap_or_else(|_| EnvFilter::new(format!("{level},rdkafka=warn,librdkafka=warn")))
     };
     let json = settings.is_json().unwrap_or(true);
-    let format = |ansi: bool| Named {
-        name: name.to_string(),
-        json,
-        inner: tracing_subscriber::fmt::format()
-            .with_target(false)
-            .with_ansi(ansi),
-    };
-    let stderr_ansi = std::io::stderr().is_terminal() && !json;
-    let stderr_layer = if json {
-        tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_target(false)
-            .event_format(Named {
-                name: name.to_string(),
-                json: true,
-                inner: tracing_subscriber::fmt::format()
-                    .json()
-                    .flatten_event(true)
-                    .with_target(false),
-            })
-            .with_writer(std::io::stderr)
-            .with_filter(filter())
-            .boxed()
-    } else {
-        tracing_subscriber::fmt::layer()
-            .event_format(format(stderr_ansi))
-            .with_writer(std::io::stderr)
-            .with_filter(filter())
-            .boxed()
-    };
+    let ansi = std::io::stderr().is_terminal() && !json;
+    let stderr_layer = layer(name, json, ansi, std::io::stderr, filter());
     let (file_layer, guard) = match settings.file.as_deref().filter(|f| !f.is_empty()) {
         Some(file) => {
             let path = Path::new(file);
@@ -110,30 +122,12 @@ pub fn init(settings: &LoggingSettings, name: &str) -> Guard {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "ftp-pooler.log".into());
-            let appender = tracing_appender::rolling::daily(dir, prefix);
-            let (writer, guard) = tracing_appender::non_blocking(appender);
-            let layer = if json {
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .event_format(Named {
-                        name: name.to_string(),
-                        json: true,
-                        inner: tracing_subscriber::fmt::format()
-                            .json()
-                            .flatten_event(true)
-                            .with_target(false),
-                    })
-                    .with_writer(writer)
-                    .with_filter(filter())
-                    .boxed()
-            } else {
-                tracing_subscriber::fmt::layer()
-                    .event_format(format(false))
-                    .with_writer(writer)
-                    .with_filter(filter())
-                    .boxed()
-            };
-            (Some(layer), Some(guard))
+            let (writer, guard) =
+                tracing_appender::non_blocking(tracing_appender::rolling::daily(dir, prefix));
+            (
+                Some(layer(name, json, false, writer, filter())),
+                Some(guard),
+            )
         }
         None => (None, None),
     };

@@ -774,27 +774,7 @@ impl Supervisor {
                 };
                 tracing::info!(child = %stage, "restart requested by an operator");
                 self.children[idx].waiters.push(reply);
-                match self.children[idx].state {
-                    State::Backoff | State::Stopped => {
-                        self.children[idx].operator_restarts += 1;
-                        self.restarts_metric
-                            .with_label_values(&[self.children[idx].name.as_str()])
-                            .inc();
-                        if let Err(e) = self.spawn(idx) {
-                            tracing::error!(error = %e, "restart failed");
-                            self.schedule_restart_after_failure(idx);
-                        }
-                    }
-                    State::Starting | State::Running | State::Stopping => {
-                        let grace = self.drain + Duration::from_secs(5);
-                        let c = &mut self.children[idx];
-                        c.restart_requested = true;
-                        c.state = State::Stopping;
-                        let spawn = c.spawn;
-                        self.signal(idx, Signal::SIGTERM);
-                        self.after(grace, Event::KillDeadline { idx, spawn });
-                    }
-                }
+                self.restart_child(idx);
             }
         }
     }

@@ -144,6 +144,28 @@ pub async fn run_link<S, T, R>(
     }
 }
 
+/// Accepts connections on `listener`, handing each to `serve`, until `shutdown`
+/// resolves; returns its reason.
+pub async fn accept_until<F>(
+    listener: &tokio::net::UnixListener,
+    shutdown: impl Future<Output = &'static str>,
+    mut serve: F,
+) -> &'static str
+where
+    F: FnMut(tokio::net::UnixStream),
+{
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            why = &mut shutdown => return why,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => serve(stream),
+                Err(e) => tracing::warn!(error = %e, "accept failed"),
+            },
+        }
+    }
+}
+
 /// The stage end of the supervisor channel.
 pub struct SupervisorLink {
     writer: tokio::sync::Mutex<FrameWriter>,

@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ftp_pooler_channel::{
-    accept, bind, ChannelError, FromPublish, Hello, MessageId, PublishDetail, Role, RuntimePaths,
-    StageDetail, StageReport, SupervisorLink, ToPublish,
+    accept, accept_until, bind, ChannelError, FromPublish, Hello, MessageId, PublishDetail, Role,
+    RuntimePaths, StageDetail, StageReport, SupervisorLink, ToPublish,
 };
 use ftp_pooler_config::Config;
 use ftp_pooler_contract::{Direction, TransferResult};
@@ -198,17 +198,10 @@ pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), PublishError
         let stage = stage.clone();
         supervisor.spawn_reports(Duration::from_secs(1), move || report(&stage))
     };
-    let shutdown = supervisor.shutdown_requested();
-    tokio::pin!(shutdown);
-    let why = loop {
-        tokio::select! {
-            why = &mut shutdown => break why,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => { tokio::spawn(serve(stage.clone(), stream)); }
-                Err(e) => tracing::warn!(error = %e, "accept failed"),
-            },
-        }
-    };
+    let why = accept_until(&listener, supervisor.shutdown_requested(), |stream| {
+        tokio::spawn(serve(stage.clone(), stream));
+    })
+    .await;
     tracing::info!(reason = why, "stopping: delivering what is in flight");
     drop(listener);
     let deadline = Instant::now() + drain;

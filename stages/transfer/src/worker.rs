@@ -20,9 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ftp_pooler_channel::{
-    accept, bind, run_link, ChannelError, FromPublish, Hello, IngestToTransfer, Job, LinkEvent,
-    LinkSpec, MessageId, Role, RuntimePaths, StageDetail, StageReport, SupervisorLink, ToPublish,
-    TransferDetail, TransferToIngest,
+    accept, accept_until, bind, run_link, ChannelError, FromPublish, Hello, IngestToTransfer, Job,
+    LinkEvent, LinkSpec, MessageId, Role, RuntimePaths, StageDetail, StageReport, SupervisorLink,
+    ToPublish, TransferDetail, TransferToIngest,
 };
 use ftp_pooler_config::Config;
 use tokio::net::UnixStream;
@@ -146,17 +146,10 @@ pub async fn run(
             tracing::info!(opened, wanted = n.min(pool.limit()), "pre-warmed sessions");
         });
     }
-    let shutdown = supervisor.shutdown_requested();
-    tokio::pin!(shutdown);
-    let why = loop {
-        tokio::select! {
-            why = &mut shutdown => break why,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => { tokio::spawn(serve_ingest(worker.clone(), stream)); }
-                Err(e) => tracing::warn!(error = %e, "accept failed"),
-            },
-        }
-    };
+    let why = accept_until(&listener, supervisor.shutdown_requested(), |stream| {
+        tokio::spawn(serve_ingest(worker.clone(), stream));
+    })
+    .await;
     tracing::info!(reason = why, "stopping: finishing jobs in flight");
     worker.stopping.store(true, Ordering::SeqCst);
     drop(listener);
