@@ -354,6 +354,39 @@ async fn wait_until<F: Fn() -> bool>(limit: Duration, what: &str, f: F) {
 
 const RUN_LIMIT: Duration = Duration::from_secs(180);
 
+/// A run of 1,000 mixed tasks, a fifth of the way through: the scenario, its watcher,
+/// the service, the stage pids at start and the delivery reports of the tasks.
+struct MidRun {
+    sc: Scenario,
+    watcher: Watcher,
+    svc: Service,
+    pids: std::collections::HashMap<String, u32>,
+    deliveries: Vec<(i32, i64)>,
+}
+
+async fn mid_run() -> MidRun {
+    let sc = Scenario::new(1000).await;
+    let watcher = Watcher::start(&sc.topics).await;
+    let mut svc = sc.start("");
+    let pids = svc.wait_ready(Duration::from_secs(60)).await;
+    let deliveries = sc.produce().await;
+    watcher
+        .wait_for(
+            RUN_LIMIT,
+            "a fifth of the results",
+            |s| s.results() >= 200,
+            || tail(&svc.log(), 40),
+        )
+        .await;
+    MidRun {
+        sc,
+        watcher,
+        svc,
+        pids,
+        deliveries,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_mixed_tasks_over_two_connections_each_get_exactly_one_result() {
     let sc = Scenario::new(1000).await;
@@ -448,19 +481,13 @@ async fn sigkill_of_publish_mid_run_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_publish_is_stopped_no_offset_passes_an_unpublished_result() {
-    let sc = Scenario::new(1000).await;
-    let watcher = Watcher::start(&sc.topics).await;
-    let mut svc = sc.start("");
-    let pids = svc.wait_ready(Duration::from_secs(60)).await;
-    let deliveries = sc.produce().await;
-    watcher
-        .wait_for(
-            RUN_LIMIT,
-            "a fifth of the results",
-            |s| s.results() >= 200,
-            || tail(&svc.log(), 40),
-        )
-        .await;
+    let MidRun {
+        sc,
+        watcher,
+        mut svc,
+        pids,
+        deliveries,
+    } = mid_run().await;
     let publish = Pid::from_raw(pids["publish"] as i32);
     kill(publish, Signal::SIGSTOP).unwrap();
     // Let the last commits land and the watcher read everything already in Kafka.
@@ -513,19 +540,13 @@ async fn while_publish_is_stopped_no_offset_passes_an_unpublished_result() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_run_drains_exits_zero_and_a_restart_finishes_the_work() {
-    let sc = Scenario::new(1000).await;
-    let watcher = Watcher::start(&sc.topics).await;
-    let mut svc = sc.start("");
-    svc.wait_ready(Duration::from_secs(60)).await;
-    let deliveries = sc.produce().await;
-    watcher
-        .wait_for(
-            RUN_LIMIT,
-            "a fifth of the results",
-            |s| s.results() >= 200,
-            || tail(&svc.log(), 40),
-        )
-        .await;
+    let MidRun {
+        sc,
+        watcher,
+        mut svc,
+        deliveries,
+        ..
+    } = mid_run().await;
     let t0 = Instant::now();
     svc.signal(Signal::SIGTERM);
     // Drain deadline 10 s (+ the supervisor's margins).
@@ -554,19 +575,13 @@ async fn sigterm_mid_run_drains_exits_zero_and_a_restart_finishes_the_work() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_restart_of_one_worker_leaves_the_others_running() {
-    let sc = Scenario::new(1000).await;
-    let watcher = Watcher::start(&sc.topics).await;
-    let mut svc = sc.start("");
-    let before = svc.wait_ready(Duration::from_secs(60)).await;
-    let deliveries = sc.produce().await;
-    watcher
-        .wait_for(
-            RUN_LIMIT,
-            "a fifth of the results",
-            |s| s.results() >= 200,
-            || tail(&svc.log(), 40),
-        )
-        .await;
+    let MidRun {
+        sc,
+        watcher,
+        mut svc,
+        pids: before,
+        deliveries,
+    } = mid_run().await;
     let b_before = sc.count_for(&watcher.seen(), "b");
     let t0 = Instant::now();
     match svc.restart_stage("transfer:a").await {
