@@ -80,11 +80,14 @@ pub async fn run(
     let (to_publish, publish_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
     let limit = engine.pool().limit();
+    let slots = 2 * limit;
     let worker = Arc::new(Worker {
         engine,
         state: state.clone(),
         to_publish,
-        slots: Semaphore::new(limit),
+        // Twice the sessions: a job that is fsyncing and renaming its file has given its
+        // session back, and another job can use it meanwhile.
+        slots: Semaphore::new(2 * limit),
         stopping: AtomicBool::new(false),
         abort_on: std::env::var("FTP_POOLER_TEST_ABORT_ON")
             .ok()
@@ -132,7 +135,7 @@ pub async fn run(
     let reporter = {
         let worker = worker.clone();
         supervisor.spawn_reports(Duration::from_secs(1), move || {
-            report(&worker, &metrics, limit)
+            report(&worker, &metrics, slots)
         })
     };
     let pool_settings = &config.settings.pool;
@@ -157,7 +160,7 @@ pub async fn run(
     loop {
         let (running, held) = {
             let s = state.lock().expect("state");
-            let running = limit - worker.slots.available_permits();
+            let running = slots - worker.slots.available_permits();
             (running, s.held.len())
         };
         if running == 0 && held == 0 {
