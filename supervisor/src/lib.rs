@@ -29,8 +29,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ftp_pooler_channel::{
-    accept, bind, ChannelError, CtlRequest, CtlResponse, Hello, Role, RuntimePaths, StageReport,
-    StageStatus, StageToSupervisor,
+    accept, accept_peer, bind, Accepted, ChannelError, CtlRequest, CtlResponse, Role, RuntimePaths,
+    StageReport, StageStatus, StageToSupervisor,
 };
 use ftp_pooler_config::Config;
 use nix::sys::signal::{kill, Signal};
@@ -968,20 +968,20 @@ async fn accept_stages(listener: tokio::net::UnixListener, tx: mpsc::UnboundedSe
         };
         let tx = tx.clone();
         tokio::spawn(async move {
-            let (_, mut reader, _writer) = match accept(
+            // The writer stays open for the stage's life (its end closing tells the stage
+            // the supervisor is gone).
+            let Some(Accepted {
+                hello,
+                mut reader,
+                writer: _writer,
+                ..
+            }) = accept_peer(
                 stream,
                 Role::Supervisor,
                 &[Role::Ingest, Role::Transfer, Role::Publish],
             )
             .await
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "refused a stage connection");
-                    return;
-                }
-            };
-            let Ok(Some(hello)) = reader.recv::<Hello>().await else {
+            else {
                 return;
             };
             while let Ok(Some(msg)) = reader.recv::<StageToSupervisor>().await {

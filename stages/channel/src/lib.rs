@@ -27,6 +27,8 @@ pub use frame::{
     accept, bind, connect, ChannelError, FrameReader, FrameWriter, Handshake, Role, MAX_FRAME,
     PROTOCOL_VERSION,
 };
-pub use link::{accept_until, run_link, LinkEvent, LinkSpec, SupervisorLink};
+pub use link::{
+    accept_peer, accept_until, run_link, Accepted, LinkEvent, LinkSpec, SupervisorLink,
+};
 pub use messages::*;
 pub use paths::RuntimePaths;

@@ -144,6 +144,40 @@ pub async fn run_link<S, T, R>(
     }
 }
 
+/// A peer that connected, completed the handshake and said hello.
+pub struct Accepted {
+    pub role: Role,
+    pub hello: Hello,
+    pub reader: crate::FrameReader,
+    pub writer: FrameWriter,
+}
+
+/// Completes an accepted connection: the handshake (the peer must be one of `allowed`),
+/// then its [`Hello`]. None (with a warning for a refused handshake) when it fails.
+pub async fn accept_peer(
+    stream: tokio::net::UnixStream,
+    me: Role,
+    allowed: &[Role],
+) -> Option<Accepted> {
+    let (role, mut reader, writer) = match crate::frame::accept(stream, me, allowed).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "refused a connection");
+            return None;
+        }
+    };
+    let hello = match reader.recv::<Hello>().await {
+        Ok(Some(h)) => h,
+        _ => return None,
+    };
+    Some(Accepted {
+        role,
+        hello,
+        reader,
+        writer,
+    })
+}
+
 /// Accepts connections on `listener`, handing each to `serve`, until `shutdown`
 /// resolves; returns its reason.
 pub async fn accept_until<F>(

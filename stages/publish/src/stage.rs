@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ftp_pooler_channel::{
-    accept, accept_until, bind, ChannelError, FromPublish, Hello, MessageId, PublishDetail, Role,
-    RuntimePaths, StageDetail, StageReport, SupervisorLink, ToPublish,
+    accept_peer, accept_until, bind, Accepted, ChannelError, FromPublish, MessageId, PublishDetail,
+    Role, RuntimePaths, StageDetail, StageReport, SupervisorLink, ToPublish,
 };
 use ftp_pooler_config::Config;
 use ftp_pooler_contract::{Direction, TransferResult};
@@ -245,17 +245,14 @@ fn report(stage: &Stage) -> StageReport {
 }
 
 async fn serve(stage: Arc<Stage>, stream: UnixStream) {
-    let (role, mut reader, mut writer) =
-        match accept(stream, Role::Publish, &[Role::Ingest, Role::Transfer]).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "refused a connection");
-                return;
-            }
-        };
-    let hello: Hello = match reader.recv().await {
-        Ok(Some(h)) => h,
-        _ => return,
+    let Some(Accepted {
+        role,
+        hello,
+        mut reader,
+        mut writer,
+    }) = accept_peer(stream, Role::Publish, &[Role::Ingest, Role::Transfer]).await
+    else {
+        return;
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<FromPublish>();
     let conn = {

@@ -20,9 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ftp_pooler_channel::{
-    accept, accept_until, bind, run_link, ChannelError, FromPublish, Hello, IngestToTransfer, Job,
-    LinkEvent, LinkSpec, MessageId, Role, RuntimePaths, StageDetail, StageReport, SupervisorLink,
-    ToPublish, TransferDetail, TransferToIngest,
+    accept_peer, accept_until, bind, run_link, Accepted, ChannelError, FromPublish, Hello,
+    IngestToTransfer, Job, LinkEvent, LinkSpec, MessageId, Role, RuntimePaths, StageDetail,
+    StageReport, SupervisorLink, ToPublish, TransferDetail, TransferToIngest,
 };
 use ftp_pooler_config::Config;
 use tokio::net::UnixStream;
@@ -269,16 +269,14 @@ fn report(worker: &Worker, metrics: &WorkerMetrics, limit: usize) -> StageReport
 
 /// One ingest connection: jobs in, `Started` out.
 async fn serve_ingest(worker: Arc<Worker>, stream: UnixStream) {
-    let (_, mut reader, mut writer) = match accept(stream, Role::Transfer, &[Role::Ingest]).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "refused a connection");
-            return;
-        }
-    };
-    let hello: Hello = match reader.recv().await {
-        Ok(Some(h)) => h,
-        _ => return,
+    let Some(Accepted {
+        hello,
+        mut reader,
+        mut writer,
+        ..
+    }) = accept_peer(stream, Role::Transfer, &[Role::Ingest]).await
+    else {
+        return;
     };
     let generation = hello.generation;
     let (tx, mut rx) = mpsc::unbounded_channel::<(TransferToIngest, oneshot::Sender<()>)>();
