@@ -666,14 +666,7 @@ async fn sighup_adds_and_removes_connections_without_touching_the_others() {
         format!("{ini_ab}\n[c]\ntype = ftp\nhost = h\nbogus = 1\n"),
     )
     .unwrap();
-    let paths = ftp_pooler_channel::RuntimePaths::new(svc.runtime_dir());
-    let reply = ftp_pooler_supervisor::ctl(
-        &paths,
-        &ftp_pooler_channel::CtlRequest::Reload,
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
+    let reply = svc.reload().await;
     match reply {
         ftp_pooler_channel::CtlResponse::Error(e) => assert!(e.contains("[c] bogus"), "{e}"),
         other => panic!("{other:?}"),
@@ -686,13 +679,7 @@ async fn sighup_adds_and_removes_connections_without_touching_the_others() {
         format!("{}\n{local}", bed.server.ini_section("a")),
     )
     .unwrap();
-    let reply = ftp_pooler_supervisor::ctl(
-        &paths,
-        &ftp_pooler_channel::CtlRequest::Reload,
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
+    let reply = svc.reload().await;
     assert_eq!(
         reply,
         ftp_pooler_channel::CtlResponse::Reloaded {

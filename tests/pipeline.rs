@@ -431,20 +431,14 @@ async fn a_thousand_mixed_tasks_over_two_connections_each_get_exactly_one_result
 
 /// Kills (SIGKILL) one stage once a fifth of the results are in; checks nothing is lost.
 async fn kill_stage_mid_run(stage: &str) {
-    let sc = Scenario::new(1000).await;
-    let watcher = Watcher::start(&sc.topics).await;
-    let mut svc = sc.start("");
-    let pids = svc.wait_ready(Duration::from_secs(60)).await;
+    let MidRun {
+        sc,
+        watcher,
+        mut svc,
+        pids,
+        deliveries,
+    } = mid_run().await;
     let victim = pids[stage];
-    let deliveries = sc.produce().await;
-    watcher
-        .wait_for(
-            RUN_LIMIT,
-            "a fifth of the results",
-            |s| s.results() >= 200,
-            || tail(&svc.log(), 40),
-        )
-        .await;
     kill(Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
     let at_kill = watcher.seen().results();
     let seen = sc.wait_all(&watcher, &svc, RUN_LIMIT).await;

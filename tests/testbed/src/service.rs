@@ -18,7 +18,7 @@ use nix::unistd::Pid;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::Message;
 use serde_json::Value;
 
 use crate::{broker, unique};
@@ -194,6 +194,14 @@ impl Service {
         )
         .await
         .expect("ctl restart")
+    }
+
+    /// `ctl reload`: re-read connections.ini.
+    pub async fn reload(&self) -> CtlResponse {
+        let paths = RuntimePaths::new(self.runtime_dir());
+        ftp_pooler_supervisor::ctl(&paths, &CtlRequest::Reload, Duration::from_secs(10))
+            .await
+            .expect("ctl reload")
     }
 
     /// Waits until every stage is running; returns their pids by name.
@@ -468,23 +476,9 @@ pub fn committed(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, Opt
         .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let got = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .expect("committed offsets");
-    got.elements()
-        .iter()
-        .map(|e| {
-            let off = match e.offset() {
-                Offset::Offset(o) => Some(o),
-                _ => None,
-            };
-            (e.partition(), off)
-        })
-        .collect()
+    let parts: Vec<i32> = (0..partitions).collect();
+    ftp_pooler_ingest::committed(&consumer, topic, &parts, Duration::from_secs(10))
+        .expect("committed offsets")
 }
 
 /// Files under `root` whose name ends with `suffix` (temporary files left behind).
