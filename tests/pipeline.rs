@@ -8,388 +8,24 @@
 //! nothing failed, at least one otherwise, duplicates reported), every file's bytes,
 //! no temporary file left, and the committed offsets.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ftp_pooler_channel::CtlResponse;
-use ftp_pooler_testbed::service::{
-    committed, files_ending_with, produce, Seen, Service, Topics, Watcher,
+use ftp_pooler_testbed::scenario::{
+    content, mid_run, tail, wait_until, MidRun, Scenario, RUN_LIMIT,
 };
-use ftp_pooler_testbed::{FtpKind, FtpServer};
+use ftp_pooler_testbed::service::{committed, produce, Service, Watcher};
+use ftp_pooler_testbed::FtpKind;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::json;
 
 const EXE: &str = env!("CARGO_BIN_EXE_ftp-pooler");
-const TEMP_SUFFIX: &str = ".ftp-pooler.part";
-
-/// What a task should end as.
-#[derive(Debug, Clone, PartialEq)]
-enum Expect {
-    /// Success; the file at `dest` must equal `content`.
-    Copied {
-        dest: PathBuf,
-        content: Vec<u8>,
-    },
-    Failed(&'static str),
-    Dlq,
-}
-
-struct Planned {
-    task_id: Option<String>,
-    payload: Vec<u8>,
-    expect: Expect,
-}
-
-struct Scenario {
-    servers: Vec<(String, FtpServer)>,
-    storage: tempfile::TempDir,
-    work: tempfile::TempDir,
-    topics: Topics,
-    planned: Vec<Planned>,
-}
-
-fn content(i: usize) -> Vec<u8> {
-    let size = if i % 100 == 7 {
-        300 * 1024 + i
-    } else {
-        256 + (i * 7919) % 8192
-    };
-    (0..size).map(|j| ((i * 31 + j * 7) % 251) as u8).collect()
-}
-
-impl Scenario {
-    /// `n` messages: downloads and uploads over connections `a` (vsftpd) and `b`
-    /// (pyftpdlib), with `n / 200` each of malformed messages, invalid tasks and missing
-    /// remote files.
-    async fn new(n: usize) -> Scenario {
-        let servers = vec![
-            ("a".to_string(), FtpServer::start(FtpKind::Vsftpd, false)),
-            ("b".to_string(), FtpServer::start(FtpKind::Pyftpdlib, false)),
-        ];
-        let storage = tempfile::Builder::new()
-            .prefix("storage-")
-            .tempdir()
-            .unwrap();
-        let work = tempfile::Builder::new()
-            .prefix("service-")
-            .tempdir()
-            .unwrap();
-        let topics = Topics::create(3).await;
-        let special = (n / 200).max(1);
-        let mut planned = Vec::with_capacity(n);
-        for i in 0..n {
-            let task_id = format!("task-{i:05}");
-            let (conn, server) = &servers[i % 2];
-            let data = content(i);
-            let task = |src_id: &str, src_path: String, dst_id: &str, dst_path: String| {
-                serde_json::to_vec(&json!({
-                    "task_id": task_id, "src_id": src_id, "src_path": src_path,
-                    "dst_id": dst_id, "dst_path": dst_path, "note": "unknown fields are ignored",
-                }))
-                .unwrap()
-            };
-            let p = if i < special {
-                Planned {
-                    task_id: None,
-                    payload: format!("not json {i}").into_bytes(),
-                    expect: Expect::Dlq,
-                }
-            } else if i < 2 * special {
-                Planned {
-                    payload: task("local", "x".into(), "local", "y".into()),
-                    task_id: Some(task_id.clone()),
-                    expect: Expect::Failed("INVALID_CONFIG"),
-                }
-            } else if i < 3 * special {
-                Planned {
-                    payload: task(
-                        conn,
-                        format!("/missing/{i}.bin"),
-                        "local",
-                        format!("/missing/{i}.bin"),
-                    ),
-                    task_id: Some(task_id.clone()),
-                    expect: Expect::Failed("FILE_NOT_FOUND"),
-                }
-            } else if (i / 2) % 2 == 0 {
-                // Download; relative remote paths are taken under the login directory.
-                let remote = format!("src/d{}/f{i}.bin", i % 7);
-                server.put(&remote, &data);
-                let src = if i % 3 == 0 {
-                    format!("/{remote}")
-                } else {
-                    remote
-                };
-                let dest_rel = format!("down/{conn}/d{}/f{i}.bin", i % 5);
-                Planned {
-                    payload: task(conn, src, "local", format!("/{dest_rel}")),
-                    task_id: Some(task_id.clone()),
-                    expect: Expect::Copied {
-                        dest: storage.path().join(dest_rel),
-                        content: data,
-                    },
-                }
-            } else {
-                let src_rel = format!("up/f{i}.bin");
-                let full = storage.path().join(&src_rel);
-                std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-                std::fs::write(&full, &data).unwrap();
-                let remote = format!("dst/d{}/f{i}.bin", i % 6);
-                Planned {
-                    payload: task("local", src_rel, conn, format!("/{remote}")),
-                    task_id: Some(task_id.clone()),
-                    expect: Expect::Copied {
-                        dest: server.root().join(remote),
-                        content: data,
-                    },
-                }
-            };
-            planned.push(p);
-        }
-        Scenario {
-            servers,
-            storage,
-            work,
-            topics,
-            planned,
-        }
-    }
-
-    fn connections_ini(&self) -> String {
-        let mut ini = String::new();
-        for (id, server) in &self.servers {
-            ini.push_str(&server.ini_section(id));
-            ini.push('\n');
-        }
-        ini.push_str(&format!(
-            "[local]\ntype = local\nbase_path = {}\n",
-            self.storage.path().display()
-        ));
-        ini
-    }
-
-    fn config_yaml(&self, extra: &str) -> String {
-        self.topics.config_yaml(&format!(
-            "pool:\n  max_sessions_per_connection: 4\ntransfer:\n  transfer_timeout_seconds: 30\n  connect_timeout_seconds: 10\nlogging:\n  format: text\nshutdown:\n  drain_timeout_seconds: 10\nsupervisor:\n  restart_base_ms: 100\n  restart_max_ms: 2000\n{extra}"
-        ))
-    }
-
-    fn start(&self, extra: &str) -> Service {
-        self.start_with_env(extra, &[])
-    }
-
-    fn start_with_env(&self, extra: &str, env: &[(&str, &str)]) -> Service {
-        Service::start_with_env(
-            Path::new(EXE),
-            &self.work.path().join("svc"),
-            &self.config_yaml(extra),
-            &self.connections_ini(),
-            env,
-        )
-    }
-
-    /// Another service instance (same group), in its own directory, with `yaml`.
-    fn start_instance(&self, name: &str, yaml: &str) -> Service {
-        Service::start(
-            Path::new(EXE),
-            &self.work.path().join(name),
-            yaml,
-            &self.connections_ini(),
-        )
-    }
-
-    /// Produces every planned message; returns the delivery reports, in plan order.
-    async fn produce(&self) -> Vec<(i32, i64)> {
-        self.produce_range(0..self.planned.len()).await
-    }
-
-    async fn produce_range(&self, range: std::ops::Range<usize>) -> Vec<(i32, i64)> {
-        let payloads: Vec<(Option<String>, Vec<u8>)> = self.planned[range]
-            .iter()
-            .map(|p| (p.task_id.clone(), p.payload.clone()))
-            .collect();
-        produce(&self.topics.tasks, &payloads).await
-    }
-
-    fn expected_results(&self) -> usize {
-        self.planned.iter().filter(|p| p.task_id.is_some()).count()
-    }
-
-    fn expected_dlq(&self) -> usize {
-        self.planned.len() - self.expected_results()
-    }
-
-    fn all_done(&self, seen: &Seen) -> bool {
-        seen.dlq.len() >= self.expected_dlq()
-            && self
-                .planned
-                .iter()
-                .filter_map(|p| p.task_id.as_ref())
-                .all(|id| seen.by_task.contains_key(id))
-    }
-
-    /// Waits until every message has its outcome in Kafka.
-    async fn wait_all(&self, watcher: &Watcher, service: &Service, limit: Duration) -> Seen {
-        watcher
-            .wait_for(
-                limit,
-                "every task has a result",
-                |s| self.all_done(s),
-                || tail(&service.log(), 60),
-            )
-            .await
-    }
-
-    /// Checks every outcome (topic, code, file bytes) and that no temporary file remains;
-    /// returns the number of duplicate results.
-    fn verify(&self, seen: &Seen) -> usize {
-        let by_offset_dlq = seen.dlq.len();
-        assert_eq!(
-            by_offset_dlq,
-            self.expected_dlq(),
-            "one DLQ record per malformed message (the DLQ is not deduplicated by the test)"
-        );
-        for record in &seen.dlq {
-            assert_eq!(record.value["error_type"], "INVALID_MESSAGE");
-            assert!(record.value["original_value"]
-                .as_str()
-                .unwrap()
-                .starts_with("not json"));
-        }
-        for p in &self.planned {
-            let Some(id) = &p.task_id else { continue };
-            let results = &seen.by_task[id];
-            for r in results {
-                assert_eq!(
-                    r.key.as_deref(),
-                    Some(id.as_str()),
-                    "results are keyed by task_id"
-                );
-                match &p.expect {
-                    Expect::Copied { .. } => {
-                        assert_eq!(r.topic, self.topics.results, "{id}: {}", r.value);
-                        assert_eq!(r.value["status"], "success");
-                        assert!(r.value["error_code"].is_null());
-                        assert!(r.value["attempts"].as_u64().unwrap() >= 1);
-                    }
-                    Expect::Failed(code) => {
-                        assert_eq!(r.topic, self.topics.failures, "{id}: {}", r.value);
-                        assert_eq!(r.value["status"], "failed");
-                        assert_eq!(r.value["error_code"], *code, "{id}: {}", r.value);
-                    }
-                    Expect::Dlq => unreachable!(),
-                }
-            }
-            if let Expect::Copied { dest, content } = &p.expect {
-                let got =
-                    std::fs::read(dest).unwrap_or_else(|e| panic!("{id}: {}: {e}", dest.display()));
-                assert!(
-                    got == *content,
-                    "{id}: {} differs from its source",
-                    dest.display()
-                );
-                let size = seen.by_task[id][0].value["bytes_transferred"]
-                    .as_u64()
-                    .unwrap();
-                assert_eq!(size, content.len() as u64);
-            }
-        }
-        let mut temps = files_ending_with(self.storage.path(), TEMP_SUFFIX);
-        for (_, s) in &self.servers {
-            temps.extend(files_ending_with(s.root(), TEMP_SUFFIX));
-        }
-        assert!(temps.is_empty(), "temporary files left: {temps:?}");
-        seen.duplicates()
-    }
-
-    /// Waits until the group's committed offset of every partition is the last delivered
-    /// offset plus one.
-    async fn wait_committed(&self, deliveries: &[(i32, i64)], limit: Duration) {
-        let mut want: BTreeMap<i32, Option<i64>> =
-            (0..self.topics.partitions).map(|p| (p, None)).collect();
-        for &(p, o) in deliveries {
-            let e = want.entry(p).or_default();
-            *e = Some(e.map_or(o + 1, |x: i64| x.max(o + 1)));
-        }
-        let start = Instant::now();
-        loop {
-            let got = committed(
-                &self.topics.group,
-                &self.topics.tasks,
-                self.topics.partitions,
-            );
-            let ok = want
-                .iter()
-                .all(|(p, w)| w.is_none() || got.get(p) == Some(w));
-            if ok {
-                return;
-            }
-            assert!(start.elapsed() < limit, "committed {got:?}, want {want:?}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    fn count_for(&self, seen: &Seen, conn: &str) -> usize {
-        seen.by_task
-            .values()
-            .filter(|rs| rs[0].value["src_id"] == conn || rs[0].value["dst_id"] == conn)
-            .count()
-    }
-}
-
-fn tail(log: &str, n: usize) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-async fn wait_until<F: Fn() -> bool>(limit: Duration, what: &str, f: F) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-const RUN_LIMIT: Duration = Duration::from_secs(180);
-
-/// A run of 1,000 mixed tasks, a fifth of the way through: the scenario, its watcher,
-/// the service, the stage pids at start and the delivery reports of the tasks.
-struct MidRun {
-    sc: Scenario,
-    watcher: Watcher,
-    svc: Service,
-    pids: std::collections::HashMap<String, u32>,
-    deliveries: Vec<(i32, i64)>,
-}
-
-async fn mid_run() -> MidRun {
-    let sc = Scenario::new(1000).await;
-    let watcher = Watcher::start(&sc.topics).await;
-    let mut svc = sc.start("");
-    let pids = svc.wait_ready(Duration::from_secs(60)).await;
-    let deliveries = sc.produce().await;
-    watcher
-        .wait_for(
-            RUN_LIMIT,
-            "a fifth of the results",
-            |s| s.results() >= 200,
-            || tail(&svc.log(), 40),
-        )
-        .await;
-    MidRun {
-        sc,
-        watcher,
-        svc,
-        pids,
-        deliveries,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_mixed_tasks_over_two_connections_each_get_exactly_one_result() {
-    let sc = Scenario::new(1000).await;
+    let sc = Scenario::new(Path::new(EXE), 1000).await;
     let watcher = Watcher::start(&sc.topics).await;
     let mut svc = sc.start("");
     let pids = svc.wait_ready(Duration::from_secs(60)).await;
@@ -437,7 +73,7 @@ async fn kill_stage_mid_run(stage: &str) {
         mut svc,
         pids,
         deliveries,
-    } = mid_run().await;
+    } = mid_run(Path::new(EXE)).await;
     let victim = pids[stage];
     kill(Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
     let at_kill = watcher.seen().results();
@@ -481,7 +117,7 @@ async fn while_publish_is_stopped_no_offset_passes_an_unpublished_result() {
         mut svc,
         pids,
         deliveries,
-    } = mid_run().await;
+    } = mid_run(Path::new(EXE)).await;
     let publish = Pid::from_raw(pids["publish"] as i32);
     kill(publish, Signal::SIGSTOP).unwrap();
     // Let the last commits land and the watcher read everything already in Kafka.
@@ -540,7 +176,7 @@ async fn sigterm_mid_run_drains_exits_zero_and_a_restart_finishes_the_work() {
         mut svc,
         deliveries,
         ..
-    } = mid_run().await;
+    } = mid_run(Path::new(EXE)).await;
     let t0 = Instant::now();
     svc.signal(Signal::SIGTERM);
     // Drain deadline 10 s (+ the supervisor's margins).
@@ -575,7 +211,7 @@ async fn ctl_restart_of_one_worker_leaves_the_others_running() {
         mut svc,
         pids: before,
         deliveries,
-    } = mid_run().await;
+    } = mid_run(Path::new(EXE)).await;
     let b_before = sc.count_for(&watcher.seen(), "b");
     let t0 = Instant::now();
     match svc.restart_stage("transfer:a").await {
@@ -612,7 +248,7 @@ async fn ctl_restart_of_one_worker_leaves_the_others_running() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_supervisor_gives_up_on_a_crash_looping_stage() {
-    let sc = Scenario::new(10).await;
+    let sc = Scenario::new(Path::new(EXE), 10).await;
     let mut svc = sc.start("  max_restarts: 2\n  restart_window_seconds: 60\n");
     let mut pid = svc.wait_ready(Duration::from_secs(60)).await["publish"];
     for round in 0..3 {
@@ -647,7 +283,7 @@ async fn the_supervisor_gives_up_on_a_crash_looping_stage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_that_keeps_killing_its_worker_ends_as_a_failure() {
-    let sc = Scenario::new(40).await;
+    let sc = Scenario::new(Path::new(EXE), 40).await;
     let (conn, server) = &sc.servers[0];
     server.put("poison/p.bin", b"poison");
     let watcher = Watcher::start(&sc.topics).await;
@@ -683,7 +319,7 @@ async fn a_task_that_keeps_killing_its_worker_ends_as_a_failure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_instance_joining_the_group_takes_partitions_without_losing_or_repeating() {
-    let sc = Scenario::new(1000).await;
+    let sc = Scenario::new(Path::new(EXE), 1000).await;
     let watcher = Watcher::start(&sc.topics).await;
     // One session per connection, so the first wave is still running when the second
     // instance joins.
@@ -753,7 +389,7 @@ async fn a_second_instance_joining_the_group_takes_partitions_without_losing_or_
 async fn a_stalled_server_pauses_the_partitions_instead_of_buffering() {
     const N: usize = 2500;
     const POD_BOUND: usize = 1024; // stages/ingest: MIN_POD_TRACKED (2 x 100 sessions is less)
-    let sc = Scenario::new(10).await;
+    let sc = Scenario::new(Path::new(EXE), 10).await;
     let (conn, server) = &sc.servers[1];
     assert_eq!(
         server.kind,

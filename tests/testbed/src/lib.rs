@@ -16,6 +16,7 @@
 pub mod http;
 mod kafka;
 mod process;
+pub mod scenario;
 pub mod service;
 
 pub use kafka::{broker, Broker};
