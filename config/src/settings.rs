@@ -299,10 +299,16 @@ impl KafkaSettings {
     /// librdkafka producer properties: the service's own (acks=all, idempotence on),
     /// then `producer_config`.
     pub fn producer_properties(&self) -> Vec<(String, String)> {
-        let mut props = vec![(
-            "bootstrap.servers".to_string(),
-            self.bootstrap_servers.join(","),
-        )];
+        let mut props = vec![
+            (
+                "bootstrap.servers".to_string(),
+                self.bootstrap_servers.join(","),
+            ),
+            // A DLQ record keeps the whole original value and a result echoes the task's
+            // paths: allow records far over librdkafka's 1 MB default. A broker or topic
+            // with a smaller limit refuses them; publish then cuts the record, visibly.
+            ("message.max.bytes".into(), (32 << 20).to_string()),
+        ];
         props.extend(pinned(PINNED_PRODUCER));
         props.extend(self.producer_config.clone());
         props

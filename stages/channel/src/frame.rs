@@ -7,9 +7,10 @@
 //!   length (u32 BE, 1..=MAX_FRAME)  bincode 2.0.1 payload (serde, standard config)
 //! ```
 //!
-//! Invariants: the length is checked before the payload buffer is allocated; a payload
-//! must decode exactly (trailing bytes are an error); a clean end of stream is only
-//! accepted on a frame boundary.
+//! Invariants: the length is checked before the payload buffer is allocated; a length
+//! inside the payload (a string's) is bounded by [`DECODE_LIMIT`] before anything is
+//! allocated for it; a payload must decode exactly (trailing bytes are an error); a clean
+//! end of stream is only accepted on a frame boundary.
 
 use std::path::Path;
 use std::time::Duration;
@@ -23,13 +24,28 @@ use tokio::net::UnixStream;
 /// First bytes of every connection.
 pub const MAGIC: [u8; 8] = *b"FTPPOOLR";
 /// Bumped on any change to the frame format or to a message type.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 /// Largest payload accepted (a DLQ record keeps a whole original message).
 pub const MAX_FRAME: u32 = 64 * 1024 * 1024;
 /// How long a peer may take to send its handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 const BINCODE: bincode::config::Configuration = bincode::config::standard();
+
+/// Most bytes that decoding one payload may claim. bincode allocates a string's declared
+/// length before reading it, so without a limit a 10-byte payload declaring a 2^63-byte
+/// string panics (capacity overflow) or aborts the process (allocation failure). Decoding
+/// claims each value's in-memory size (a u64 counts 8 even when its varint is 1 byte), at
+/// most 8 per payload byte (no message has a 128-bit integer), so 8 * MAX_FRAME never
+/// refuses a frame `encode_frame` wrote, and bounds what a short payload can allocate.
+pub const DECODE_LIMIT: usize = 8 * MAX_FRAME as usize;
+
+/// The decoding configuration: BINCODE's wire format, with claims bounded by DECODE_LIMIT.
+const BINCODE_DECODE: bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<DECODE_LIMIT>,
+> = BINCODE.with_limit::<DECODE_LIMIT>();
 
 /// Who is speaking on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,7 +169,7 @@ pub fn check_len(len: u32) -> Result<usize, ChannelError> {
 
 /// Decodes a frame's payload (without its length prefix); it must be consumed exactly.
 pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, ChannelError> {
-    let (msg, used) = bincode::serde::decode_from_slice(payload, BINCODE)
+    let (msg, used) = bincode::serde::decode_from_slice(payload, BINCODE_DECODE)
         .map_err(|e| ChannelError::Decode(e.to_string()))?;
     if used != payload.len() {
         return Err(ChannelError::Decode(format!(
@@ -296,4 +312,53 @@ pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
     let listener = tokio::net::UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::{CtlRequest, Hello, ToPublish};
+
+    /// Found by fuzz/fuzz_targets/frame_decoder.rs (kept as
+    /// fuzz/seeds/frame_decoder/regress-string-length-overflow): a Hello whose name declares
+    /// 0xff01ff0102746e72 bytes made bincode panic with "capacity overflow" before reading.
+    #[test]
+    fn a_huge_string_length_is_an_error_not_a_panic() {
+        let payload = b"\xfd\x6e\x72\x74\x02\x01\xff\x01\xff";
+        let err = decode_payload::<Hello>(payload).unwrap_err();
+        assert!(matches!(err, ChannelError::Decode(_)), "{err:?}");
+    }
+
+    /// A length under isize::MAX that no allocator can satisfy aborted the process
+    /// ("memory allocation of ... bytes failed"): CtlRequest::Restart with a 2^62-byte name.
+    #[test]
+    fn an_unsatisfiable_string_length_is_an_error_not_an_abort() {
+        let mut payload = vec![0x02, 0xfd];
+        payload.extend_from_slice(&(1u64 << 62).to_le_bytes());
+        payload.extend_from_slice(b"stage");
+        let err = decode_payload::<CtlRequest>(&payload).unwrap_err();
+        assert!(matches!(err, ChannelError::Decode(_)), "{err:?}");
+        // The whole fuzzer input (a ToPublish::Result whose task_id declares
+        // 8029185251240496779 bytes) behaves the same.
+        let mut payload = vec![0x00, 0x07, 0x04, 0xfb, 0x58, 0x02, 0xfd];
+        payload.extend_from_slice(&8_029_185_251_240_496_779u64.to_le_bytes());
+        payload.extend_from_slice(b"remote-server-a");
+        let err = decode_payload::<ToPublish>(&payload).unwrap_err();
+        assert!(matches!(err, ChannelError::Decode(_)), "{err:?}");
+    }
+
+    /// The limit does not refuse a valid frame of the largest size.
+    #[test]
+    fn a_frame_of_max_size_still_decodes() {
+        let hello = Hello {
+            name: "x".repeat(MAX_FRAME as usize - 16),
+            pid: 1,
+            generation: u64::MAX,
+        };
+        let frame = encode_frame(&hello).unwrap();
+        assert!(frame.len() - 4 <= MAX_FRAME as usize);
+        assert!(frame.len() - 4 > MAX_FRAME as usize - 16);
+        let back: Hello = decode_payload(&frame[4..]).unwrap();
+        assert_eq!(back, hello);
+    }
 }

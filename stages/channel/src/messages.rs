@@ -91,6 +91,33 @@ pub enum ToPublish {
 }
 
 impl ToPublish {
+    /// Cuts the record down to fit Kafka's message size limit (see
+    /// [`TransferResult::shrink`] and [`DlqRecord::shrink`]); false if nothing could be cut.
+    pub fn shrink(&mut self) -> bool {
+        match self {
+            ToPublish::Result { result, .. } => result.shrink(),
+            ToPublish::Dlq { record, .. } => record.shrink(),
+        }
+    }
+
+    /// Cuts a record whose text could not pass a channel frame ([`crate::MAX_FRAME`])
+    /// whole: ingest builds DLQ records and failure results from whatever a client sent
+    /// (a 60 MiB value, a 40 MiB connection id). Such a record could not be published
+    /// whole anyway. True if it was cut.
+    pub fn fit_in_frame(&mut self) -> bool {
+        let text = match self {
+            ToPublish::Result { result: r, .. } => {
+                r.src_id.len() + r.src_path.len() + r.dst_id.len() + r.dst_path.len()
+            }
+            ToPublish::Dlq { record, key, .. } => {
+                // base64 grows a binary value by a third; the key travels twice.
+                record.original_value.as_ref().map_or(0, String::len)
+                    + 2 * key.as_ref().map_or(0, Vec::len)
+            }
+        };
+        text > crate::MAX_FRAME as usize / 2 && self.shrink()
+    }
+
     pub fn id(&self) -> MessageId {
         match self {
             ToPublish::Result { id, .. } | ToPublish::Dlq { id, .. } => *id,

@@ -12,12 +12,13 @@
 
 mod dlq;
 mod error_code;
+pub mod limits;
 mod result;
 mod route;
 mod task;
 mod timestamp;
 
-pub use dlq::{DlqRecord, Encoding};
+pub use dlq::{DlqRecord, Encoding, TruncatedValue};
 pub use error_code::ErrorCode;
 pub use result::{Status, TransferResult};
 pub use route::{Direction, Route, RouteError};

@@ -1,9 +1,13 @@
 //! The one result published per task: `ftp-results` on success, `ftp-failures` on
 //! failure, keyed by task_id. Every field is present on every result; `error_code` and
 //! `error_message` are null on success; `attempts` is 0 for tasks never tried.
+//! `error_message` is at most [`MAX_ERROR_MESSAGE_BYTES`] (an excerpt past that). A result
+//! too large for Kafka (a task with huge paths) is [`TransferResult::shrink`]ed: its ids and
+//! paths cut, and `truncated: true` (false on every other result).
 
 use serde::{Deserialize, Serialize};
 
+use crate::limits::{excerpt, MAX_ERROR_MESSAGE_BYTES, SHRUNK_PATH_BYTES};
 use crate::{ErrorCode, Timestamp, TransferTask};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +32,11 @@ pub struct TransferResult {
     pub error_message: Option<String>,
     pub attempts: u32,
     pub retryable: bool,
+    /// True only on a result whose ids or paths were cut to fit Kafka's size limit (an
+    /// addition to the Python shape; always present). No serde skipping here: the same
+    /// struct travels as bincode between the stages, which needs every field.
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 impl TransferResult {
@@ -54,7 +63,7 @@ impl TransferResult {
             status: Status::Failed,
             duration_ms,
             error_code: Some(code),
-            error_message: Some(message.into()),
+            error_message: Some(excerpt(&message.into(), MAX_ERROR_MESSAGE_BYTES).into_owned()),
             attempts,
             retryable: code.is_retryable(),
             ..Self::blank(task)
@@ -76,7 +85,31 @@ impl TransferResult {
             error_message: None,
             attempts: 0,
             retryable: false,
+            truncated: false,
         }
+    }
+
+    /// Cuts the echoed connection ids and paths to [`SHRUNK_PATH_BYTES`] and marks the
+    /// result `truncated`, for a result Kafka refused as too large. False when there was
+    /// nothing to cut.
+    pub fn shrink(&mut self) -> bool {
+        if self.truncated {
+            return false;
+        }
+        let mut cut = false;
+        for path in [
+            &mut self.src_id,
+            &mut self.src_path,
+            &mut self.dst_id,
+            &mut self.dst_path,
+        ] {
+            if path.len() > SHRUNK_PATH_BYTES {
+                *path = excerpt(path, SHRUNK_PATH_BYTES).into_owned();
+                cut = true;
+            }
+        }
+        self.truncated |= cut;
+        cut
     }
 
     pub fn is_success(&self) -> bool {

@@ -5,6 +5,7 @@
 use ftp_pooler_config::Registry;
 use serde::{Deserialize, Serialize};
 
+use crate::limits::{excerpt, MAX_PATH_BYTES};
 use crate::{ErrorCode, TransferTask};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -36,7 +37,8 @@ pub struct Route {
     pub local_path: String,
 }
 
-/// Why a task cannot be routed (always `INVALID_CONFIG`).
+/// Why a task cannot be routed: `INVALID_CONFIG` (connection ids), or `PATH_NOT_ALLOWED`
+/// for a path over [`MAX_PATH_BYTES`] (refused here, before it travels to a worker).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct RouteError {
@@ -51,20 +53,36 @@ impl Route {
             message,
         };
         let lookup = |field: &str, id: &str| {
-            registry
-                .get(id)
-                .ok_or_else(|| invalid(format!("unknown connection id {id:?} ({field})")))
+            registry.get(id).ok_or_else(|| {
+                invalid(format!(
+                    "unknown connection id {:?} ({field})",
+                    excerpt(id, 256)
+                ))
+            })
         };
+        for (field, path) in [("src_path", &task.src_path), ("dst_path", &task.dst_path)] {
+            if path.len() > MAX_PATH_BYTES {
+                return Err(RouteError {
+                    code: ErrorCode::PathNotAllowed,
+                    message: format!(
+                        "{field} is {} bytes long; at most {MAX_PATH_BYTES} are allowed",
+                        path.len()
+                    ),
+                });
+            }
+        }
         let src = lookup("src_id", &task.src_id)?;
         let dst = lookup("dst_id", &task.dst_id)?;
         match (src.is_local(), dst.is_local()) {
             (true, true) => Err(invalid(format!(
                 "both src_id {:?} and dst_id {:?} are local connections: one must be ftp",
-                task.src_id, task.dst_id
+                excerpt(&task.src_id, 256),
+                excerpt(&task.dst_id, 256)
             ))),
             (false, false) => Err(invalid(format!(
                 "both src_id {:?} and dst_id {:?} are ftp connections: one must be local",
-                task.src_id, task.dst_id
+                excerpt(&task.src_id, 256),
+                excerpt(&task.dst_id, 256)
             ))),
             (false, true) => Ok(Route {
                 direction: Direction::Download,

@@ -29,7 +29,7 @@ fn success_result_bytes() {
     r.timestamp = at();
     assert_eq!(
         String::from_utf8(r.to_json()).unwrap(),
-        r#"{"task_id":"uuid-1234","status":"success","src_id":"remote-ftp","src_path":"/data/file.txt","dst_id":"local","dst_path":"/storage/file.txt","bytes_transferred":1048576,"duration_ms":1234,"timestamp":"2025-11-25T19:00:03.045406+00:00","error_code":null,"error_message":null,"attempts":1,"retryable":false}"#
+        r#"{"task_id":"uuid-1234","status":"success","src_id":"remote-ftp","src_path":"/data/file.txt","dst_id":"local","dst_path":"/storage/file.txt","bytes_transferred":1048576,"duration_ms":1234,"timestamp":"2025-11-25T19:00:03.045406+00:00","error_code":null,"error_message":null,"attempts":1,"retryable":false,"truncated":false}"#
     );
 }
 
@@ -45,7 +45,7 @@ fn failure_result_bytes() {
     r.timestamp = at();
     assert_eq!(
         String::from_utf8(r.to_json()).unwrap(),
-        r#"{"task_id":"uuid-1234","status":"failed","src_id":"remote-ftp","src_path":"/data/file.txt","dst_id":"local","dst_path":"/storage/file.txt","bytes_transferred":0,"duration_ms":5000,"timestamp":"2025-11-25T19:00:03.045406+00:00","error_code":"CONNECTION_ERROR","error_message":"Connection refused","attempts":6,"retryable":true}"#
+        r#"{"task_id":"uuid-1234","status":"failed","src_id":"remote-ftp","src_path":"/data/file.txt","dst_id":"local","dst_path":"/storage/file.txt","bytes_transferred":0,"duration_ms":5000,"timestamp":"2025-11-25T19:00:03.045406+00:00","error_code":"CONNECTION_ERROR","error_message":"Connection refused","attempts":6,"retryable":true,"truncated":false}"#
     );
     let never_tried =
         TransferResult::failure(&task(), ErrorCode::InvalidConfig, "both local", 0, 0);
@@ -80,7 +80,7 @@ fn dlq_record_bytes_utf8_and_base64() {
     d.timestamp = at();
     assert_eq!(
         String::from_utf8(d.to_json()).unwrap(),
-        r#"{"original_topic":"ftp-tasks","original_partition":2,"original_offset":41,"original_key":"k1","original_value":"{not json","error_type":"INVALID_MESSAGE","error_message":"not valid JSON: x","timestamp":"2025-11-25T19:00:03.045406+00:00","original_key_encoding":"utf-8","original_value_encoding":"utf-8"}"#
+        r#"{"original_topic":"ftp-tasks","original_partition":2,"original_offset":41,"original_key":"k1","original_value":"{not json","error_type":"INVALID_MESSAGE","error_message":"not valid JSON: x","timestamp":"2025-11-25T19:00:03.045406+00:00","original_key_encoding":"utf-8","original_value_encoding":"utf-8","original_value_truncated":null}"#
     );
     let raw = [0xff, 0xfe, 0x00, b'{'];
     let mut d = DlqRecord::new(
@@ -253,4 +253,89 @@ fn routes_resolve_direction_or_invalid_config() {
         assert_eq!(e.code, ErrorCode::InvalidConfig);
         assert!(e.message.starts_with(want), "{}", e.message);
     }
+}
+
+#[test]
+fn long_error_messages_are_excerpts() {
+    let r = TransferResult::failure(&task(), ErrorCode::IoError, "x".repeat(10_000), 1, 1);
+    let msg = r.error_message.unwrap();
+    assert!(msg.len() < ftp_pooler_contract::limits::MAX_ERROR_MESSAGE_BYTES + 32);
+    assert!(msg.ends_with("... (10000 bytes)"), "{msg}");
+}
+
+#[test]
+fn a_result_too_large_for_kafka_shrinks_and_says_so() {
+    let mut t = task();
+    t.src_path = "p/".repeat(1_000_000);
+    let mut r = TransferResult::failure(&t, ErrorCode::PathNotAllowed, "too long", 0, 0);
+    assert!(String::from_utf8(r.to_json())
+        .unwrap()
+        .ends_with(r#""truncated":false}"#));
+    assert!(r.shrink());
+    assert!(r.src_path.len() < 1100 && r.src_path.ends_with("... (2000000 bytes)"));
+    assert_eq!(r.dst_path, t.dst_path, "short fields stay whole");
+    let v: serde_json::Value = serde_json::from_slice(&r.to_json()).unwrap();
+    assert_eq!(v["truncated"], true);
+    assert!(!r.shrink(), "nothing left to cut");
+}
+
+#[test]
+fn a_dlq_record_too_large_for_kafka_keeps_a_prefix_size_and_digest() {
+    use sha2::Digest as _;
+    let bad = InvalidMessage("not valid JSON".into());
+    for value in [vec![b'A'; 3_000_000], vec![0xff; 3_000_000]] {
+        let mut d = DlqRecord::new("t", 1, 7, None, Some(&value), &bad);
+        assert!(d.shrink());
+        let kept = d.original_value_bytes().unwrap();
+        assert_eq!(kept.len(), ftp_pooler_contract::limits::SHRUNK_VALUE_BYTES);
+        assert_eq!(kept[..], value[..kept.len()]);
+        let cut = d.original_value_truncated.clone().unwrap();
+        assert_eq!(cut.bytes, 3_000_000);
+        assert_eq!(cut.sha256, format!("{:x}", sha2::Sha256::digest(&value)));
+        assert!(d.error_message.contains("t[1]@7"), "{}", d.error_message);
+        let v: serde_json::Value = serde_json::from_slice(&d.to_json()).unwrap();
+        assert_eq!(v["original_value_truncated"]["bytes"], 3_000_000);
+        assert!(!d.shrink());
+    }
+    let mut small = DlqRecord::new("t", 0, 0, None, Some(b"{"), &bad);
+    assert!(!small.shrink());
+    assert!(String::from_utf8(small.to_json())
+        .unwrap()
+        .ends_with(r#""original_value_truncated":null}"#));
+}
+
+#[test]
+fn a_path_over_path_max_is_refused_before_routing() {
+    let base = tempfile::tempdir().unwrap();
+    let registry = Registry::parse(
+        std::path::Path::new("connections.ini"),
+        &format!(
+            "[ftp-a]\ntype=ftp\nhost=h\nuser=u\n[disk]\ntype=local\nbase_path={}\n",
+            base.path().display()
+        ),
+    )
+    .unwrap();
+    let mut t = TransferTask {
+        task_id: "t".into(),
+        src_id: "ftp-a".into(),
+        src_path: "s".repeat(4096),
+        dst_id: "disk".into(),
+        dst_path: "/d".into(),
+    };
+    assert!(
+        Route::resolve(&t, &registry).is_ok(),
+        "4096 bytes is allowed"
+    );
+    t.dst_path = "d".repeat(4097);
+    let e = Route::resolve(&t, &registry).unwrap_err();
+    assert_eq!(e.code, ErrorCode::PathNotAllowed);
+    assert_eq!(
+        e.message,
+        "dst_path is 4097 bytes long; at most 4096 are allowed"
+    );
+    t.dst_path = "/d".into();
+    t.src_id = "x".repeat(100_000);
+    let e = Route::resolve(&t, &registry).unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidConfig);
+    assert!(e.message.len() < 400, "{}", e.message.len());
 }

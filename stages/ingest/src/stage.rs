@@ -718,11 +718,14 @@ fn handle(
                 msg.payload(),
                 &invalid,
             );
-            let item = ToPublish::Dlq {
+            let mut item = ToPublish::Dlq {
                 id,
                 record,
                 key: msg.key().map(<[u8]>::to_vec),
             };
+            if item.fit_in_frame() {
+                tracing::error!(message = %id, "DLQ value too large for a channel frame: cut");
+            }
             shared.with(|t| (t.track_direct(item), ()));
         }
         Ok(task) => match Route::resolve(&task, &shared.registry.read().expect("registry")) {
@@ -730,14 +733,15 @@ fn handle(
                 shared.stats.lock().expect("stats").invalid_tasks += 1;
                 tracing::info!(task_id = %task.task_id, error = %e, "invalid task: failure result");
                 let result = TransferResult::failure(&task, e.code, e.message, 0, 0);
-                shared.with(|t| {
-                    let item = ToPublish::Result {
-                        id,
-                        result,
-                        direction: None,
-                    };
-                    (t.track_direct(item), ())
-                });
+                let mut item = ToPublish::Result {
+                    id,
+                    result,
+                    direction: None,
+                };
+                if item.fit_in_frame() {
+                    tracing::error!(message = %id, "result too large for a channel frame: cut");
+                }
+                shared.with(|t| (t.track_direct(item), ()));
             }
             Ok(route) => {
                 let conn = route.remote_id.clone();

@@ -7,6 +7,10 @@
 //! Invariants:
 //! - nothing is acknowledged before its delivery report; a failed delivery is retried
 //!   with backoff, never acknowledged;
+//! - a record Kafka refuses as too large (over `message.max.bytes` of the producer or the
+//!   broker) is cut once, visibly ([`ToPublish::shrink`]: `truncated` fields, the full
+//!   size and digest), counted in `ftp_publish_truncated_total`, and sent again: one
+//!   oversized task must not stall its partition;
 //! - acks for an ingest that is not connected (restarting) are kept until an ingest
 //!   connects, then sent if they belong to its generation and dropped otherwise;
 //! - on stop: no new connections, deliveries in flight get the drain deadline, then the
@@ -68,6 +72,7 @@ struct PublishMetrics {
     errors: prometheus::IntCounterVec,
     sent: prometheus::IntCounterVec,
     dlq: prometheus::IntCounter,
+    truncated: prometheus::IntCounter,
     send_errors: AtomicU64,
 }
 
@@ -115,6 +120,11 @@ impl PublishMetrics {
                 "Malformed messages written to the DLQ",
             )
             .expect("a valid metric"),
+            truncated: IntCounter::new(
+                "ftp_publish_truncated_total",
+                "Records cut to fit Kafka's message size limit (huge paths or DLQ values)",
+            )
+            .expect("a valid metric"),
             send_errors: AtomicU64::new(0),
         };
         m.registry
@@ -134,6 +144,9 @@ impl PublishMetrics {
             .expect("unique");
         m.registry
             .register(Box::new(m.dlq.clone()))
+            .expect("unique");
+        m.registry
+            .register(Box::new(m.truncated.clone()))
             .expect("unique");
         m
     }
@@ -309,9 +322,19 @@ async fn serve(stage: Arc<Stage>, stream: UnixStream) {
     tracing::info!(peer = %hello.name, "peer disconnected");
 }
 
+/// Kafka refused the record for its size (the producer's `message.max.bytes`, or the
+/// broker's / topic's limit).
+fn too_large(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(C::MessageSizeTooLarge | C::MessageBatchTooLarge)
+    )
+}
+
 /// Writes one item to Kafka, retrying until acknowledged (or the stage stops), then
 /// confirms it to its sender and to ingest.
-async fn deliver(stage: Arc<Stage>, item: ToPublish, origin: Option<String>) {
+async fn deliver(stage: Arc<Stage>, mut item: ToPublish, origin: Option<String>) {
     let id = item.id();
     let mut pause = Duration::from_millis(100);
     loop {
@@ -323,6 +346,13 @@ async fn deliver(stage: Arc<Stage>, item: ToPublish, origin: Option<String>) {
         };
         match sent {
             Ok(_) => break,
+            Err(e) if too_large(&e) && item.shrink() => {
+                stage.metrics.truncated.inc();
+                tracing::error!(
+                    message = %id, error = %e,
+                    "record over Kafka's message size limit: cut (marked truncated) and sent again"
+                );
+            }
             Err(e) => {
                 stage.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(message = %id, error = %e, "delivery failed; retrying");

@@ -12,6 +12,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use ftp_pooler_contract::limits::excerpt;
 use ftp_pooler_contract::ErrorCode;
 use sha2::{Digest, Sha256};
 
@@ -23,7 +24,7 @@ pub const TEMP_SUFFIX: &str = ".ftp-pooler.part";
 fn not_allowed(path: &str, why: &str) -> TransferError {
     TransferError::new(
         ErrorCode::PathNotAllowed,
-        format!("local path {path:?} {why}"),
+        format!("local path {:?} {why}", excerpt(path, 512)),
     )
 }
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ftp_pooler_config::{FtpConnection, Secret, TlsMode, TransferSettings};
+use ftp_pooler_contract::limits::excerpt;
 use ftp_pooler_contract::ErrorCode;
 use suppaftp::tokio::{
     AsyncFtpStream, AsyncRustlsConnector, AsyncRustlsFtpStream, ImplAsyncFtpStream, TokioTlsStream,
@@ -178,7 +179,10 @@ impl FtpSession {
         if path.contains(['\r', '\n', '\0']) {
             return Err(TransferError::new(
                 ErrorCode::PathNotAllowed,
-                format!("remote path {path:?} contains CR, LF or NUL"),
+                format!(
+                    "remote path {:?} contains CR, LF or NUL",
+                    excerpt(path, 512)
+                ),
             ));
         }
         if path.starts_with('/') {
