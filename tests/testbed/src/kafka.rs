@@ -1,8 +1,14 @@
 //! The Kafka-protocol broker of the tests: one Tansu per test binary, or an external
 //! cluster (`FTP_POOLER_TEST_BOOTSTRAP=host:port,...`).
+//!
+//! A test binary that kills the broker calls [`use_persistent_broker`] before anything
+//! else touches the broker: its Tansu then keeps its data in a local S3 server (moto,
+//! `scripts/testbed/serve s3`), and [`Broker::kill`] / [`Broker::start_again`] stop it
+//! with SIGKILL and start it again on the same port and the same storage.
 
 use std::net::TcpStream;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -15,22 +21,45 @@ use crate::process::{free_port, ServerProcess};
 /// Points the whole suite at an external Kafka cluster instead of a local Tansu.
 pub const ENV_BOOTSTRAP: &str = "FTP_POOLER_TEST_BOOTSTRAP";
 
+/// The S3 bucket a persistent Tansu keeps its data in.
+const S3_STORAGE: &str = "s3://tansu/";
+
 pub struct Broker {
     bootstrap: String,
-    _process: Option<ServerProcess>,
+    /// None: an external cluster.
+    local: Option<Local>,
+}
+
+/// A Tansu started by this test binary.
+struct Local {
+    port: u16,
+    /// The arguments of `scripts/testbed/serve` (the same for a restart).
+    args: Vec<String>,
+    /// None while killed.
+    process: Mutex<Option<ServerProcess>>,
+    /// The S3 server of a persistent broker (None: memory storage, not restartable).
+    s3: Option<ServerProcess>,
+}
+
+static BROKER: OnceLock<Broker> = OnceLock::new();
+static PERSISTENT: AtomicBool = AtomicBool::new(false);
+
+fn external_bootstrap() -> Option<String> {
+    std::env::var(ENV_BOOTSTRAP)
+        .ok()
+        .filter(|b| !b.trim().is_empty())
 }
 
 /// The test binary's broker, started on first use. Panics (the test fails) when it
 /// cannot be started or reached.
 pub fn broker() -> &'static Broker {
-    static BROKER: OnceLock<Broker> = OnceLock::new();
     BROKER.get_or_init(|| {
-        let broker = match std::env::var(ENV_BOOTSTRAP) {
-            Ok(bootstrap) if !bootstrap.trim().is_empty() => Broker {
+        let broker = match external_bootstrap() {
+            Some(bootstrap) => Broker {
                 bootstrap,
-                _process: None,
+                local: None,
             },
-            _ => Broker::start_tansu(),
+            None => Broker::start_tansu(PERSISTENT.load(Ordering::SeqCst)),
         };
         if let Err(e) = broker.check(Duration::from_secs(30)) {
             panic!(
@@ -42,8 +71,30 @@ pub fn broker() -> &'static Broker {
     })
 }
 
+/// Makes this test binary's broker a restartable one: Tansu on S3 storage (a local moto
+/// server), so that [`Broker::kill`] and [`Broker::start_again`] keep its topics,
+/// messages and committed offsets. Call it before anything uses [`broker()`]; panics
+/// when the broker is already started without it, or when the suite runs against an
+/// external cluster (`FTP_POOLER_TEST_BOOTSTRAP`), which a test cannot kill.
+pub fn use_persistent_broker() -> &'static Broker {
+    if let Some(b) = external_bootstrap() {
+        panic!(
+            "{ENV_BOOTSTRAP} is set ({b}): this test kills the broker and starts it again, \
+             which it cannot do to an external cluster. Run this test binary without \
+             {ENV_BOOTSTRAP} (it starts its own Tansu on S3 storage)."
+        );
+    }
+    PERSISTENT.store(true, Ordering::SeqCst);
+    let b = broker();
+    assert!(
+        b.is_restartable(),
+        "use_persistent_broker() was called after the broker was started without it"
+    );
+    b
+}
+
 impl Broker {
-    fn start_tansu() -> Broker {
+    fn start_tansu(persistent: bool) -> Broker {
         let tansu = crate::testbed_dir().join("bin/tansu");
         assert!(
             tansu.exists(),
@@ -51,26 +102,105 @@ impl Broker {
             tansu.display()
         );
         let port = free_port();
-        let process = ServerProcess::serve(
-            &format!("tansu:{port}"),
-            &["broker".into(), port.to_string()],
-        );
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = process.exited() {
-                panic!("tansu exited ({status}):\n{}", process.output());
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "tansu did not open 127.0.0.1:{port} within 20 s:\n{}",
-                process.output()
+        let mut args = vec!["broker".to_string(), port.to_string()];
+        let s3 = persistent.then(|| {
+            let s3_port = free_port();
+            let s3 = ServerProcess::serve(
+                &format!("moto:{s3_port}"),
+                &["s3".into(), s3_port.to_string()],
             );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+            wait_for_port(s3_port, &s3, Duration::from_secs(30));
+            args.push(S3_STORAGE.into());
+            args.push(s3_port.to_string());
+            s3
+        });
+        let process = Self::spawn(port, &args);
         Broker {
             bootstrap: format!("127.0.0.1:{port}"),
-            _process: Some(process),
+            local: Some(Local {
+                port,
+                args,
+                process: Mutex::new(Some(process)),
+                s3,
+            }),
         }
+    }
+
+    fn spawn(port: u16, args: &[String]) -> ServerProcess {
+        let process = ServerProcess::serve(&format!("tansu:{port}"), args);
+        wait_for_port(port, &process, Duration::from_secs(20));
+        process
+    }
+
+    /// True for a Tansu on persistent storage (see [`use_persistent_broker`]).
+    pub fn is_restartable(&self) -> bool {
+        self.local.as_ref().is_some_and(|l| l.s3.is_some())
+    }
+
+    fn restartable(&self, what: &str) -> &Local {
+        match &self.local {
+            Some(l) if l.s3.is_some() => l,
+            Some(_) => panic!(
+                "{what}: this broker keeps its data in memory; call \
+                 ftp_pooler_testbed::use_persistent_broker() first"
+            ),
+            None => panic!("{what}: the broker is an external cluster ({ENV_BOOTSTRAP})"),
+        }
+    }
+
+    /// SIGKILLs the broker (a persistent one; see [`use_persistent_broker`]).
+    pub fn kill(&self) {
+        let local = self.restartable("kill the broker");
+        let mut process = local.process.lock().unwrap();
+        let mut p = process.take().expect("the broker is already killed");
+        p.kill();
+    }
+
+    /// Starts the broker again after [`Broker::kill`], on the same port and storage, and
+    /// waits until it answers a metadata request.
+    pub fn start_again(&self) {
+        let local = self.restartable("start the broker again");
+        let mut process = local.process.lock().unwrap();
+        assert!(process.is_none(), "the broker is still running");
+        *process = Some(Self::spawn(local.port, &local.args));
+        drop(process);
+        if let Err(e) = self.check(Duration::from_secs(30)) {
+            panic!(
+                "the restarted broker at {} does not answer: {e}\n{}",
+                self.bootstrap,
+                self.output()
+            );
+        }
+    }
+
+    /// The broker's pid (None: external, or killed).
+    pub fn pid(&self) -> Option<u32> {
+        let local = self.local.as_ref()?;
+        local.process.lock().unwrap().as_ref().map(|p| p.pid())
+    }
+
+    /// What the local broker (and its S3 server) printed so far.
+    pub fn output(&self) -> String {
+        let Some(local) = &self.local else {
+            return String::new();
+        };
+        let mut out = local
+            .process
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|p| p.output())
+            .unwrap_or_default();
+        if let Some(s3) = &local.s3 {
+            let s3_out = s3.output();
+            let tail: Vec<&str> = s3_out.lines().rev().take(20).collect();
+            out.push_str("\n--- S3 server (last lines) ---\n");
+            for l in tail.into_iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
     }
 
     /// Connects to a broker at `bootstrap` and fetches metadata: Ok only if it answers.
@@ -111,5 +241,27 @@ impl Broker {
                 panic!("create topic {t}: {code}");
             }
         }
+    }
+}
+
+/// Waits until 127.0.0.1:`port` accepts connections (the port opens in 15-50 ms for
+/// Tansu, a second or two for moto); panics with the server's output if it exits.
+fn wait_for_port(port: u16, process: &ServerProcess, limit: Duration) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = process.exited() {
+            panic!(
+                "{} exited ({status}):\n{}",
+                process.name(),
+                process.output()
+            );
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{} did not open 127.0.0.1:{port} within {limit:?}:\n{}",
+            process.name(),
+            process.output()
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
 }

@@ -3,6 +3,9 @@
 //! - [`broker()`]: one Tansu broker per test binary (shared; tests use unique topic and
 //!   group names from [`unique`]), or the external cluster named by
 //!   `FTP_POOLER_TEST_BOOTSTRAP` (so the suite runs against real Apache Kafka too).
+//!   A test binary that kills the broker calls [`use_persistent_broker`] first: its Tansu
+//!   keeps its data in a local S3 server and survives [`Broker::kill`] /
+//!   [`Broker::start_again`].
 //! - [`service`]: the real service (`ftp-pooler run`) as a child process, with the
 //!   Kafka side of a client (produce tasks, watch results, committed offsets).
 //! - [`FtpServer::start`]: a vsftpd or pyftpdlib server, plain or explicit FTPS, with its
@@ -19,7 +22,7 @@ mod process;
 pub mod scenario;
 pub mod service;
 
-pub use kafka::{broker, Broker};
+pub use kafka::{broker, use_persistent_broker, Broker};
 pub use process::{free_port, free_port_range, unique, workspace_root, ServerProcess};
 
 use std::io::{BufRead, BufReader};

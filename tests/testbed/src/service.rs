@@ -354,6 +354,9 @@ pub struct Record {
     pub topic: String,
     pub key: Option<String>,
     pub value: Value,
+    /// Where it is in Kafka.
+    pub partition: i32,
+    pub offset: i64,
     /// When the watcher read it.
     pub at: Instant,
 }
@@ -365,6 +368,9 @@ pub struct Seen {
     pub by_task: HashMap<String, Vec<Record>>,
     /// DLQ records.
     pub dlq: Vec<Record>,
+    /// Records the watcher read a second time (same topic, partition and offset: its
+    /// consumer re-read them, e.g. after a broker restart) and did not count again.
+    pub reread: usize,
 }
 
 impl Seen {
@@ -406,14 +412,24 @@ impl Watcher {
         let dlq = topics.dlq.clone();
         let task = tokio::spawn(async move {
             let mut stream = consumer.stream();
+            // The watcher commits nothing: a consumer that rejoins its group (after a
+            // broker restart) reads from the beginning again. Each record counts once,
+            // so duplicates are the service's, not the watcher's.
+            let mut read = std::collections::HashSet::new();
             while let Some(msg) = stream.next().await {
                 let Ok(msg) = msg else { continue };
+                if !read.insert((msg.topic().to_string(), msg.partition(), msg.offset())) {
+                    s.lock().unwrap().reread += 1;
+                    continue;
+                }
                 let value: Value = serde_json::from_slice(msg.payload().unwrap_or_default())
                     .expect("results are JSON");
                 let record = Record {
                     topic: msg.topic().to_string(),
                     key: msg.key().map(|k| String::from_utf8_lossy(k).into_owned()),
                     value,
+                    partition: msg.partition(),
+                    offset: msg.offset(),
                     at: Instant::now(),
                 };
                 let mut seen = s.lock().unwrap();
