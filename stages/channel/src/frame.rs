@@ -211,15 +211,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             got += n;
         }
         let len = check_len(u32::from_be_bytes(len))?;
+        // The buffer grows with the bytes that arrive, not with the declared length: a
+        // peer that declares 64 MiB and sends 5 bytes costs 5 bytes (found by fuzzing).
         self.buf.clear();
-        self.buf.resize(len, 0);
-        self.inner
-            .read_exact(&mut self.buf)
-            .await
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => ChannelError::Truncated,
-                _ => ChannelError::Io(e),
-            })?;
+        (&mut self.inner)
+            .take(len as u64)
+            .read_to_end(&mut self.buf)
+            .await?;
+        if self.buf.len() < len {
+            return Err(ChannelError::Truncated);
+        }
         let msg = decode_payload(&self.buf);
         if self.buf.capacity() > 1024 * 1024 {
             // Do not keep a large DLQ record's buffer around.
