@@ -160,7 +160,8 @@ impl Shared {
         }
     }
 
-    fn commit(&self, consumer: &BaseConsumer<IngestContext>, only: Option<&[i32]>) {
+    /// Commits the commit points (of `only` these partitions); false if the commit failed.
+    fn commit(&self, consumer: &BaseConsumer<IngestContext>, only: Option<&[i32]>) -> bool {
         let points = {
             let t = self.tracker.lock().expect("tracker");
             let mut points = t.commit_points();
@@ -170,7 +171,7 @@ impl Shared {
             points
         };
         if points.is_empty() {
-            return;
+            return true;
         }
         match crate::commit(consumer, &self.topic, &points) {
             Ok(()) => {
@@ -184,8 +185,12 @@ impl Shared {
                         .with_label_values(&[self.topic.as_str(), &p.to_string()])
                         .set(*o);
                 }
+                true
             }
-            Err(e) => tracing::warn!(error = %e, ?points, "commit failed; will retry"),
+            Err(e) => {
+                tracing::warn!(error = %e, ?points, "commit failed; will retry");
+                false
+            }
         }
     }
 }
@@ -221,8 +226,14 @@ impl ConsumerContext for IngestContext {
                 if !done {
                     tracing::warn!(?parts, "revoke: deadline reached with messages in flight; the next owner re-reads from the first unfinished one");
                 }
-                self.shared.commit(consumer, Some(&parts));
-                self.shared.with(|t| (t.forget(&parts), ()));
+                let park = !self.shared.commit(consumer, Some(&parts));
+                if park {
+                    tracing::warn!(
+                        ?parts,
+                        "revoke: final commit failed; keeping the done prefix to skip and commit if the partitions come back"
+                    );
+                }
+                self.shared.with(|t| (t.forget(&parts, park), ()));
             }
             Rebalance::Assign(_) => {}
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
@@ -584,7 +595,7 @@ fn consume(
             None => {}
         }
         if last_commit.elapsed() >= COMMIT_EVERY {
-            shared.commit(&consumer, None);
+            let _ = shared.commit(&consumer, None);
             last_commit = Instant::now();
         }
         let probe_every = if shared.stats.lock().expect("stats").broker_up {
@@ -607,7 +618,7 @@ fn consume(
             "drain deadline reached; uncommitted messages will be redelivered"
         );
     }
-    shared.commit(&consumer, None);
+    let _ = shared.commit(&consumer, None);
     shared.closing.store(true, Ordering::SeqCst);
     consumer.unsubscribe();
     drop(consumer);

@@ -80,6 +80,10 @@ struct Partition {
     backlog: usize,
     paused: bool,
     revoked: bool,
+    /// Revoked, and its final commit failed (the group had already moved on, e.g. while
+    /// the broker was down): only its done prefix is kept (`max_seen`), to skip re-reads
+    /// and commit it if the partition comes back. Not committed while parked.
+    parked: bool,
 }
 
 impl Partition {
@@ -495,7 +499,7 @@ impl Tracker {
         self.partitions
             .iter()
             .filter_map(|(&n, p)| {
-                let point = p.commit_point()?;
+                let point = p.commit_point().filter(|_| !p.parked)?;
                 (p.committed.is_none_or(|c| point > c)).then_some((n, point))
             })
             .collect()
@@ -542,10 +546,28 @@ impl Tracker {
     }
 
     /// Stops tracking revoked partitions (after their final commit); frees their slots.
-    pub fn forget(&mut self, partitions: &[i32]) -> Vec<Out> {
+    /// `park`: the final commit failed, so keep the contiguous done prefix of each (see
+    /// [`Partition::parked`]): if the partition is assigned here again, messages of that
+    /// prefix are not run again and the prefix is committed under the new membership.
+    /// Every offset in it has its outcome in Kafka, so committing it later is safe.
+    pub fn forget(&mut self, partitions: &[i32], park: bool) -> Vec<Out> {
         let mut touched = Vec::new();
         for n in partitions {
             if let Some(p) = self.partitions.remove(n) {
+                if park {
+                    if let Some(point) = p.commit_point() {
+                        self.partitions.insert(
+                            *n,
+                            Partition {
+                                max_seen: Some(point - 1),
+                                committed: p.committed,
+                                revoked: true,
+                                parked: true,
+                                ..Partition::default()
+                            },
+                        );
+                    }
+                }
                 for e in p.entries.values() {
                     self.total -= 1;
                     if let Kind::Job { conn, .. } = &e.kind {
@@ -602,6 +624,7 @@ impl Tracker {
             let p = self.partitions.entry(*n).or_default();
             p.revoked = false;
             p.paused = false;
+            p.parked = false;
         }
     }
 }
@@ -876,7 +899,7 @@ mod tests {
         );
         assert_eq!(t.in_flight(&[0]), 0);
         assert_eq!(t.commit_point(0), Some(2));
-        assert!(t.forget(&[0]).is_empty());
+        assert!(t.forget(&[0], false).is_empty());
         assert_eq!(t.len(), 1);
         assert_eq!(t.commit_point(0), None);
 
@@ -888,8 +911,36 @@ mod tests {
         t.track_job("a", job(1, 0));
         t.revoke(&[0]);
         assert_eq!(t.commit_point(0), Some(0));
-        assert_eq!(sent_offsets(&t.forget(&[0])), [0]);
+        assert_eq!(sent_offsets(&t.forget(&[0], false)), [0]);
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn a_partition_whose_final_commit_failed_keeps_its_done_prefix_for_its_return() {
+        let mut t = Tracker::new(GEN, limits(4), 3);
+        for o in 0..4 {
+            t.track_job("a", job(0, o));
+        }
+        t.revoke(&[0]);
+        for o in [0, 1, 3] {
+            t.ack(id(0, o));
+        }
+        // The revoke gave up with offset 2 unfinished, and its commit failed.
+        assert_eq!(t.commit_point(0), Some(2));
+        t.forget(&[0], true);
+        assert_eq!(t.len(), 0);
+        assert!(
+            t.commit_points().is_empty(),
+            "a parked partition is not committed"
+        );
+        t.assigned(&[0]);
+        // Redelivered from the old committed offset: the done prefix is skipped, the rest
+        // runs again (3 was done, but after the gap: at least once).
+        assert!(t.track_job("a", job(0, 0)).is_empty());
+        assert!(t.track_job("a", job(0, 1)).is_empty());
+        assert_eq!(t.commit_points(), BTreeMap::from([(0, 2)]));
+        assert_eq!(sent_offsets(&t.track_job("a", job(0, 2))), [2]);
+        assert_eq!(sent_offsets(&t.track_job("a", job(0, 3))), [3]);
     }
 
     #[test]
