@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ftp_pooler_testbed::scenario::{mid_run, tail, wait_until, MidRun, RUN_LIMIT, TEMP_SUFFIX};
-use ftp_pooler_testbed::service::{files_ending_with, produce, Service, Topics, Watcher};
+use ftp_pooler_testbed::service::{files_ending_with, produce, SmallStack};
 use ftp_pooler_testbed::{FtpKind, FtpServer};
 use serde_json::json;
 
@@ -158,22 +158,8 @@ async fn a_full_local_disk_fails_downloads_with_io_error_and_recovers_when_space
     server.put("src/big.bin", &big);
     let disk = Tmpfs::mount("2m");
     std::fs::create_dir(disk.path().join("in")).unwrap();
-    let work = tempfile::Builder::new()
-        .prefix("service-")
-        .tempdir()
-        .unwrap();
-    let topics = Topics::create(1).await;
-    let watcher = Watcher::start(&topics).await;
-    let ini = format!(
-        "{}\n[local]\ntype = local\nbase_path = {}\n",
-        server.ini_section("a"),
-        disk.path().display()
-    );
-    let yaml = topics.config_yaml(
-        "pool:\n  max_sessions_per_connection: 2\nlogging:\n  format: text\nsupervisor:\n  restart_base_ms: 100\n",
-    );
-    let mut svc = Service::start(Path::new(EXE), &work.path().join("svc"), &yaml, &ini);
-    let pids = svc.wait_ready(Duration::from_secs(60)).await;
+    let mut stack = SmallStack::start(Path::new(EXE), server, disk.path(), &[]).await;
+    let (topics, watcher) = (stack.topics.clone(), &stack.watcher);
 
     // 1. Full: every download fails with IO_ERROR after its retries.
     disk.fill("filler", usize::MAX);
@@ -193,7 +179,7 @@ async fn a_full_local_disk_fails_downloads_with_io_error_and_recovers_when_space
             Duration::from_secs(90),
             "the downloads to a full disk fail",
             |s| ids.iter().all(|id| s.by_task.contains_key(id)),
-            || tail(&svc.log(), 40),
+            || tail(&stack.svc.log(), 40),
         )
         .await;
     for id in &ids {
@@ -225,7 +211,7 @@ async fn a_full_local_disk_fails_downloads_with_io_error_and_recovers_when_space
             Duration::from_secs(60),
             "the download that fills the disk midway fails",
             |s| s.by_task.contains_key("midway"),
-            || tail(&svc.log(), 40),
+            || tail(&stack.svc.log(), 40),
         )
         .await;
     assert_eq!(seen.by_task["midway"][0].value["error_code"], "IO_ERROR");
@@ -258,7 +244,7 @@ async fn a_full_local_disk_fails_downloads_with_io_error_and_recovers_when_space
             Duration::from_secs(60),
             "downloads succeed once space returns",
             |s| ids.iter().all(|id| s.by_task.contains_key(id)),
-            || tail(&svc.log(), 40),
+            || tail(&stack.svc.log(), 40),
         )
         .await;
     for id in &ids {
@@ -272,9 +258,5 @@ async fn a_full_local_disk_fails_downloads_with_io_error_and_recovers_when_space
     assert!(files_ending_with(disk.path(), TEMP_SUFFIX).is_empty());
 
     // The service kept running: same processes, no restart.
-    assert_eq!(svc.wait_ready(Duration::from_secs(10)).await, pids);
-    for s in svc.status().await.unwrap() {
-        assert_eq!(s.restarts, 0, "{} restarted", s.name);
-    }
-    drop(svc);
+    stack.assert_no_restart().await;
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use ftp_pooler_testbed::scenario::{tail, TEMP_SUFFIX};
-use ftp_pooler_testbed::service::{committed, files_ending_with, Service, Topics, Watcher};
+use ftp_pooler_testbed::service::{committed, files_ending_with, SmallStack};
 use ftp_pooler_testbed::{broker, FtpKind, FtpServer};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -304,20 +304,6 @@ async fn hostile_run(limit: Option<usize>) {
         .prefix("storage-")
         .tempdir()
         .unwrap();
-    let work = tempfile::Builder::new()
-        .prefix("service-")
-        .tempdir()
-        .unwrap();
-    let topics = Topics::create(1).await;
-    let watcher = Watcher::start(&topics).await;
-    let ini = format!(
-        "{}\n[local]\ntype = local\nbase_path = {}\n",
-        server.ini_section("a"),
-        storage.path().display()
-    );
-    let yaml = topics.config_yaml(
-        "pool:\n  max_sessions_per_connection: 2\nlogging:\n  format: text\nsupervisor:\n  restart_base_ms: 100\n",
-    );
     let limit_env = limit.map(|l| l.to_string());
     let env: Vec<(&str, &str)> = limit_env
         .iter()
@@ -328,9 +314,8 @@ async fn hostile_run(limit: Option<usize>) {
             )
         })
         .collect();
-    let mut svc =
-        Service::start_with_env(Path::new(EXE), &work.path().join("svc"), &yaml, &ini, &env);
-    let pids = svc.wait_ready(Duration::from_secs(60)).await;
+    let mut stack = SmallStack::start(Path::new(EXE), server, storage.path(), &env).await;
+    let (topics, watcher) = (stack.topics.clone(), &stack.watcher);
 
     let cases = cases();
     let mut deliveries = produce_raw(&topics.tasks, &cases).await;
@@ -366,7 +351,7 @@ async fn hostile_run(limit: Option<usize>) {
             Duration::from_secs(120),
             "every hostile message has its outcome",
             |s| s.dlq.len() >= want_dlq && ids.iter().all(|id| s.by_task.contains_key(id)),
-            || tail(&svc.log(), 60),
+            || tail(&stack.svc.log(), 60),
         )
         .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -461,16 +446,12 @@ async fn hostile_run(limit: Option<usize>) {
     // that echo 10 MiB paths were cut.
     assert_eq!(cut_records, if limit.is_some() { 5 } else { 0 });
     // The remote file survived the CRLF injection attempt; nothing escaped base_path.
-    assert!(server.root().join("src/ok.bin").exists());
+    assert!(stack.server.root().join("src/ok.bin").exists());
     assert!(!Path::new("/etc/h-dotdot").exists());
     assert!(files_ending_with(storage.path(), TEMP_SUFFIX).is_empty());
 
     // Nothing crashed: the same stage processes, no restart.
-    let after = svc.wait_ready(Duration::from_secs(10)).await;
-    assert_eq!(after, pids, "no stage was restarted");
-    for s in svc.status().await.unwrap() {
-        assert_eq!(s.restarts, 0, "{} restarted", s.name);
-    }
+    stack.assert_no_restart().await;
     // Every offset committed.
     let end = deliveries.iter().map(|(_, o)| o + 1).max().unwrap();
     let start = std::time::Instant::now();

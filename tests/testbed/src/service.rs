@@ -516,3 +516,60 @@ pub fn files_ending_with(root: &Path, suffix: &str) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The smallest whole service: one vsftpd connection `a` (the given server) and a local
+/// connection `local` at `base`, on fresh single-partition topics, with a watcher; for
+/// tests of one kind of input or fault.
+pub struct SmallStack {
+    pub server: crate::FtpServer,
+    pub topics: Topics,
+    pub watcher: Watcher,
+    pub svc: Service,
+    /// Stage pids once ready.
+    pub pids: HashMap<String, u32>,
+    _work: tempfile::TempDir,
+}
+
+impl SmallStack {
+    /// Starts the service (`exe`) with `env` and waits until it is ready.
+    pub async fn start(
+        exe: &Path,
+        server: crate::FtpServer,
+        base: &Path,
+        env: &[(&str, &str)],
+    ) -> SmallStack {
+        let work = tempfile::Builder::new()
+            .prefix("service-")
+            .tempdir()
+            .expect("service dir");
+        let topics = Topics::create(1).await;
+        let watcher = Watcher::start(&topics).await;
+        let ini = format!(
+            "{}\n[local]\ntype = local\nbase_path = {}\n",
+            server.ini_section("a"),
+            base.display()
+        );
+        let yaml = topics.config_yaml(
+            "pool:\n  max_sessions_per_connection: 2\nlogging:\n  format: text\nsupervisor:\n  restart_base_ms: 100\n",
+        );
+        let mut svc = Service::start_with_env(exe, &work.path().join("svc"), &yaml, &ini, env);
+        let pids = svc.wait_ready(Duration::from_secs(60)).await;
+        SmallStack {
+            server,
+            topics,
+            watcher,
+            svc,
+            pids,
+            _work: work,
+        }
+    }
+
+    /// Panics unless every stage is the process it was at start (no crash, no restart).
+    pub async fn assert_no_restart(&mut self) {
+        let now = self.svc.wait_ready(Duration::from_secs(10)).await;
+        assert_eq!(now, self.pids, "no stage was restarted");
+        for s in self.svc.status().await.expect("status") {
+            assert_eq!(s.restarts, 0, "{} restarted", s.name);
+        }
+    }
+}
