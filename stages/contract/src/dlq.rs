@@ -8,7 +8,6 @@
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-
 use sha2::{Digest, Sha256};
 
 use crate::limits::{prefix, SHRUNK_VALUE_BYTES};
