@@ -5,17 +5,23 @@
 //! record (its delivery report), and only then may the stage ack the task's offset back to
 //! ingest. Successes go to `kafka.result_topic`, failures to `kafka.fail_topic`, both keyed
 //! by task_id; malformed messages to `kafka.dlq_topic` under their original key.
+//! A delivery report whose offset does not move its partition forward is not trusted
+//! ([`Publisher::send`]): it comes back as an error, so publish sends the record again.
 
 pub mod stage;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use ftp_pooler_config::KafkaSettings;
 use ftp_pooler_contract::{DlqRecord, TransferResult};
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::util::Timeout;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use tokio::sync::oneshot;
 
 /// Where a record landed: (partition, offset), from the broker's acknowledgement.
 pub type Delivered = (i32, i64);
@@ -29,8 +35,50 @@ pub fn producer_config(kafka: &KafkaSettings) -> ClientConfig {
     config
 }
 
+/// Delivery reports, checked in the order librdkafka gives them (per partition, the
+/// order the records were produced in) and handed to the waiting send.
+struct Deliveries {
+    /// The last offset delivered to each (topic, partition) by this producer.
+    last: Mutex<HashMap<(String, i32), i64>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = Box<oneshot::Sender<Result<Delivered, KafkaError>>>;
+
+    /// One producer's records land on a partition in order (idempotence), so each
+    /// delivery's offset is above the last one there. One that is not is the broker's
+    /// DUPLICATE_SEQUENCE_NUMBER answer to a batch librdkafka retried across a broker
+    /// failure, which librdkafka reports as delivered with offsets counted from -1. Kafka
+    /// answers so only when it has the batch; a broker that counted the sequence and then
+    /// lost the batch (Tansu on S3, killed between the two: docs/RELIABILITY.md) would
+    /// make it a lost result. So it is reported as an error and the record is sent again:
+    /// at worst a duplicate, which a broker fault allows.
+    fn delivery(&self, result: &DeliveryResult<'_>, tx: Self::DeliveryOpaque) {
+        let out = match result {
+            Ok(m) => {
+                let mut last = self.last.lock().expect("offsets");
+                let seen = last
+                    .entry((m.topic().to_string(), m.partition()))
+                    .or_insert(-1);
+                if m.offset() <= *seen {
+                    Err(KafkaError::MessageProduction(
+                        RDKafkaErrorCode::DuplicateSequenceNumber,
+                    ))
+                } else {
+                    *seen = m.offset();
+                    Ok((m.partition(), m.offset()))
+                }
+            }
+            Err((e, _)) => Err(e.clone()),
+        };
+        let _ = tx.send(out);
+    }
+}
+
 pub struct Publisher {
-    producer: FutureProducer,
+    producer: ThreadedProducer<Deliveries>,
     result_topic: String,
     fail_topic: String,
     dlq_topic: String,
@@ -39,30 +87,41 @@ pub struct Publisher {
 impl Publisher {
     pub fn new(kafka: &KafkaSettings) -> Result<Publisher, KafkaError> {
         Ok(Publisher {
-            producer: producer_config(kafka).create()?,
+            producer: producer_config(kafka).create_with_context(Deliveries {
+                last: Mutex::new(HashMap::new()),
+            })?,
             result_topic: kafka.result_topic.clone(),
             fail_topic: kafka.fail_topic.clone(),
             dlq_topic: kafka.dlq_topic.clone(),
         })
     }
 
-    /// Sends one record and waits for Kafka's acknowledgement.
+    /// Sends one record and waits for Kafka's acknowledgement (an untrusted one is an
+    /// error: see [`Deliveries`]). Waits while librdkafka's queue is full.
     pub async fn send(
         &self,
         topic: &str,
         key: Option<&[u8]>,
         payload: &[u8],
     ) -> Result<Delivered, KafkaError> {
-        let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
-        if let Some(key) = key {
-            record = record.key(key);
+        let (tx, rx) = oneshot::channel();
+        let mut opaque = Box::new(tx);
+        loop {
+            let mut record =
+                BaseRecord::<[u8], [u8], _>::with_opaque_to(topic, opaque).payload(payload);
+            if let Some(key) = key {
+                record = record.key(key);
+            }
+            match self.producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), record)) => {
+                    opaque = record.delivery_opaque;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err((e, _)) => return Err(e),
+            }
         }
-        let delivery = self
-            .producer
-            .send(record, Timeout::Never)
-            .await
-            .map_err(|(e, _)| e)?;
-        Ok((delivery.partition, delivery.offset))
+        rx.await.unwrap_or(Err(KafkaError::Canceled))
     }
 
     /// The topic a result belongs on.
