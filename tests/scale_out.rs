@@ -25,23 +25,6 @@ fn finished(svc: &Service) -> HashSet<String> {
         .collect()
 }
 
-/// Waits until the instance's ingest logs an assignment with at least one partition.
-async fn wait_assigned(svc: &Service, limit: Duration) {
-    let start = Instant::now();
-    while !svc
-        .log()
-        .lines()
-        .any(|l| l.contains("partitions assigned") && !l.contains("parts=[]"))
-    {
-        assert!(
-            start.elapsed() < limit,
-            "no partitions assigned:\n{}",
-            tail(&svc.log(), 30)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_lose_one_and_gain_a_fourth_without_losing_or_sharing_tasks() {
     let sc = Scenario::with_partitions(Path::new(EXE), 3000, 6).await;
@@ -59,7 +42,7 @@ async fn three_instances_lose_one_and_gain_a_fourth_without_losing_or_sharing_ta
         svc.wait_ready(Duration::from_secs(60)).await;
     }
     for svc in instances.values() {
-        wait_assigned(svc, Duration::from_secs(60)).await;
+        svc.wait_assigned(Duration::from_secs(60)).await;
     }
     let mut deliveries = sc.produce_range(0..2000).await;
     let started = Instant::now();
@@ -76,7 +59,7 @@ async fn three_instances_lose_one_and_gain_a_fourth_without_losing_or_sharing_ta
     let killed_done = finished(&instances["two"]);
     let mut four = sc.start_instance("four", &yaml);
     four.wait_ready(Duration::from_secs(60)).await;
-    wait_assigned(&four, Duration::from_secs(60)).await;
+    four.wait_assigned(Duration::from_secs(60)).await;
     // A second wave, produced once the fourth instance has partitions.
     deliveries.extend(sc.produce_range(2000..sc.planned.len()).await);
     let seen = sc.wait_all(&watcher, &instances["one"], RUN_LIMIT).await;

@@ -262,6 +262,24 @@ impl Service {
         }
     }
 
+    /// Waits until this instance's ingest logs an assignment with at least one partition
+    /// (after a rebalance); panics after `limit`.
+    pub async fn wait_assigned(&self, limit: Duration) {
+        let start = Instant::now();
+        while !self
+            .log()
+            .lines()
+            .any(|l| l.contains("partitions assigned") && !l.contains("parts=[]"))
+        {
+            assert!(
+                start.elapsed() < limit,
+                "no partitions assigned within {limit:?}:\n{}",
+                crate::scenario::tail(&self.log(), 30)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Kills the supervisor and every stage at once (SIGKILL).
     pub fn kill_all(&mut self) {
         for pid in children_of(self.pid).keys() {
