@@ -123,15 +123,14 @@ impl IngestMetrics {
             )
             .expect("a valid metric"),
         };
-        m.registry
-            .register(Box::new(m.received.clone()))
-            .expect("unique");
-        m.registry
-            .register(Box::new(m.lag.clone()))
-            .expect("unique");
-        m.registry
-            .register(Box::new(m.committed.clone()))
-            .expect("unique");
+        let collectors: [Box<dyn prometheus::core::Collector>; 3] = [
+            Box::new(m.received.clone()),
+            Box::new(m.lag.clone()),
+            Box::new(m.committed.clone()),
+        ];
+        for c in collectors {
+            m.registry.register(c).expect("unique");
+        }
         m
     }
 }

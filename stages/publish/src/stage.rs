@@ -127,27 +127,18 @@ impl PublishMetrics {
             .expect("a valid metric"),
             send_errors: AtomicU64::new(0),
         };
-        m.registry
-            .register(Box::new(m.tasks.clone()))
-            .expect("unique");
-        m.registry
-            .register(Box::new(m.duration.clone()))
-            .expect("unique");
-        m.registry
-            .register(Box::new(m.bytes.clone()))
-            .expect("unique");
-        m.registry
-            .register(Box::new(m.errors.clone()))
-            .expect("unique");
-        m.registry
-            .register(Box::new(m.sent.clone()))
-            .expect("unique");
-        m.registry
-            .register(Box::new(m.dlq.clone()))
-            .expect("unique");
-        m.registry
-            .register(Box::new(m.truncated.clone()))
-            .expect("unique");
+        let collectors: [Box<dyn prometheus::core::Collector>; 7] = [
+            Box::new(m.tasks.clone()),
+            Box::new(m.duration.clone()),
+            Box::new(m.bytes.clone()),
+            Box::new(m.errors.clone()),
+            Box::new(m.sent.clone()),
+            Box::new(m.dlq.clone()),
+            Box::new(m.truncated.clone()),
+        ];
+        for c in collectors {
+            m.registry.register(c).expect("unique");
+        }
         m
     }
 
