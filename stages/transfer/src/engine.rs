@@ -276,7 +276,6 @@ impl Engine {
                     .insert(dir.to_path_buf());
             }
         }
-        let mut lease = self.pool.acquire(self.transfer_timeout).await?;
         let guard = TempFile(Some(tmp.clone()));
         let file = std::fs::File::create(&tmp).map_err(|e| {
             // A directory removed behind our back: forget it, the retry recreates it.
@@ -285,7 +284,9 @@ impl Engine {
             }
             TransferError::local_io(&format!("create {}", tmp.display()), &e)
         })?;
-        let mut sink = crate::localio::SyncFile(file);
+        // The session is taken only now: it is not held while the local file is created.
+        let mut lease = self.pool.acquire(self.transfer_timeout).await?;
+        let mut sink = crate::localio::SyncFile::new(file);
         let got = lease
             .session()
             .download(&route.remote_path, &mut sink)
@@ -294,7 +295,7 @@ impl Engine {
         let bytes = got?;
         // The one call that waits for the device (fsync), with the rename, off the
         // runtime threads, in one hop.
-        let file = sink.0;
+        let file = sink.into_inner();
         let (t, d) = (tmp.clone(), dest.clone());
         tokio::task::spawn_blocking(move || {
             file.sync_all()
@@ -317,7 +318,7 @@ impl Engine {
     ) -> Result<u64, TransferError> {
         let src = local::resolve(base, &route.local_path)?;
         let mut file = match std::fs::File::open(&src) {
-            Ok(f) => crate::localio::SyncFile(f),
+            Ok(f) => crate::localio::SyncFile::new(f),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(TransferError::new(
                     ErrorCode::FileNotFound,
