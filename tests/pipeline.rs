@@ -375,8 +375,8 @@ async fn a_second_instance_joining_the_group_takes_partitions_without_losing_or_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_server_pauses_the_partitions_instead_of_buffering() {
-    const N: usize = 2500;
-    const POD_BOUND: usize = 1024; // stages/ingest: MIN_POD_TRACKED (2 x 100 sessions is less)
+    const N: usize = 4700;
+    const POD_BOUND: usize = 4096; // stages/ingest: MIN_POD_TRACKED (2 x 100 sessions is less)
     let sc = Scenario::new(Path::new(EXE), 10).await;
     let (conn, server) = &sc.servers[1];
     assert_eq!(

@@ -34,12 +34,16 @@ use crate::tracker::{Limits, Out, Tracker};
 
 /// A job that kills its worker this many times becomes a failure result.
 pub const POISON_LIMIT: u32 = 3;
-/// Backlogged messages of one partition before it is paused. Resuming costs a fetch
-/// round trip (close to a second against some brokers), so the bounds are generous: a
-/// tracked message is a few hundred bytes.
-const PARTITION_BACKLOG: usize = 512;
-/// Messages tracked at once, at least (the pod bound is also twice its sessions).
-const MIN_POD_TRACKED: usize = 1024;
+/// Backlogged messages of one partition before it is paused. A paused partition is
+/// resumed when half of that is left; messages flow again 0.5-0.8 s after a resume
+/// (measured against Tansu), so what is left must last that long at full speed: with 512
+/// (resumed at 128) the workers sat idle for half a second at every pause, which cost a
+/// 2,000-file run a third of its throughput (docs/BENCHMARKS.md). A tracked message is
+/// its parsed task, a few hundred bytes (paths are at most 4 KiB).
+const PARTITION_BACKLOG: usize = 2048;
+/// Messages tracked at once, at least (the pod bound is also twice its sessions); resumed
+/// at half, for the same reason as [`PARTITION_BACKLOG`].
+const MIN_POD_TRACKED: usize = 4096;
 /// How often the commit point is committed while running.
 const COMMIT_EVERY: Duration = Duration::from_millis(200);
 
@@ -267,9 +271,10 @@ fn partitions_of(tpl: &TopicPartitionList, topic: &str) -> Vec<i32> {
 }
 
 /// Jobs dispatched to a worker at once: enough queued behind its sessions that a
-/// session never waits for ingest's refill round trip (which crosses two processes).
+/// session never waits for ingest's refill round trip (which crosses two processes), and
+/// the worker's job slots (four per session) stay full.
 fn window_for(sessions: u64) -> usize {
-    (4 * sessions as usize).max(16)
+    (8 * sessions as usize).max(16)
 }
 
 /// Runs the stage until asked to stop.
@@ -288,7 +293,7 @@ pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), IngestError>
     let supervisor =
         Arc::new(SupervisorLink::connect(&paths, Role::Ingest, "ingest", generation).await?);
 
-    // Bounds: two jobs per session a worker may open (its share of the pod budget); the
+    // Bounds: eight jobs per session a worker may open (its share of the pod budget); the
     // pod bound twice the pod's sessions, and at least MIN_POD_TRACKED.
     let pod_sessions = settings.pool.max_sessions_per_pod.max(1) as usize;
     let window: HashMap<String, usize> =

@@ -9,8 +9,8 @@
 //! - at most `window(conn)` jobs are dispatched to a transfer worker at once; more wait
 //!   in a per-connection FIFO backlog here, and a partition whose backlog reaches
 //!   `partition_backlog` is paused, as are all partitions when `pod` messages are tracked
-//!   (with hysteresis: resumed below a quarter of the backlog bound, or half the pod
-//!   bound, so a resume has time to fetch before the work runs out);
+//!   (with hysteresis: resumed below half the backlog bound, or half the pod bound, so
+//!   a resume has time to fetch before the work runs out);
 //! - acks of another ingest generation, or for messages no longer tracked, are ignored;
 //! - poison: the jobs running when a worker died become suspects; while a connection has
 //!   suspects, it runs one job at a time, suspects first, so a crash during a suspect's
@@ -601,7 +601,7 @@ impl Tracker {
         let (mut pause, mut resume) = (Vec::new(), Vec::new());
         for (&n, p) in self.partitions.iter_mut() {
             let own = if p.paused {
-                p.backlog >= hi / 4
+                p.backlog >= hi / 2
             } else {
                 p.backlog >= hi
             };
@@ -778,13 +778,12 @@ mod tests {
         assert_eq!(t.update_pauses(), (vec![], vec![]));
         t.ack(id(0, 0));
         t.ack(id(0, 1));
-        t.ack(id(0, 2));
         assert_eq!(
             t.update_pauses(),
             (vec![], vec![]),
-            "backlog 1 = hi/4: still paused"
+            "backlog 2 = hi/2: still paused"
         );
-        t.ack(id(0, 3));
+        t.ack(id(0, 2));
         assert_eq!(t.update_pauses(), (vec![], vec![0]));
     }
 

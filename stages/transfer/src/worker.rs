@@ -80,14 +80,16 @@ pub async fn run(
     let (to_publish, publish_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
     let limit = engine.pool().limit();
-    let slots = 2 * limit;
+    let slots = 4 * limit;
     let worker = Arc::new(Worker {
         engine,
         state: state.clone(),
         to_publish,
-        // Twice the sessions: a job that is fsyncing and renaming its file has given its
-        // session back, and another job can use it meanwhile.
-        slots: Semaphore::new(2 * limit),
+        // Four times the sessions: a job that is fsyncing and renaming its file has given
+        // its session back, and other jobs must be there to take it at once. With twice
+        // the sessions, jobs in fsync (which takes as long as the FTP exchange of a small
+        // file) left sessions idle (docs/BENCHMARKS.md).
+        slots: Semaphore::new(slots),
         stopping: AtomicBool::new(false),
         abort_on: std::env::var("FTP_POOLER_TEST_ABORT_ON")
             .ok()
