@@ -30,6 +30,17 @@ struct Args {
     repeats: usize,
     large_mib: u64,
     command: String,
+    /// Scenarios to run (`--only small,large,...`); empty: all of them.
+    only: Vec<String>,
+    /// Where the files live (both sides), for the report (`scripts/bench` says).
+    fs: String,
+}
+
+impl Args {
+    /// Whether scenario `name` runs: small, kafka, latency, large, pool, scale.
+    fn wants(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o == name)
+    }
 }
 
 fn args() -> Args {
@@ -41,6 +52,8 @@ fn args() -> Args {
         repeats: 3,
         large_mib: 1024,
         command: String::from("scripts/bench"),
+        only: Vec::new(),
+        fs: String::from("the system's temporary directory"),
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -53,6 +66,8 @@ fn args() -> Args {
             "--repeats" => a.repeats = v().parse().expect("--repeats N"),
             "--large-mib" => a.large_mib = v().parse().expect("--large-mib N"),
             "--command" => a.command = v(),
+            "--only" => a.only = v().split(',').map(str::to_string).collect(),
+            "--fs" => a.fs = v(),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -89,6 +104,14 @@ fn chrono_like_micros(t: &str) -> Option<i64> {
     let s: i64 = hms[6..8].parse().ok()?;
     let us: i64 = hms[9..15].parse().ok()?;
     Some(((h * 60 + m) * 60 + s) * 1_000_000 + us)
+}
+
+/// Writes every dirty page out before a timed run, so no run pays for the writeback of
+/// the files an earlier one left (the service fsyncs each file, and on ext4 a journal
+/// commit also writes out other files' pending data; lftp and curl do not fsync).
+fn settle() {
+    let ok = Command::new("sync").status().map(|s| s.success());
+    assert!(matches!(ok, Ok(true)), "sync: {ok:?}");
 }
 
 fn log(msg: &str) {
@@ -411,7 +434,8 @@ async fn main() {
     let broker_port = broker().bootstrap().rsplit(':').next().unwrap().to_string();
     let mut profile: Vec<(String, f64)> = Vec::new();
     let mut profile_lftp: Vec<(String, f64)> = Vec::new();
-    for r in 0..a.repeats {
+    let reps = |name: &str| if a.wants(name) { a.repeats } else { 0 };
+    for r in 0..reps("small") {
         let tasks: Vec<_> = (0..n)
             .map(|i| {
                 task(
@@ -421,6 +445,7 @@ async fn main() {
                 )
             })
             .collect();
+        settle();
         let cpu0 = cpu_by_component(bench.server.port, &broker_port);
         let (s, mean_ms) = timed_run_detail(&topics, &watcher, &tasks).await;
         if r == 0 {
@@ -431,6 +456,7 @@ async fn main() {
         let dir = bench.storage.path().join(format!("lftp-down/{r}"));
         std::fs::create_dir_all(&dir).unwrap();
         // lftp's CPU must be read before it exits: sample it on a thread.
+        settle();
         let cpu0 = cpu_by_component(bench.server.port, &broker_port);
         let last = std::sync::Arc::new(std::sync::Mutex::new(None));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -472,8 +498,10 @@ async fn main() {
                 )
             })
             .collect();
+        settle();
         let s = timed_run(&topics, &watcher, &tasks).await;
         up.push(n as f64 / s);
+        settle();
         let s = lftp(
             &bench.server,
             &format!(
@@ -500,36 +528,38 @@ async fn main() {
                 .join(", ")
         )
     };
-    notes.push(format!(
-        "Profile, small downloads through the service: {}.",
-        fmt_profile(&profile)
+    if a.wants("small") {
+        notes.push(format!(
+            "Profile, small downloads through the service: {}.",
+            fmt_profile(&profile)
+        ));
+        notes.push(format!("Profile, the same files through lftp: {} (lftp's share sampled every 20 ms, so slightly low).", fmt_profile(&profile_lftp)));
+        log(&format!("profile: service {}", fmt_profile(&profile)));
+        log(&format!("profile: lftp {}", fmt_profile(&profile_lftp)));
+        let worker_ms = median(in_worker);
+        notes.push(format!(
+        "Small downloads: a task spends {worker_ms:.2} ms (median of the runs' means) inside the transfer worker, from taking a job slot to its result: waiting for one of the 10 sessions (the worker runs up to 40 jobs at once), EPSV, RETR, fsync and rename."
     ));
-    notes.push(format!("Profile, the same files through lftp: {} (lftp's share sampled every 20 ms, so slightly low).", fmt_profile(&profile_lftp)));
-    log(&format!("profile: service {}", fmt_profile(&profile)));
-    log(&format!("profile: lftp {}", fmt_profile(&profile_lftp)));
-    let worker_ms = median(in_worker);
-    notes.push(format!(
-        "Small downloads: a task spends {worker_ms:.2} ms (median of the runs' means) inside the transfer worker, from taking a job slot to its result: waiting for one of the 10 sessions (the worker runs up to 20 jobs at once), EPSV, RETR, fsync and rename."
-    ));
-    rows.push(Row {
-        scenario: format!("{n} x 4 KiB downloads, 10 sessions (files/s)"),
-        ours: format!("{down_m:.0}"),
-        baseline: format!("lftp mirror --parallel=10: {lftp_down_m:.0}"),
-        ratio: down_m / lftp_down_m,
-        goal: Some(1.0),
-    });
-    rows.push(Row {
-        scenario: format!("{n} x 4 KiB uploads, 10 sessions (files/s)"),
-        ours: format!("{up_m:.0}"),
-        baseline: format!("lftp mirror -R --parallel=10: {lftp_up_m:.0}"),
-        ratio: up_m / lftp_up_m,
-        goal: Some(1.0),
-    });
+        rows.push(Row {
+            scenario: format!("{n} x 4 KiB downloads, 10 sessions (files/s)"),
+            ours: format!("{down_m:.0}"),
+            baseline: format!("lftp mirror --parallel=10: {lftp_down_m:.0}"),
+            ratio: down_m / lftp_down_m,
+            goal: Some(1.0),
+        });
+        rows.push(Row {
+            scenario: format!("{n} x 4 KiB uploads, 10 sessions (files/s)"),
+            ours: format!("{up_m:.0}"),
+            baseline: format!("lftp mirror -R --parallel=10: {lftp_up_m:.0}"),
+            ratio: up_m / lftp_up_m,
+            goal: Some(1.0),
+        });
+    }
 
     // 6 (profile): the Kafka path alone, with no FTP: tasks that fail validation
     // (both sides local) go ingest -> publish -> result topic.
     let mut kafka_only = Vec::new();
-    for r in 0..a.repeats {
+    for r in 0..reps("kafka") {
         let tasks: Vec<_> = (0..n)
             .map(|i| task(&format!("k{r}-{i}"), ("local", "x"), ("local", "y")))
             .collect();
@@ -552,13 +582,15 @@ async fn main() {
         ));
     }
     let kafka_only_m = median(kafka_only);
-    notes.push(format!(
+    if a.wants("kafka") {
+        notes.push(format!(
         "Profile, the Kafka path alone (invalid tasks: produce -> ingest -> publish -> result read back, no FTP): {kafka_only_m:.0} tasks/s; small downloads end to end: {down_m:.0} files/s."
     ));
+    }
 
     // 4: latency at a steady 100 tasks/s.
     let mut lat = Vec::new();
-    let secs = 10usize;
+    let secs = if a.wants("latency") { 10usize } else { 0 };
     let mut sent: HashMap<String, Instant> = HashMap::new();
     for t in 0..secs {
         let tick = Instant::now();
@@ -596,10 +628,12 @@ async fn main() {
         lat.push(seen.by_task[id][0].at.duration_since(*at).as_secs_f64() * 1000.0);
     }
     let (p50, p99) = (percentile(lat.clone(), 50.0), percentile(lat, 99.0));
-    log(&format!(
-        "latency at 100 tasks/s: p50 {p50:.1} ms, p99 {p99:.1} ms"
-    ));
-    notes.push(format!("Produce-to-result latency at a steady 100 tasks/s ({} tasks over {secs} s): **p50 {p50:.1} ms, p99 {p99:.1} ms** (from the producer's send to the watcher reading the result).", secs * 100));
+    if a.wants("latency") {
+        log(&format!(
+            "latency at 100 tasks/s: p50 {p50:.1} ms, p99 {p99:.1} ms"
+        ));
+        notes.push(format!("Produce-to-result latency at a steady 100 tasks/s ({} tasks over {secs} s): **p50 {p50:.1} ms, p99 {p99:.1} ms** (from the producer's send to the watcher reading the result).", secs * 100));
+    }
 
     // 3: one large file, service vs curl; RSS for 64 MiB and the large file.
     let large = a.large_mib * 1024 * 1024;
@@ -614,7 +648,14 @@ async fn main() {
     };
     let (mut big_down, mut big_up, mut curl_down, mut curl_up) = (vec![], vec![], vec![], vec![]);
     let mut rss = Vec::new();
-    for r in 0..a.repeats {
+    if a.wants("large") {
+        // Untimed: the first large write of a run pays the kernel's reclaim of page
+        // cache for both sides (seen: the first round at a third of the others).
+        let scratch = bench.storage.path().join("warm-large.bin");
+        curl(&["-o", scratch.to_str().unwrap(), &url("large.bin")]);
+        std::fs::remove_file(scratch).ok();
+    }
+    for r in 0..reps("large") {
         // A fresh worker: its peak RSS is this file's.
         svc.restart_stage("transfer:ftp").await;
         let worker = pid_of(&svc);
@@ -633,6 +674,7 @@ async fn main() {
             svc.restart_stage("transfer:ftp").await;
         }
         let worker = pid_of(&svc);
+        settle();
         let s = timed_run(
             &topics,
             &watcher,
@@ -644,6 +686,7 @@ async fn main() {
         )
         .await;
         big_down.push(large as f64 / 1e6 / s);
+        settle();
         let s = timed_run(
             &topics,
             &watcher,
@@ -662,8 +705,10 @@ async fn main() {
             ));
         }
         let dest = bench.storage.path().join("curl-large.bin");
+        settle();
         let s = curl(&["-o", dest.to_str().unwrap(), &url("large.bin")]);
         curl_down.push(large as f64 / 1e6 / s);
+        settle();
         let s = curl(&["-T", dest.to_str().unwrap(), &url("curl-large.bin")]);
         curl_up.push(large as f64 / 1e6 / s);
         std::fs::remove_file(&dest).ok();
@@ -681,62 +726,67 @@ async fn main() {
         median(big_up),
         median(curl_up),
     );
-    rows.push(Row {
-        scenario: format!("{} MiB download (MB/s)", a.large_mib),
-        ours: format!("{bd:.0}"),
-        baseline: format!("curl: {cd:.0}"),
-        ratio: bd / cd,
-        goal: Some(0.9),
-    });
-    rows.push(Row {
-        scenario: format!("{} MiB upload (MB/s)", a.large_mib),
-        ours: format!("{bu:.0}"),
-        baseline: format!("curl -T: {cu:.0}"),
-        ratio: bu / cu,
-        goal: Some(0.9),
-    });
-    let rss_line = rss
-        .iter()
-        .map(|(w, k)| format!("{w}: {:.1} MiB", *k as f64 / 1024.0))
-        .collect::<Vec<_>>()
-        .join("; ");
-    log(&format!("worker peak RSS: {rss_line}"));
-    notes.push(format!("Transfer worker peak RSS (VmHWM of a fresh worker process): {rss_line}. Flat: it does not grow with the file size."));
+    if a.wants("large") {
+        rows.push(Row {
+            scenario: format!("{} MiB download (MB/s)", a.large_mib),
+            ours: format!("{bd:.0}"),
+            baseline: format!("curl: {cd:.0}"),
+            ratio: bd / cd,
+            goal: Some(0.9),
+        });
+        rows.push(Row {
+            scenario: format!("{} MiB upload (MB/s)", a.large_mib),
+            ours: format!("{bu:.0}"),
+            baseline: format!("curl -T: {cu:.0}"),
+            ratio: bu / cu,
+            goal: Some(0.9),
+        });
+        let rss_line = rss
+            .iter()
+            .map(|(w, k)| format!("{w}: {:.1} MiB", *k as f64 / 1024.0))
+            .collect::<Vec<_>>()
+            .join("; ");
+        log(&format!("worker peak RSS: {rss_line}"));
+        notes.push(format!("Transfer worker peak RSS (VmHWM of a fresh worker process): {rss_line}. Flat: it does not grow with the file size."));
+    }
     drop(svc);
 
     // 2: connect-per-task.
-    let topics_np = Topics::create(3).await;
-    let watcher_np = Watcher::start(&topics_np).await;
-    let svc_np = bench.start("per-task", &topics_np, 10, false).await;
-    warm_up(&topics_np, &watcher_np, &bench.server, "per-task").await;
-    let mut np = Vec::new();
-    for r in 0..a.repeats {
-        let tasks: Vec<_> = (0..n)
-            .map(|i| {
-                task(
-                    &format!("np{r}-{i}"),
-                    ("ftp", &format!("small/f{i:05}.bin")),
-                    ("local", &format!("np/{r}/f{i:05}.bin")),
-                )
-            })
-            .collect();
-        let s = timed_run(&topics_np, &watcher_np, &tasks).await;
-        np.push(n as f64 / s);
-        log(&format!("connect-per-task round {r}: {:.0}/s", np[r]));
+    if a.wants("pool") {
+        let topics_np = Topics::create(3).await;
+        let watcher_np = Watcher::start(&topics_np).await;
+        let svc_np = bench.start("per-task", &topics_np, 10, false).await;
+        warm_up(&topics_np, &watcher_np, &bench.server, "per-task").await;
+        let mut np = Vec::new();
+        for r in 0..a.repeats {
+            let tasks: Vec<_> = (0..n)
+                .map(|i| {
+                    task(
+                        &format!("np{r}-{i}"),
+                        ("ftp", &format!("small/f{i:05}.bin")),
+                        ("local", &format!("np/{r}/f{i:05}.bin")),
+                    )
+                })
+                .collect();
+            settle();
+            let s = timed_run(&topics_np, &watcher_np, &tasks).await;
+            np.push(n as f64 / s);
+            log(&format!("connect-per-task round {r}: {:.0}/s", np[r]));
+        }
+        let np_m = median(np);
+        rows.push(Row {
+            scenario: format!("{n} x 4 KiB downloads, pooled vs a login per task (files/s)"),
+            ours: format!("{down_m:.0}"),
+            baseline: format!("connect-per-task: {np_m:.0}"),
+            ratio: down_m / np_m,
+            goal: Some(5.0),
+        });
+        drop(svc_np);
     }
-    let np_m = median(np);
-    rows.push(Row {
-        scenario: format!("{n} x 4 KiB downloads, pooled vs a login per task (files/s)"),
-        ours: format!("{down_m:.0}"),
-        baseline: format!("connect-per-task: {np_m:.0}"),
-        ratio: down_m / np_m,
-        goal: Some(5.0),
-    });
-    drop(svc_np);
 
     // 5: scale-out, 1-3 instances on 6 partitions.
     let mut scale = Vec::new();
-    for k in 1..=3usize {
+    for k in (1..=3usize).filter(|_| a.wants("scale")) {
         let t6 = Topics::create(6).await;
         let w6 = Watcher::start(&t6).await;
         let mut svcs = Vec::new();
@@ -766,6 +816,7 @@ async fn main() {
                 )
             })
             .collect();
+        settle();
         let s = timed_run(&t6, &w6, &tasks).await;
         scale.push((k, n as f64 / s));
         log(&format!(
@@ -773,10 +824,12 @@ async fn main() {
             n as f64 / s
         ));
     }
-    notes.push(format!(
+    if !scale.is_empty() {
+        notes.push(format!(
         "Scale-out, one consumer group on a 6-partition topic, all instances on this 2-core machine ({n} x 4 KiB downloads, 10 sessions each): {}.",
         scale.iter().map(|(k, f)| format!("{k} instance(s): {f:.0} files/s")).collect::<Vec<_>>().join(", ")
     ));
+    }
 
     write_report(&a, &rows, &notes, &scale);
     log(&format!(
@@ -843,6 +896,10 @@ fn write_report(a: &Args, rows: &[Row], notes: &[String], scale: &[(usize, f64)]
     ));
     md.push_str(&format!("- Machine: {}\n", machine()));
     md.push_str(&format!("- ftp-pooler {} (release build); broker Tansu 0.6 (the test bed's); FTP server vsftpd ({}), all on 127.0.0.1\n", env!("CARGO_PKG_VERSION"), "Debian package"));
+    md.push_str(&format!(
+        "- Files, the FTP server's and the local ones, of the service and of the baselines alike: {}\n",
+        a.fs
+    ));
     md.push_str(&format!(
         "- Baselines: {}; {}\n",
         version("lftp", "--version"),
