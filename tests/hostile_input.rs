@@ -5,7 +5,8 @@
 //! partition.
 //!
 //! With a Kafka message size limit under those values, the records are cut visibly
-//! instead (second test).
+//! instead (second test). Large malformed messages pile up in ingest only up to its byte
+//! bound while publish cannot take them (third test, guarantee 4).
 //!
 //! Against the real service, the test bed's broker and vsftpd.
 
@@ -477,4 +478,92 @@ fn short(v: &Value) -> String {
     } else {
         s
     }
+}
+
+/// Guarantee 4 with large messages: while publish is stopped (SIGSTOP), 40 malformed
+/// messages of 6 MiB each wait in ingest as DLQ records (each keeps its value until
+/// publish acks it). Ingest pauses its partitions at its 64 MiB byte bound, about ten of
+/// them, instead of reading all 40 (its message-count bound, 4,096, is far away); once
+/// publish runs again every record reaches the DLQ and ingest resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_malformed_messages_pause_ingest_at_its_byte_bound_while_publish_is_stopped() {
+    const N: usize = 40;
+    const SIZE: usize = 6 * MIB;
+    const BYTE_BOUND: usize = 64 * MIB; // stages/ingest: POD_TRACKED_BYTES
+    let server = FtpServer::start(FtpKind::Vsftpd, false);
+    let storage = tempfile::Builder::new()
+        .prefix("storage-")
+        .tempdir()
+        .unwrap();
+    let mut stack = SmallStack::start(Path::new(EXE), server, storage.path(), &[]).await;
+    let publish = nix::unistd::Pid::from_raw(stack.pids["publish"] as i32);
+    let ingest = stack.pids["ingest"];
+    nix::sys::signal::kill(publish, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let cases: Vec<Case> = (0..N)
+        .map(|i| Case {
+            name: "large",
+            key: Some(format!("large-{i}").into_bytes()),
+            value: Some(
+                std::iter::once(b'{')
+                    .chain(std::iter::repeat_n(b'a' + (i % 26) as u8, SIZE - 1))
+                    .collect(),
+            ),
+            outcome: Outcome::Dlq("JSON"),
+        })
+        .collect();
+    produce_raw(&stack.topics.tasks, &cases).await;
+    let paused_at = |log: &str| -> Option<usize> {
+        log.lines()
+            .filter(|l| l.contains("partitions paused"))
+            .filter_map(|l| {
+                l.split("tracked=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .max()
+    };
+    let start = std::time::Instant::now();
+    while paused_at(&stack.svc.log()).is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "ingest never paused:\n{}",
+            tail(&stack.svc.log(), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Give ingest time to read on, if it were going to.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let tracked = paused_at(&stack.svc.log()).unwrap();
+    let rss_mib = std::fs::read_to_string(format!("/proc/{ingest}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<usize>().ok())
+        .unwrap()
+        / 1024;
+    eprintln!("publish stopped: ingest paused with {tracked} of {N} messages of 6 MiB tracked; ingest RSS {rss_mib} MiB");
+    assert!(
+        tracked * SIZE >= BYTE_BOUND && tracked * SIZE < BYTE_BOUND + 4 * SIZE,
+        "paused with {tracked} messages of 6 MiB tracked (64 MiB bound)"
+    );
+    assert!(
+        !stack.svc.log().contains("partitions resumed"),
+        "nothing was acked, so nothing resumed:\n{}",
+        tail(&stack.svc.log(), 30)
+    );
+    nix::sys::signal::kill(publish, nix::sys::signal::Signal::SIGCONT).unwrap();
+    stack
+        .watcher
+        .wait_for(
+            Duration::from_secs(180),
+            "every large message in the DLQ",
+            |s| s.dlq.len() >= N,
+            || tail(&stack.svc.log(), 40),
+        )
+        .await;
+    assert!(stack.svc.log().contains("partitions resumed"));
+    stack.assert_no_restart().await;
 }

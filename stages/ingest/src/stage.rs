@@ -44,6 +44,10 @@ const PARTITION_BACKLOG: usize = 2048;
 /// Messages tracked at once, at least (the pod bound is also twice its sessions); resumed
 /// at half, for the same reason as [`PARTITION_BACKLOG`].
 const MIN_POD_TRACKED: usize = 4096;
+/// Bytes of tracked messages (their text: paths, ids, and the values of DLQ records)
+/// before every partition is paused; resumed at half. Ordinary tasks never come near it
+/// (4,096 of them hold about 2 MiB); a run of multi-MiB malformed messages does.
+const POD_TRACKED_BYTES: usize = 64 * 1024 * 1024;
 /// How often the commit point is committed while running.
 const COMMIT_EVERY: Duration = Duration::from_millis(200);
 
@@ -306,6 +310,7 @@ pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), IngestError>
         default_window: 2,
         pod: (2 * pod_sessions).max(MIN_POD_TRACKED),
         partition_backlog: PARTITION_BACKLOG,
+        pod_bytes: POD_TRACKED_BYTES,
     };
     let tracker = Arc::new(Mutex::new(Tracker::new(generation, limits, POISON_LIMIT)));
 

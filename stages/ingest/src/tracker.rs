@@ -8,9 +8,11 @@
 //!   (completions arrive in any order; offsets need not be consecutive);
 //! - at most `window(conn)` jobs are dispatched to a transfer worker at once; more wait
 //!   in a per-connection FIFO backlog here, and a partition whose backlog reaches
-//!   `partition_backlog` is paused, as are all partitions when `pod` messages are tracked
-//!   (with hysteresis: resumed below half the backlog bound, or half the pod bound, so
-//!   a resume has time to fetch before the work runs out);
+//!   `partition_backlog` is paused, as are all partitions when `pod` messages, or
+//!   `pod_bytes` of their text, are tracked (with hysteresis: resumed below half the
+//!   backlog bound, or half the pod bounds, so a resume has time to fetch before the
+//!   work runs out); the byte bound is what holds memory when the messages are large
+//!   (a DLQ record keeps a malformed value of up to tens of MiB until publish acks it);
 //! - acks of another ingest generation, or for messages no longer tracked, are ignored;
 //! - poison: the jobs running when a worker died become suspects; while a connection has
 //!   suspects, it runs one job at a time, suspects first, so a crash during a suspect's
@@ -34,6 +36,9 @@ pub struct Limits {
     pub pod: usize,
     /// Backlogged messages of one partition before it is paused.
     pub partition_backlog: usize,
+    /// Bytes of tracked text (paths, ids, the values of DLQ records) before every
+    /// partition is paused.
+    pub pod_bytes: usize,
 }
 
 /// Something to send as a result of a tracker change.
@@ -62,6 +67,45 @@ enum State {
 enum Kind {
     Job { conn: String, job: Job },
     Direct(ToPublish),
+}
+
+impl Kind {
+    /// The memory an entry holds, roughly: its variable-length text plus a fixed
+    /// overhead. Counted against [`Limits::pod_bytes`].
+    fn bytes(&self) -> usize {
+        const OVERHEAD: usize = 256;
+        let text = match self {
+            Kind::Job { conn, job } => {
+                let t = &job.task;
+                let r = &job.route;
+                conn.len()
+                    + t.task_id.len()
+                    + t.src_id.len()
+                    + t.src_path.len()
+                    + t.dst_id.len()
+                    + t.dst_path.len()
+                    + r.remote_id.len()
+                    + r.remote_path.len()
+                    + r.local_id.len()
+                    + r.local_path.len()
+            }
+            Kind::Direct(ToPublish::Result { result: r, .. }) => {
+                r.task_id.len()
+                    + r.src_id.len()
+                    + r.src_path.len()
+                    + r.dst_id.len()
+                    + r.dst_path.len()
+                    + r.error_message.as_ref().map_or(0, String::len)
+            }
+            Kind::Direct(ToPublish::Dlq { record, key, .. }) => {
+                record.original_value.as_ref().map_or(0, String::len)
+                    + record.original_key.as_ref().map_or(0, String::len)
+                    + record.error_message.len()
+                    + key.as_ref().map_or(0, Vec::len)
+            }
+        };
+        OVERHEAD + text
+    }
 }
 
 #[derive(Debug)]
@@ -113,6 +157,8 @@ pub struct Tracker {
     partitions: BTreeMap<i32, Partition>,
     conns: HashMap<String, Conn>,
     total: usize,
+    /// Sum of the tracked entries' [`Kind::bytes`].
+    bytes: usize,
     pod_paused: bool,
 }
 
@@ -125,6 +171,7 @@ impl Tracker {
             partitions: BTreeMap::new(),
             conns: HashMap::new(),
             total: 0,
+            bytes: 0,
             pod_paused: false,
         }
     }
@@ -175,6 +222,11 @@ impl Tracker {
             return Vec::new();
         }
         self.total += 1;
+        self.bytes += Kind::Job {
+            conn: conn.to_string(),
+            job: job.clone(),
+        }
+        .bytes();
         let window = self.window(conn);
         let c = self.conns.entry(conn.to_string()).or_default();
         let p = self.partitions.get_mut(&id.partition).expect("admitted");
@@ -219,11 +271,13 @@ impl Tracker {
             return Vec::new();
         }
         self.total += 1;
+        let kind = Kind::Direct(item.clone());
+        self.bytes += kind.bytes();
         let p = self.partitions.get_mut(&id.partition).expect("admitted");
         p.entries.insert(
             id.offset,
             Entry {
-                kind: Kind::Direct(item.clone()),
+                kind,
                 state: State::Sent,
                 crashes: 0,
                 suspect: false,
@@ -294,6 +348,11 @@ impl Tracker {
             return Vec::new();
         };
         self.total -= 1;
+        self.bytes -= entry.kind.bytes();
+        debug_assert!(
+            self.total > 0 || self.bytes == 0,
+            "tracked bytes out of step"
+        );
         if entry.suspect {
             if let Kind::Job { conn, .. } = &entry.kind {
                 if let Some(c) = self.conns.get_mut(conn) {
@@ -392,7 +451,9 @@ impl Tracker {
                             direction: Some(job.route.direction),
                         };
                         out.push(Out::Publish(item.clone()));
-                        e.kind = Kind::Direct(item);
+                        let kind = Kind::Direct(item);
+                        self.bytes = self.bytes + kind.bytes() - e.kind.bytes();
+                        e.kind = kind;
                         e.state = State::Sent;
                         e.suspect = false;
                         cleared_suspects += 1;
@@ -457,7 +518,9 @@ impl Tracker {
                     p.backlog -= 1;
                 }
                 out.push(Out::Publish(item.clone()));
-                e.kind = Kind::Direct(item);
+                let kind = Kind::Direct(item);
+                self.bytes = self.bytes + kind.bytes() - e.kind.bytes();
+                e.kind = kind;
                 e.state = State::Sent;
                 e.suspect = false;
             }
@@ -570,6 +633,7 @@ impl Tracker {
                 }
                 for e in p.entries.values() {
                     self.total -= 1;
+                    self.bytes -= e.kind.bytes();
                     if let Kind::Job { conn, .. } = &e.kind {
                         if let Some(c) = self.conns.get_mut(conn) {
                             if e.suspect {
@@ -592,10 +656,11 @@ impl Tracker {
     /// Which partitions to pause and which to resume now (flow control).
     pub fn update_pauses(&mut self) -> (Vec<i32>, Vec<i32>) {
         let pod = self.limits.pod.max(1);
+        let pod_bytes = self.limits.pod_bytes.max(1);
         if self.pod_paused {
-            self.pod_paused = self.total >= pod / 2;
+            self.pod_paused = self.total >= pod / 2 || self.bytes >= pod_bytes / 2;
         } else {
-            self.pod_paused = self.total >= pod;
+            self.pod_paused = self.total >= pod || self.bytes >= pod_bytes;
         }
         let hi = self.limits.partition_backlog.max(1);
         let (mut pause, mut resume) = (Vec::new(), Vec::new());
@@ -687,6 +752,7 @@ mod tests {
             default_window: window,
             pod: 100,
             partition_backlog: 4,
+            pod_bytes: usize::MAX,
         }
     }
 
@@ -807,6 +873,51 @@ mod tests {
         assert_eq!(t.update_pauses(), (vec![], vec![]), "2 >= half of 4");
         t.ack(id(1, 0));
         assert_eq!(t.update_pauses(), (vec![], vec![0, 1]));
+    }
+
+    #[test]
+    fn large_tracked_values_pause_everything_until_acked() {
+        let mut t = Tracker::new(
+            GEN,
+            Limits {
+                pod_bytes: 3 * 1024 * 1024,
+                ..limits(10)
+            },
+            3,
+        );
+        let big = |partition: i32, offset: i64| ToPublish::Dlq {
+            id: id(partition, offset),
+            record: DlqRecord::new(
+                "t",
+                partition,
+                offset,
+                None,
+                Some(&vec![b'v'; 1024 * 1024]),
+                &InvalidMessage("bad".into()),
+            ),
+            key: None,
+        };
+        t.track_job("a", job(1, 0));
+        t.track_direct(big(0, 0));
+        t.track_direct(big(0, 1));
+        assert_eq!(t.update_pauses(), (vec![], vec![]), "2 MiB < 3 MiB");
+        t.track_direct(big(0, 2));
+        assert_eq!(
+            t.update_pauses(),
+            (vec![0, 1], vec![]),
+            "3 MiB of DLQ values: every partition pauses, though only 4 messages are tracked"
+        );
+        t.ack(id(0, 0));
+        assert_eq!(
+            t.update_pauses(),
+            (vec![], vec![]),
+            "2 MiB >= half of 3 MiB"
+        );
+        t.ack(id(0, 1));
+        assert_eq!(t.update_pauses(), (vec![], vec![0, 1]));
+        t.ack(id(0, 2));
+        t.ack(id(1, 0));
+        assert_eq!(t.bytes, 0, "every byte counted in is counted out");
     }
 
     fn failure_code(out: &Out) -> Option<ErrorCode> {
