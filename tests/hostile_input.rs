@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine as _;
-use ftp_pooler_testbed::scenario::{tail, TEMP_SUFFIX};
+use ftp_pooler_testbed::scenario::{paused_tracked, tail, TEMP_SUFFIX};
 use ftp_pooler_testbed::service::{committed, files_ending_with, SmallStack};
 use ftp_pooler_testbed::{broker, FtpKind, FtpServer};
 use rdkafka::config::ClientConfig;
@@ -512,19 +512,7 @@ async fn large_malformed_messages_pause_ingest_at_its_byte_bound_while_publish_i
         })
         .collect();
     produce_raw(&stack.topics.tasks, &cases).await;
-    let paused_at = |log: &str| -> Option<usize> {
-        log.lines()
-            .filter(|l| l.contains("partitions paused"))
-            .filter_map(|l| {
-                l.split("tracked=")
-                    .nth(1)?
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .max()
-    };
+    let paused_at = |log: &str| paused_tracked(log).into_iter().max();
     let start = std::time::Instant::now();
     while paused_at(&stack.svc.log()).is_none() {
         assert!(

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use ftp_pooler_channel::CtlResponse;
 use ftp_pooler_testbed::scenario::{
-    content, mid_run, tail, wait_until, MidRun, Scenario, RUN_LIMIT,
+    content, mid_run, paused_tracked, tail, wait_until, MidRun, Scenario, RUN_LIMIT,
 };
 use ftp_pooler_testbed::service::{committed, produce, Service, Watcher};
 use ftp_pooler_testbed::FtpKind;
@@ -422,18 +422,7 @@ async fn a_stalled_server_pauses_the_partitions_instead_of_buffering() {
         assert_eq!(r[0].value["status"], "success", "{}", r[0].value);
     }
     let log = svc.log();
-    let tracked: Vec<usize> = log
-        .lines()
-        .filter(|l| l.contains("partitions paused"))
-        .filter_map(|l| {
-            l.split("tracked=")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .collect();
+    let tracked = paused_tracked(&log);
     let max = tracked.iter().copied().max().unwrap_or(0);
     eprintln!(
         "stalled server: {} pauses, at most {max} messages tracked of {N} produced",

@@ -356,6 +356,22 @@ pub fn tail(log: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// The `tracked=` count of every "partitions paused" line of a service log (ingest's
+/// flow control), in order.
+pub fn paused_tracked(log: &str) -> Vec<usize> {
+    log.lines()
+        .filter(|l| l.contains("partitions paused"))
+        .filter_map(|l| {
+            l.split("tracked=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
 pub async fn wait_until<F: Fn() -> bool>(limit: Duration, what: &str, f: F) {
     let start = Instant::now();
     while !f() {
