@@ -38,7 +38,7 @@ pub const POISON_LIMIT: u32 = 3;
 /// resumed when half of that is left; messages flow again 0.5-0.8 s after a resume
 /// (measured against Tansu), so what is left must last that long at full speed: with 512
 /// (resumed at 128) the workers sat idle for half a second at every pause, which cost a
-/// 2,000-file run a third of its throughput (docs/BENCHMARKS.md). A tracked message is
+/// 2,000-file run nearly half its throughput (docs/BENCHMARKS.md). A tracked message is
 /// its parsed task, a few hundred bytes (paths are at most 4 KiB).
 const PARTITION_BACKLOG: usize = 2048;
 /// Messages tracked at once, at least (the pod bound is also twice its sessions); resumed
