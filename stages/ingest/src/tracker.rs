@@ -73,22 +73,8 @@ impl Kind {
     /// The memory an entry holds, roughly: its variable-length text plus a fixed
     /// overhead. Counted against [`Limits::pod_bytes`].
     fn bytes(&self) -> usize {
-        const OVERHEAD: usize = 256;
         let text = match self {
-            Kind::Job { conn, job } => {
-                let t = &job.task;
-                let r = &job.route;
-                conn.len()
-                    + t.task_id.len()
-                    + t.src_id.len()
-                    + t.src_path.len()
-                    + t.dst_id.len()
-                    + t.dst_path.len()
-                    + r.remote_id.len()
-                    + r.remote_path.len()
-                    + r.local_id.len()
-                    + r.local_path.len()
-            }
+            Kind::Job { conn, job } => return job_bytes(conn, job),
             Kind::Direct(ToPublish::Result { result: r, .. }) => {
                 r.task_id.len()
                     + r.src_id.len()
@@ -104,8 +90,34 @@ impl Kind {
                     + key.as_ref().map_or(0, Vec::len)
             }
         };
-        OVERHEAD + text
+        ENTRY_OVERHEAD + text
     }
+
+    /// Swaps in `kind` (a job that became a result), keeping `bytes` in step.
+    fn replace(entry: &mut Entry, kind: Kind, bytes: &mut usize) {
+        *bytes = *bytes + kind.bytes() - entry.kind.bytes();
+        entry.kind = kind;
+    }
+}
+
+/// Fixed part of [`Kind::bytes`].
+const ENTRY_OVERHEAD: usize = 256;
+
+/// [`Kind::bytes`] of a job, without building the entry.
+fn job_bytes(conn: &str, job: &Job) -> usize {
+    let t = &job.task;
+    let r = &job.route;
+    ENTRY_OVERHEAD
+        + conn.len()
+        + t.task_id.len()
+        + t.src_id.len()
+        + t.src_path.len()
+        + t.dst_id.len()
+        + t.dst_path.len()
+        + r.remote_id.len()
+        + r.remote_path.len()
+        + r.local_id.len()
+        + r.local_path.len()
 }
 
 #[derive(Debug)]
@@ -222,11 +234,7 @@ impl Tracker {
             return Vec::new();
         }
         self.total += 1;
-        self.bytes += Kind::Job {
-            conn: conn.to_string(),
-            job: job.clone(),
-        }
-        .bytes();
+        self.bytes += job_bytes(conn, &job);
         let window = self.window(conn);
         let c = self.conns.entry(conn.to_string()).or_default();
         let p = self.partitions.get_mut(&id.partition).expect("admitted");
@@ -451,9 +459,7 @@ impl Tracker {
                             direction: Some(job.route.direction),
                         };
                         out.push(Out::Publish(item.clone()));
-                        let kind = Kind::Direct(item);
-                        self.bytes = self.bytes + kind.bytes() - e.kind.bytes();
-                        e.kind = kind;
+                        Kind::replace(e, Kind::Direct(item), &mut self.bytes);
                         e.state = State::Sent;
                         e.suspect = false;
                         cleared_suspects += 1;
@@ -518,9 +524,7 @@ impl Tracker {
                     p.backlog -= 1;
                 }
                 out.push(Out::Publish(item.clone()));
-                let kind = Kind::Direct(item);
-                self.bytes = self.bytes + kind.bytes() - e.kind.bytes();
-                e.kind = kind;
+                Kind::replace(e, Kind::Direct(item), &mut self.bytes);
                 e.state = State::Sent;
                 e.suspect = false;
             }
