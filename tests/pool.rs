@@ -630,3 +630,34 @@ async fn without_reuse_every_task_logs_in() {
     assert_eq!(stats.logins, 20, "{stats:?}");
     assert_eq!(stats.idle, 0);
 }
+
+#[tokio::test]
+async fn per_file_fsync_commits_every_download() {
+    // `transfer.fsync: per_file` (every other test runs the default group commit).
+    let server = FtpServer::start(FtpKind::Vsftpd, false);
+    let bed = Bed::new(&[&server], |s, _| {
+        s.pool.max_sessions_per_connection = 4;
+        s.transfer.fsync = "per_file".into();
+    });
+    let engine = bed.engine("a");
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        server.put(&format!("pf/f{i}.bin"), &data(i, 5000));
+        tasks.push(bed.task(
+            &format!("pf{i}"),
+            ("a", &format!("pf/f{i}.bin")),
+            ("local", &format!("pf/f{i}.bin")),
+        ));
+    }
+    assert_success(&run_all(&engine, &tasks).await);
+    for i in 0..20 {
+        assert_eq!(
+            std::fs::read(bed.local(&format!("pf/f{i}.bin"))).unwrap(),
+            data(i, 5000)
+        );
+    }
+    assert!(
+        temp_files(bed.storage.path()).is_empty(),
+        "temporary file left"
+    );
+}

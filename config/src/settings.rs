@@ -74,6 +74,12 @@ pub struct PoolSettings {
 pub struct TransferSettings {
     pub transfer_timeout_seconds: u64,
     pub connect_timeout_seconds: u64,
+    /// New: how a downloaded file reaches the device before its rename and its result.
+    /// `group` (default): one `syncfs` per file system covers every file that finished
+    /// meanwhile (group commit). `per_file`: an `fsync` of each file and of its directory,
+    /// for file systems whose `syncfs` does nothing (some FUSE file systems) or that other
+    /// programs keep full of unwritten data.
+    pub fsync: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,6 +158,7 @@ impl Default for TransferSettings {
         TransferSettings {
             transfer_timeout_seconds: 300,
             connect_timeout_seconds: 30,
+            fsync: "group".into(),
         }
     }
 }
@@ -597,11 +604,28 @@ fn validate(s: &Settings, at: &dyn Fn(&str) -> Place, errors: &mut ConfigErrors)
             ),
         );
     }
+    if s.transfer.per_file_fsync().is_none() {
+        bad(
+            "transfer.fsync",
+            format!("{:?} is not a mode (group or per_file)", s.transfer.fsync),
+        );
+    }
     if s.logging.is_json().is_none() {
         bad(
             "logging.format",
             format!("{:?} is not a format (json or text)", s.logging.format),
         );
+    }
+}
+
+impl TransferSettings {
+    /// `Some(true)` for `per_file`, `Some(false)` for `group`, `None` if unknown.
+    pub fn per_file_fsync(&self) -> Option<bool> {
+        match self.fsync.to_ascii_lowercase().as_str() {
+            "group" => Some(false),
+            "per_file" => Some(true),
+            _ => None,
+        }
     }
 }
 

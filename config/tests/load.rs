@@ -218,6 +218,7 @@ api: {port: 70000}
 kafka: {result_topic: ftp-tasks, base_backoff_ms: 5000, max_backoff_ms: 100,
         producer_config: {acks: \"1\"}}
 logging: {level: LOUD, format: xml}
+transfer: {fsync: never}
 ",
     );
     let e = env(&[("FTP_POOLER_METRICS__PORT", "0")]);
@@ -231,6 +232,7 @@ logging: {level: LOUD, format: xml}
         format!("{path}: kafka.producer_config: acks must stay all: the delivery guarantees depend on it"),
         format!("{path}: logging.level: \"LOUD\" is not a level (TRACE, DEBUG, INFO, WARNING, ERROR, CRITICAL)"),
         format!("{path}: logging.format: \"xml\" is not a format (json or text)"),
+        format!("{path}: transfer.fsync: \"never\" is not a mode (group or per_file)"),
     ] {
         assert!(errs.contains(&want), "missing {want:?} in {errs:#?}");
     }

@@ -3,7 +3,8 @@
 //!
 //! Invariants:
 //! - downloads stream into a temporary file beside the destination (named from the
-//!   destination and the task), are fsynced and renamed into place; uploads stream to a
+//!   destination and the task), reach the device before their rename and the rename before
+//!   their result (see [`crate::commit`]); uploads stream to a
 //!   temporary remote name, the server's SIZE is checked, then RNFR/RNTO: a destination is
 //!   absent, old, or complete, never partial;
 //! - a failed attempt removes its temporary file (local always; remote when the session
@@ -24,6 +25,7 @@ use ftp_pooler_config::{Config, ConnectionKind};
 use ftp_pooler_contract::{Direction, ErrorCode, Route, TransferResult, TransferTask};
 
 use crate::breaker::{BreakerState, CircuitBreaker};
+use crate::commit::Committer;
 use crate::local::{self, split_remote, temp_name};
 use crate::pool::Pool;
 use crate::tls::TlsContext;
@@ -61,6 +63,8 @@ pub struct Engine {
     known_local_dirs: Mutex<HashSet<PathBuf>>,
     breaker: Mutex<CircuitBreaker>,
     health: Mutex<Health>,
+    /// Makes downloads durable before their rename and their result (`transfer.fsync`).
+    committer: Committer,
     /// `ftp_transfer_retries_total{connection_id}` (registered by the worker).
     pub retries: prometheus::IntCounter,
 }
@@ -113,8 +117,11 @@ impl Engine {
                 ConnectionKind::Ftp(_) => None,
             })
             .collect();
+        let committer = Committer::new(s.transfer.per_file_fsync() == Some(true))
+            .map_err(|e| TransferError::local_io("start the group-commit thread", &e))?;
         Ok(Engine {
             connection_id: connection_id.to_string(),
+            committer,
             pool,
             locals,
             retry: RetryPolicy {
@@ -293,19 +300,11 @@ impl Engine {
             .await;
         lease.release();
         let bytes = got?;
-        // The one call that waits for the device (fsync), with the rename, off the
-        // runtime threads, in one hop.
-        let file = sink.into_inner();
-        let (t, d) = (tmp.clone(), dest.clone());
-        tokio::task::spawn_blocking(move || {
-            file.sync_all()
-                .map_err(|e| TransferError::local_io(&format!("fsync {}", t.display()), &e))?;
-            drop(file);
-            std::fs::rename(&t, &d)
-                .map_err(|e| TransferError::local_io(&format!("rename to {}", d.display()), &e))
-        })
-        .await
-        .map_err(|e| TransferError::new(ErrorCode::UnknownError, format!("fsync task: {e}")))??;
+        // The step that waits for the device (see commit.rs), off the runtime threads.
+        self.committer
+            .commit(sink.into_inner(), &tmp, &dest)
+            .await
+            .map_err(|e| TransferError::local_io("commit", &e))?;
         guard.disarm();
         Ok(bytes)
     }

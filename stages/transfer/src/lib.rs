@@ -3,8 +3,9 @@
 //! Owns everything that speaks FTP: [`FtpSession`] (one logged-in control connection,
 //! plain, explicit or implicit FTPS), its TLS setup ([`tls`]), and the mapping of FTP and
 //! I/O failures to the contract's error codes ([`TransferError`]), the session [`pool`],
-//! local path confinement ([`local`]), the [`engine`] that runs a task with retries, and
-//! the stage process itself ([`worker`]). Invariants:
+//! local path confinement ([`local`]), the durable [`commit`] of downloads, the
+//! [`engine`] that runs a task with retries, and the stage process itself ([`worker`]).
+//! Invariants:
 //! - every network call is bounded by a timeout; a session whose call failed or timed out
 //!   is poisoned ([`FtpSession::is_poisoned`]) and must be discarded, never reused;
 //! - transfers are binary and stream through a fixed-size buffer;
@@ -12,6 +13,7 @@
 //! - passwords are never logged.
 
 pub mod breaker;
+pub mod commit;
 pub mod engine;
 mod error;
 pub mod local;

@@ -4,16 +4,16 @@
 //! 64 KiB chunk to tokio's blocking pool instead cost two thread hand-offs per chunk and
 //! per file operation, which the small-file profile showed as the transfer worker's main
 //! CPU cost (context switches, in `docs/BENCHMARKS.md`). The calls that wait for the
-//! device (fsync, with the rename after it) still run on the blocking pool (see
-//! [`crate::engine`]).
+//! device (the sync, with the rename after it) run off the runtime threads (see
+//! [`crate::commit`]).
 //!
 //! Write-behind: a download asks the kernel to start writing each [`WRITE_BEHIND`] bytes
 //! to the device as soon as they are written (`sync_file_range(SYNC_FILE_RANGE_WRITE)`,
 //! which does not wait for the device), so the device works while the file is still
-//! arriving and the fsync before the rename only waits for the tail. Without it, a large
+//! arriving and the sync before the rename only waits for the tail. Without it, a large
 //! file sat in the page cache until its fsync and the download took the sum of network
 //! and device time instead of the larger of the two (`docs/BENCHMARKS.md`). It is a hint:
-//! its errors are ignored, the fsync reports them. Small files never reach it.
+//! its errors are ignored, the sync reports them. Small files never reach it.
 
 use std::io::{Read, Write};
 use std::pin::Pin;

@@ -85,10 +85,11 @@ pub async fn run(
         engine,
         state: state.clone(),
         to_publish,
-        // Four times the sessions: a job that is fsyncing and renaming its file has given
+        // Four times the sessions: a job that is syncing and renaming its file has given
         // its session back, and other jobs must be there to take it at once. With twice
         // the sessions, jobs in fsync (which takes as long as the FTP exchange of a small
-        // file) left sessions idle (docs/BENCHMARKS.md).
+        // file) left sessions idle (docs/BENCHMARKS.md). A group commit takes about as
+        // long, and keeps this bound useful.
         slots: Semaphore::new(slots),
         stopping: AtomicBool::new(false),
         abort_on: std::env::var("FTP_POOLER_TEST_ABORT_ON")
