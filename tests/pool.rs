@@ -661,3 +661,80 @@ async fn per_file_fsync_commits_every_download() {
         "temporary file left"
     );
 }
+
+/// A scripted FTP server (a fake: no real server sends fewer bytes than it announced on
+/// demand) that logs anyone in and answers every RETR with "150 ... (4096 bytes)" and
+/// 10 bytes of data.
+fn short_retr_server() -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for control in listener.incoming() {
+            let Ok(mut control) = control else { return };
+            std::thread::spawn(move || {
+                let mut lines = BufReader::new(control.try_clone().unwrap());
+                let mut data = None;
+                control.write_all(b"220 fake\r\n").unwrap();
+                let mut line = String::new();
+                while lines.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                    let verb = line.split_whitespace().next().unwrap_or("").to_uppercase();
+                    let reply = match verb.as_str() {
+                        "USER" => "331 password\r\n".to_string(),
+                        "PASS" => "230 in\r\n".to_string(),
+                        "PWD" => "257 \"/\"\r\n".to_string(),
+                        "EPSV" => {
+                            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                            let p = l.local_addr().unwrap().port();
+                            data = Some(l);
+                            format!("229 Entering Extended Passive Mode (|||{p}|)\r\n")
+                        }
+                        "RETR" => {
+                            control
+                                .write_all(b"150 Opening BINARY mode data connection for x (4096 bytes).\r\n")
+                                .unwrap();
+                            let (mut d, _) = data.take().unwrap().accept().unwrap();
+                            d.write_all(&[7u8; 10]).unwrap();
+                            drop(d);
+                            "226 Transfer complete.\r\n".to_string()
+                        }
+                        "QUIT" => "221 bye\r\n".to_string(),
+                        _ => "200 ok\r\n".to_string(),
+                    };
+                    if control.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_download_shorter_than_the_server_announced_fails_and_leaves_nothing() {
+    let port = short_retr_server();
+    let server = FtpServer::start(FtpKind::Pyftpdlib, false);
+    let bed = Bed::new(&[&server], |s, ini| {
+        s.kafka.max_retries = 0;
+        *ini = ini.replace(
+            &format!("port = {}", server.port),
+            &format!("port = {port}"),
+        );
+    });
+    let engine = bed.engine("a");
+    let (t, r) = bed.task("short", ("a", "x.bin"), ("local", "x.bin"));
+    let res = engine.run(&t, &r).await;
+    assert_eq!(res.error_code, Some(ErrorCode::IoError), "{res:?}");
+    let message = res.error_message.unwrap();
+    assert!(
+        message.contains("the server announced 4096 bytes and sent 10"),
+        "{message}"
+    );
+    assert!(!bed.local("x.bin").exists(), "no partial destination");
+    assert!(
+        temp_files(bed.storage.path()).is_empty(),
+        "temporary file left"
+    );
+}

@@ -3,10 +3,11 @@
 //!
 //! Invariants:
 //! - downloads stream into a temporary file beside the destination (named from the
-//!   destination and the task), reach the device before their rename and the rename before
-//!   their result (see [`crate::commit`]); uploads stream to a
-//!   temporary remote name, the server's SIZE is checked, then RNFR/RNTO: a destination is
-//!   absent, old, or complete, never partial;
+//!   destination and the task), are checked against the size the server announced (if
+//!   it did, see [`crate::session`]), reach the device before their rename and the
+//!   rename before their result (see [`crate::commit`]); uploads stream to a temporary
+//!   remote name, the server's SIZE is checked, then RNFR/RNTO: a destination is absent,
+//!   old, or complete, never partial;
 //! - a failed attempt removes its temporary file (local always; remote when the session
 //!   can still speak);
 //! - local paths are confined (see [`crate::local`]) before any byte is written;

@@ -9,6 +9,9 @@
 //! Data connections are passive: EPSV first, falling back to PASV for good when the server
 //! rejects EPSV; the address in a PASV reply is replaced by the control connection's peer
 //! (servers behind NAT or in Kubernetes advertise addresses clients cannot reach).
+//!
+//! A download ends with EOF on the data connection and the server's 226; when the 150
+//! reply announced a size ("(4096 bytes)"), the bytes received must match it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -396,21 +399,36 @@ enum DataCmd {
 }
 
 /// Opens a data transfer (RETR or STOR): EPSV, or PASV for good once the server has
-/// refused EPSV (a 500-502 reply to it).
+/// refused EPSV (a 500-502 reply to it). Returns the stream and, for RETR, the size the
+/// server announced in its 150 reply ("... (4096 bytes)", as vsftpd and proftpd say), if
+/// it did.
 async fn open_data<T>(
     f: &mut ImplAsyncFtpStream<T>,
     epsv: &mut Epsv,
     cmd: DataCmd,
     path: &str,
     op: Duration,
-) -> Result<TransferStream<T>, TransferError>
+) -> Result<(TransferStream<T>, Option<u64>), TransferError>
 where
     T: TokioTlsStream + Send,
 {
     loop {
         let opened = match cmd {
-            DataCmd::Retr => timed(op, f.retr_as_stream(path)).await,
-            DataCmd::Stor => timed(op, f.put_with_stream(path)).await,
+            DataCmd::Retr => timed(
+                op,
+                f.custom_data_command(
+                    format!("RETR {path}"),
+                    &[Status::AboutToSend, Status::AlreadyOpen],
+                ),
+            )
+            .await
+            .map(|(reply, stream)| {
+                let text = String::from_utf8_lossy(&reply.body);
+                (stream, announced_size(&text))
+            }),
+            DataCmd::Stor => timed(op, f.put_with_stream(path))
+                .await
+                .map(|stream| (stream, None)),
         };
         match opened {
             Err(Fail::Ftp(e)) if *epsv == Epsv::Untried && epsv_refused(&e) => {
@@ -422,14 +440,22 @@ where
                     DataCmd::Retr => "RETR",
                     DataCmd::Stor => "STOR",
                 };
-                let stream = opened.map_err(|fail| fail.classify(name, op))?;
+                let opened = opened.map_err(|fail| fail.classify(name, op))?;
                 if *epsv == Epsv::Untried {
                     *epsv = Epsv::Works;
                 }
-                return Ok(stream);
+                return Ok(opened);
             }
         }
     }
+}
+
+/// The byte count of a 150 reply such as "150 Opening BINARY mode data connection for
+/// f.bin (4096 bytes).": the number in the last "(N bytes)".
+fn announced_size(reply: &str) -> Option<u64> {
+    let end = reply.rfind(" bytes)")?;
+    let start = reply[..end].rfind('(')? + 1;
+    reply[start..end].parse().ok()
 }
 
 async fn retr<T, W>(
@@ -444,7 +470,7 @@ where
     T: TokioTlsStream + Send,
     W: AsyncWrite + Unpin,
 {
-    let mut stream = open_data(f, epsv, DataCmd::Retr, path, op).await?;
+    let (mut stream, announced) = open_data(f, epsv, DataCmd::Retr, path, op).await?;
     let mut total = 0u64;
     loop {
         let n = data_io("RETR", op, stream.read(buf)).await?;
@@ -462,7 +488,13 @@ where
     timed(op, stream.finish())
         .await
         .map_err(|fail| fail.classify("RETR", op))?;
-    Ok(total)
+    match announced {
+        Some(size) if size != total => Err(TransferError::new(
+            ErrorCode::IoError,
+            format!("RETR {path}: the server announced {size} bytes and sent {total}"),
+        )),
+        _ => Ok(total),
+    }
 }
 
 async fn stor<T, R>(
@@ -477,7 +509,7 @@ where
     T: TokioTlsStream + Send,
     R: AsyncRead + Unpin,
 {
-    let mut stream = open_data(f, epsv, DataCmd::Stor, path, op).await?;
+    let (mut stream, _) = open_data(f, epsv, DataCmd::Stor, path, op).await?;
     let mut total = 0u64;
     loop {
         let n = input
@@ -539,5 +571,27 @@ async fn timed<T>(
     match timeout(limit, fut).await {
         Ok(r) => r.map_err(Fail::Ftp),
         Err(_) => Err(Fail::Timeout),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::announced_size;
+
+    #[test]
+    fn the_150_reply_announces_the_size_when_the_server_says_it() {
+        let vsftpd = "150 Opening BINARY mode data connection for d/f1 (4096 bytes).";
+        assert_eq!(announced_size(vsftpd), Some(4096));
+        // The last "(N bytes)" counts, whatever the file is called.
+        let odd = "150 Opening BINARY mode data connection for x (5 bytes) (0 bytes).";
+        assert_eq!(announced_size(odd), Some(0));
+        assert_eq!(
+            announced_size("150 File status okay. About to open data connection."),
+            None
+        );
+        assert_eq!(
+            announced_size("150 Opening data connection (many bytes)."),
+            None
+        );
     }
 }
