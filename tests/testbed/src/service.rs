@@ -469,6 +469,15 @@ impl Watcher {
         self.seen.lock().unwrap().clone()
     }
 
+    /// Drops the records read so far (a record read again later still counts as a
+    /// re-read): for a long benchmark, whose every run would otherwise clone all earlier
+    /// runs' records when it ends.
+    pub fn forget(&self) {
+        let mut seen = self.seen.lock().unwrap();
+        seen.by_task.clear();
+        seen.dlq.clear();
+    }
+
     /// Waits until `done(seen)`; panics after `limit` with `context()`'s text.
     pub async fn wait_for(
         &self,
