@@ -738,3 +738,52 @@ async fn a_download_shorter_than_the_server_announced_fails_and_leaves_nothing()
         "temporary file left"
     );
 }
+
+/// Sockets in TIME_WAIT whose local port is in `ports` (the server's side: the test bed's
+/// passive ports lie outside the kernel's ephemeral range, so no client socket has them).
+fn time_wait_on(ports: &std::ops::RangeInclusive<u16>) -> usize {
+    let mut n = 0;
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 4 || f[3] != "06" {
+                continue;
+            }
+            let local = u16::from_str_radix(f[1].rsplit(':').next().unwrap(), 16).unwrap();
+            if ports.contains(&local) {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+#[tokio::test]
+async fn plain_downloads_leave_no_time_wait_on_the_servers_passive_ports() {
+    // vsftpd closes a download's data connection first; the session resets it after EOF
+    // so that the server's socket does not linger 60 s in TIME_WAIT (session.rs).
+    let server = FtpServer::start(FtpKind::Vsftpd, false);
+    let bed = Bed::new(&[&server], |s, _| s.pool.max_sessions_per_connection = 4);
+    let engine = bed.engine("a");
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        server.put(&format!("tw/f{i}.bin"), &data(i, 3000));
+        tasks.push(bed.task(
+            &format!("tw{i}"),
+            ("a", &format!("tw/f{i}.bin")),
+            ("local", &format!("tw/f{i}.bin")),
+        ));
+    }
+    assert_success(&run_all(&engine, &tasks).await);
+    for i in 0..100 {
+        assert_eq!(
+            std::fs::read(bed.local(&format!("tw/f{i}.bin"))).unwrap(),
+            data(i, 3000)
+        );
+    }
+    let ports = server.passive_ports();
+    assert_eq!(time_wait_on(&ports), 0, "TIME_WAIT sockets on {ports:?}");
+}

@@ -4,7 +4,7 @@
 //! Invariants:
 //! - downloads stream into a temporary file beside the destination (named from the
 //!   destination and the task), are checked against the size the server announced (if
-//!   it did, see [`crate::session`]), reach the device before their rename and the
+//!   it did, see session.rs), reach the device before their rename and the
 //!   rename before their result (see [`crate::commit`]); uploads stream to a temporary
 //!   remote name, the server's SIZE is checked, then RNFR/RNTO: a destination is absent,
 //!   old, or complete, never partial;

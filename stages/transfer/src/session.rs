@@ -11,7 +11,9 @@
 //! (servers behind NAT or in Kubernetes advertise addresses clients cannot reach).
 //!
 //! A download ends with EOF on the data connection and the server's 226; when the 150
-//! reply announced a size ("(4096 bytes)"), the bytes received must match it.
+//! reply announced a size ("(4096 bytes)"), the bytes received must match it. A plain
+//! data connection is reset after that EOF, so the server keeps no TIME_WAIT socket on
+//! its passive ports ([`reset_after_eof`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +22,8 @@ use ftp_pooler_config::{FtpConnection, Secret, TlsMode, TransferSettings};
 use ftp_pooler_contract::limits::excerpt;
 use ftp_pooler_contract::ErrorCode;
 use suppaftp::tokio::{
-    AsyncFtpStream, AsyncRustlsConnector, AsyncRustlsFtpStream, ImplAsyncFtpStream, TokioTlsStream,
-    TransferStream,
+    AsyncDataStream, AsyncFtpStream, AsyncRustlsConnector, AsyncRustlsFtpStream,
+    ImplAsyncFtpStream, TokioTlsStream, TransferStream,
 };
 use suppaftp::types::FileType;
 use suppaftp::{FtpError, Mode, Status};
@@ -475,6 +477,9 @@ where
     loop {
         let n = data_io("RETR", op, stream.read(buf)).await?;
         if n == 0 {
+            if let AsyncDataStream::Tcp(tcp) = stream.get_ref() {
+                reset_after_eof(tcp);
+            }
             break;
         }
         out.write_all(&buf[..n])
@@ -526,6 +531,34 @@ where
         .await
         .map_err(|fail| fail.classify("STOR", op))?;
     Ok(total)
+}
+
+/// Ends a plain download's data connection, at EOF, with a reset instead of a FIN.
+///
+/// The server closed first (EOF is how stream mode ends a file), so a FIN from us would
+/// leave the server's socket 60 s in TIME_WAIT on its passive port. At thousands of files
+/// per second that is 100,000 sockets the server's kernel scans on every passive-port
+/// bind: in `scripts/bench`, vsftpd's CPU per file doubled within a minute, most of it in
+/// `bind` (docs/BENCHMARKS.md), and a server with a small passive range can fail its
+/// binds ("500 OOPS: vsf_sysutil_bind"). A reset after EOF loses nothing (every byte up
+/// to the server's FIN has arrived, and the 226 still decides success) and frees the
+/// server's socket at once. `connect(AF_UNSPEC)` is the socket API's disconnect: it sends
+/// the reset without closing the descriptor that tokio and suppaftp still own; the
+/// orderly shutdown that suppaftp's `finish` then attempts fails quietly, as it may for a
+/// download. TLS data connections keep their orderly close (close_notify).
+fn reset_after_eof(tcp: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a zeroed sockaddr with family AF_UNSPEC is a valid argument, and the
+    // descriptor stays open (owned by `tcp`) for the duration of the call.
+    unsafe {
+        let mut addr: libc::sockaddr = std::mem::zeroed();
+        addr.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+        let _ = libc::connect(
+            tcp.as_raw_fd(),
+            &addr,
+            std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+        );
+    }
 }
 
 /// A read or write of a data connection: an I/O error is a `CONNECTION_ERROR`, no

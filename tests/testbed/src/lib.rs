@@ -85,6 +85,8 @@ pub struct FtpServer {
     pub tls: bool,
     /// Implicit FTPS (TLS from the first byte; vsftpd only).
     pub implicit: bool,
+    /// The first of the server's 64 passive ports (since its last start).
+    pasv: u16,
     root: tempfile::TempDir,
     process: Option<ServerProcess>,
     extra: Vec<String>,
@@ -117,6 +119,7 @@ impl FtpServer {
             port: 0,
             tls,
             implicit: vsftpd_options.contains(&"implicit_ssl=YES"),
+            pasv: 0,
             root,
             process: None,
             extra: vsftpd_options.iter().map(|s| s.to_string()).collect(),
@@ -134,6 +137,7 @@ impl FtpServer {
         // Enough passive ports for thousands of small transfers a second (a data port
         // lingers in TIME_WAIT after each one).
         let pasv = free_port_range(64);
+        self.pasv = pasv;
         let mut args: Vec<String> = vec![
             self.kind.name().into(),
             self.port.to_string(),
@@ -165,6 +169,11 @@ impl FtpServer {
     /// The server's process id (the vsftpd master; pyftpdlib serves from one process).
     pub fn pid(&self) -> Option<u32> {
         self.process.as_ref().map(|p| p.pid())
+    }
+
+    /// The server's passive (data) ports.
+    pub fn passive_ports(&self) -> std::ops::RangeInclusive<u16> {
+        self.pasv..=self.pasv + 63
     }
 
     /// The server's root directory on disk (its "/").
