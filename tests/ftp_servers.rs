@@ -83,6 +83,19 @@ async fn round_trip(kind: FtpKind, tls: bool) {
         !server.root().join("in/deep/er/file.bin").exists(),
         "{label}"
     );
+    // A failed RNFR (plain sessions pipeline RNFR and RNTO): nothing is renamed, the
+    // server's refusal of the RNTO is read too, and the channel stays in step.
+    let err = s
+        .rename("/in/missing.tmp", "/in/missing.bin")
+        .await
+        .unwrap_err();
+    assert!(!server.root().join("in/missing.bin").exists(), "{label}");
+    assert!(!s.is_poisoned(), "{label}: {err}");
+    assert_eq!(
+        s.size("/out/a.bin").await.unwrap(),
+        placed.len() as u64,
+        "{label}: the next reply is the next command's"
+    );
     s.noop().await.unwrap();
     assert!(!s.is_poisoned(), "{label}");
     s.quit().await;
