@@ -276,9 +276,9 @@ fn partitions_of(tpl: &TopicPartitionList, topic: &str) -> Vec<i32> {
 
 /// Jobs dispatched to a worker at once: enough queued behind its sessions that a
 /// session never waits for ingest's refill round trip (which crosses two processes), and
-/// the worker's job slots (four per session) stay full.
+/// the worker's job slots (eight per session) stay full.
 fn window_for(sessions: u64) -> usize {
-    (8 * sessions as usize).max(16)
+    (16 * sessions as usize).max(32)
 }
 
 /// Runs the stage until asked to stop.

@@ -80,16 +80,17 @@ pub async fn run(
     let (to_publish, publish_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
     let limit = engine.pool().limit();
-    let slots = 4 * limit;
+    let slots = 8 * limit;
     let worker = Arc::new(Worker {
         engine,
         state: state.clone(),
         to_publish,
-        // Four times the sessions: a job that is syncing and renaming its file has given
+        // Eight times the sessions: a job that is syncing and renaming its file has given
         // its session back, and other jobs must be there to take it at once. With twice
         // the sessions, jobs in fsync (which takes as long as the FTP exchange of a small
-        // file) left sessions idle (docs/BENCHMARKS.md). A group commit takes about as
-        // long, and keeps this bound useful.
+        // file) left sessions idle; with the group commit a job waits for two syncs (its
+        // data, then its rename), and four times the sessions held small downloads to
+        // about 3,000 files/s, eight let the first round reach 4,200 (docs/BENCHMARKS.md).
         slots: Semaphore::new(slots),
         stopping: AtomicBool::new(false),
         abort_on: std::env::var("FTP_POOLER_TEST_ABORT_ON")
