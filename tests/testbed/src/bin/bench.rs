@@ -109,7 +109,7 @@ fn chrono_like_micros(t: &str) -> Option<i64> {
 }
 
 /// Writes every dirty page out before a timed run, so no run pays for the writeback of
-/// the files an earlier one left (the service fsyncs each file, and on ext4 a journal
+/// the files an earlier one left (the service syncs its file system, and on ext4 a journal
 /// commit also writes out other files' pending data; lftp and curl do not fsync).
 fn settle() {
     let ok = Command::new("sync").status().map(|s| s.success());
@@ -198,7 +198,7 @@ async fn timed_run(topics: &Topics, watcher: &Watcher, tasks: &[(Option<String>,
 }
 
 /// As [`timed_run`], with the mean `duration_ms` the results report (time inside the
-/// transfer worker: session, FTP commands, data, fsync, rename).
+/// transfer worker: session, FTP commands, data, sync, rename).
 async fn timed_run_detail(
     topics: &Topics,
     watcher: &Watcher,
@@ -602,7 +602,7 @@ async fn main() {
         log(&format!("profile: lftp {}", fmt_profile(&profile_lftp)));
         let worker_ms = median(in_worker);
         notes.push(format!(
-        "Small downloads: a task spends {worker_ms:.2} ms (median of the runs' means) inside the transfer worker, from taking a job slot to its result: waiting for one of the 10 sessions (the worker runs up to 40 jobs at once), EPSV, RETR, fsync and rename."
+        "Small downloads: a task spends {worker_ms:.2} ms (median of the runs' means) inside the transfer worker, from taking a job slot to its result: waiting for one of the 10 sessions (the worker runs up to 80 jobs at once), EPSV, RETR, the group commit (a sync of its data, the rename, a sync of the rename)."
     ));
         rows.push(Row {
             scenario: format!("{n} x 4 KiB downloads, 10 sessions (files/s)"),
@@ -984,7 +984,7 @@ fn write_report(a: &Args, rows: &[Row], notes: &[String], scale: &[(usize, f64)]
         version("lftp", "--version"),
         version("curl", "--version")
     ));
-    md.push_str(&format!("- Each figure is the median of {} runs in this one process; the service figures run end to end (produce to Kafka -> ingest -> transfer -> publish -> result read back), with the service's default settings but for the pool (10 sessions, pre-warmed) and the transfer timeout: logs at INFO (one event per task), every downloaded file fsynced before its rename.\n\n", a.repeats));
+    md.push_str(&format!("- Each figure is the median of {} runs in this one process; the service figures run end to end (produce to Kafka -> ingest -> transfer -> publish -> result read back), with the service's default settings but for the pool (10 sessions, pre-warmed) and the transfer timeout: logs at INFO (one event per task), every downloaded file on the device before its rename, and the rename before its result (`transfer.fsync: group`, the default: one syncfs for every file that finished meanwhile).\n\n", a.repeats));
     md.push_str("| scenario | ftp-pooler | baseline | ratio | goal |\n|---|---|---|---|---|\n");
     for r in rows {
         let goal = r
