@@ -85,8 +85,9 @@ pub struct FtpServer {
     pub tls: bool,
     /// Implicit FTPS (TLS from the first byte; vsftpd only).
     pub implicit: bool,
-    /// The first of the server's 64 passive ports (since its last start).
+    /// The first of the server's passive ports (since its last start), and how many.
     pasv: u16,
+    pasv_count: u16,
     root: tempfile::TempDir,
     process: Option<ServerProcess>,
     extra: Vec<String>,
@@ -120,6 +121,7 @@ impl FtpServer {
             tls,
             implicit: vsftpd_options.contains(&"implicit_ssl=YES"),
             pasv: 0,
+            pasv_count: 64,
             root,
             process: None,
             extra: vsftpd_options.iter().map(|s| s.to_string()).collect(),
@@ -136,13 +138,13 @@ impl FtpServer {
         }
         // Enough passive ports for thousands of small transfers a second (a data port
         // lingers in TIME_WAIT after each one).
-        let pasv = free_port_range(64);
+        let pasv = free_port_range(self.pasv_count);
         self.pasv = pasv;
         let mut args: Vec<String> = vec![
             self.kind.name().into(),
             self.port.to_string(),
             pasv.to_string(),
-            (pasv + 63).to_string(),
+            (pasv + self.pasv_count - 1).to_string(),
             self.root.path().display().to_string(),
         ];
         if self.tls {
@@ -173,7 +175,14 @@ impl FtpServer {
 
     /// The server's passive (data) ports.
     pub fn passive_ports(&self) -> std::ops::RangeInclusive<u16> {
-        self.pasv..=self.pasv + 63
+        self.pasv..=self.pasv + self.pasv_count - 1
+    }
+
+    /// Restarts the server with `count` passive ports instead of 64.
+    pub fn with_passive_ports(mut self, count: u16) -> FtpServer {
+        self.pasv_count = count;
+        self.restart();
+        self
     }
 
     /// The server's root directory on disk (its "/").
