@@ -163,7 +163,7 @@ async fn untrusted_certificate_fails_unless_insecure_is_chosen() {
     conn.tls_ca_file = None; // the test CA is not among the system roots
     let opts = SessionOptions::for_connection(&conn, &TransferSettings::default());
     let ctx = TlsContext::for_connection(&conn).unwrap();
-    let err = FtpSession::connect(&conn, Some(&ctx), opts)
+    let err = FtpSession::connect(&conn, Some(&ctx), opts.clone())
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::ConnectionError, "{err}");

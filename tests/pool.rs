@@ -245,7 +245,9 @@ async fn a_server_allowing_two_connections_gets_fewer_sessions_and_no_task_fails
         stats.refused, stats.cap, stats.logins
     );
     assert!(stats.refused >= 1, "the server did refuse");
-    assert!(stats.cap <= 3, "the limit came down: {stats:?}");
+    // Halved on each refusal, then one up every 8 x cap successes: a fast run can win
+    // back some of it before it ends, but not the whole of it.
+    assert!(stats.cap < 8, "the limit came down: {stats:?}");
 }
 
 #[tokio::test]
@@ -662,10 +664,10 @@ async fn per_file_fsync_commits_every_download() {
     );
 }
 
-/// A scripted FTP server (a fake: no real server sends fewer bytes than it announced on
-/// demand) that logs anyone in and answers every RETR with "150 ... (4096 bytes)" and
-/// 10 bytes of data.
-fn short_retr_server() -> u16 {
+/// A scripted FTP server (a fake, for behaviours no test-bed server shows on demand): it
+/// logs anyone in, and answers each RETR with `on_retr(control, data)`, which writes the
+/// preliminary reply and the data and returns the final reply.
+fn scripted_server(on_retr: fn(&mut std::net::TcpStream, std::net::TcpStream) -> String) -> u16 {
     use std::io::{BufRead, BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -690,13 +692,8 @@ fn short_retr_server() -> u16 {
                             format!("229 Entering Extended Passive Mode (|||{p}|)\r\n")
                         }
                         "RETR" => {
-                            control
-                                .write_all(b"150 Opening BINARY mode data connection for x (4096 bytes).\r\n")
-                                .unwrap();
-                            let (mut d, _) = data.take().unwrap().accept().unwrap();
-                            d.write_all(&[7u8; 10]).unwrap();
-                            drop(d);
-                            "226 Transfer complete.\r\n".to_string()
+                            let (d, _) = data.take().unwrap().accept().unwrap();
+                            on_retr(&mut control, d)
                         }
                         "QUIT" => "221 bye\r\n".to_string(),
                         _ => "200 ok\r\n".to_string(),
@@ -712,17 +709,31 @@ fn short_retr_server() -> u16 {
     port
 }
 
-#[tokio::test]
-async fn a_download_shorter_than_the_server_announced_fails_and_leaves_nothing() {
-    let port = short_retr_server();
-    let server = FtpServer::start(FtpKind::Pyftpdlib, false);
-    let bed = Bed::new(&[&server], |s, ini| {
-        s.kafka.max_retries = 0;
+/// A bed whose connection `a` is the scripted server on `port` (`server` only lends its
+/// connection section), with `retries` retries 10 ms apart.
+fn scripted_bed(port: u16, server: &FtpServer, retries: u64) -> Bed {
+    Bed::new(&[server], |s, ini| {
+        s.kafka.max_retries = retries;
+        s.kafka.base_backoff_ms = 10;
         *ini = ini.replace(
             &format!("port = {}", server.port),
             &format!("port = {port}"),
         );
+    })
+}
+
+#[tokio::test]
+async fn a_download_shorter_than_the_server_announced_fails_and_leaves_nothing() {
+    let port = scripted_server(|control, mut data| {
+        use std::io::Write;
+        control
+            .write_all(b"150 Opening BINARY mode data connection for x (4096 bytes).\r\n")
+            .unwrap();
+        data.write_all(&[7u8; 10]).unwrap();
+        "226 Transfer complete.\r\n".to_string()
     });
+    let server = FtpServer::start(FtpKind::Pyftpdlib, false);
+    let bed = scripted_bed(port, &server, 0);
     let engine = bed.engine("a");
     let (t, r) = bed.task("short", ("a", "x.bin"), ("local", "x.bin"));
     let res = engine.run(&t, &r).await;
@@ -737,6 +748,46 @@ async fn a_download_shorter_than_the_server_announced_fails_and_leaves_nothing()
         temp_files(bed.storage.path()).is_empty(),
         "temporary file left"
     );
+}
+
+#[tokio::test]
+async fn a_server_that_fails_reset_downloads_gets_a_fin_from_then_on() {
+    // A server that reads its data connection to the end before it replies, and takes
+    // a reset for a failed transfer (426).
+    let port = scripted_server(|control, mut data| {
+        use std::io::{Read, Write};
+        control.write_all(b"150 here it comes\r\n").unwrap();
+        data.write_all(b"0123456789").unwrap();
+        data.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        match data.read_to_end(&mut rest) {
+            Ok(_) => "226 Transfer complete.\r\n".to_string(),
+            Err(_) => "426 Failure reading network stream.\r\n".to_string(),
+        }
+    });
+    let server = FtpServer::start(FtpKind::Pyftpdlib, false);
+    let bed = scripted_bed(port, &server, 2);
+    let engine = bed.engine("a");
+    let (t, r) = bed.task("strict1", ("a", "x.bin"), ("local", "x1.bin"));
+    let first = engine.run(&t, &r).await;
+    assert_eq!(
+        first.status,
+        ftp_pooler_contract::Status::Success,
+        "{first:?}"
+    );
+    assert_eq!(
+        first.attempts, 2,
+        "the reset attempt failed, the retry closed with a FIN"
+    );
+    let (t, r) = bed.task("strict2", ("a", "x.bin"), ("local", "x2.bin"));
+    let second = engine.run(&t, &r).await;
+    assert_eq!(
+        second.status,
+        ftp_pooler_contract::Status::Success,
+        "{second:?}"
+    );
+    assert_eq!(second.attempts, 1, "no reset any more");
+    assert_eq!(std::fs::read(bed.local("x2.bin")).unwrap(), b"0123456789");
 }
 
 /// Sockets in TIME_WAIT whose local port is in `ports` (the server's side: the test bed's

@@ -179,8 +179,12 @@ impl Pool {
             if let Some(session) = self.take_idle().await {
                 return Ok(self.lease(session, permit));
             }
-            match FtpSession::connect(&self.inner.conn, self.inner.tls.as_ref(), self.inner.opts)
-                .await
+            match FtpSession::connect(
+                &self.inner.conn,
+                self.inner.tls.as_ref(),
+                self.inner.opts.clone(),
+            )
+            .await
             {
                 Ok(session) => {
                     self.inner.open.fetch_add(1, Ordering::SeqCst);

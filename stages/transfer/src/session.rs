@@ -15,6 +15,7 @@
 //! data connection is reset after that EOF, so the server keeps no TIME_WAIT socket on
 //! its passive ports ([`reset_after_eof`]).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,14 +41,18 @@ use crate::TransferError;
 /// its first transfer, and its pages become resident only as large files touch them.
 const CHUNK: usize = 256 * 1024;
 
-/// Timeouts of one session.
-#[derive(Debug, Clone, Copy)]
+/// Timeouts of one session, and what the sessions of one connection learned about its
+/// server (shared by them: the options are cloned into each).
+#[derive(Debug, Clone)]
 pub struct SessionOptions {
     /// TCP connect + greeting + TLS handshake + login.
     pub connect_timeout: Duration,
     /// Each command's reply, and each read or write of a data connection (a transfer that
     /// makes no progress for this long has stalled).
     pub op_timeout: Duration,
+    /// Plain downloads end with a reset ([`reset_after_eof`]) until a server answers a
+    /// reset download with a failure: from then on, with a FIN.
+    reset_data: Arc<AtomicBool>,
 }
 
 impl SessionOptions {
@@ -59,6 +64,7 @@ impl SessionOptions {
         SessionOptions {
             connect_timeout: Duration::from_secs(secs),
             op_timeout: Duration::from_secs(secs),
+            reset_data: Arc::new(AtomicBool::new(true)),
         }
     }
 }
@@ -268,7 +274,8 @@ impl FtpSession {
         self.guard("RETR")?;
         let op = self.opts.op_timeout;
         self.ensure_buffer();
-        let r = with_ftp!(self, f => retr(f, &mut self.epsv, &path, out, op, &mut self.buf).await);
+        let reset = &self.opts.reset_data;
+        let r = with_ftp!(self, f => retr(f, &mut self.epsv, reset, &path, out, op, &mut self.buf).await);
         if r.is_err() {
             self.poisoned = true;
         }
@@ -467,6 +474,7 @@ fn announced_size(reply: &str) -> Option<u64> {
 async fn retr<T, W>(
     f: &mut ImplAsyncFtpStream<T>,
     epsv: &mut Epsv,
+    reset: &AtomicBool,
     path: &str,
     out: &mut W,
     op: Duration,
@@ -478,11 +486,15 @@ where
 {
     let (mut stream, announced) = open_data(f, epsv, DataCmd::Retr, path, op).await?;
     let mut total = 0u64;
+    let mut was_reset = false;
     loop {
         let n = data_io("RETR", op, stream.read(buf)).await?;
         if n == 0 {
             if let AsyncDataStream::Tcp(tcp) = stream.get_ref() {
-                reset_after_eof(tcp);
+                if reset.load(Ordering::Relaxed) {
+                    reset_after_eof(tcp);
+                    was_reset = true;
+                }
             }
             break;
         }
@@ -494,9 +506,13 @@ where
     out.flush()
         .await
         .map_err(|e| TransferError::local_io("write destination", &e))?;
-    timed(op, stream.finish())
-        .await
-        .map_err(|fail| fail.classify("RETR", op))?;
+    let finished = timed(op, stream.finish()).await;
+    if finished.is_err() && was_reset && reset.swap(false, Ordering::Relaxed) {
+        // A server that reads its data connection to the end before it replies may take
+        // the reset for a failed transfer: close with a FIN from now on (the retry too).
+        tracing::warn!(path, "the server failed a download whose data connection was reset after EOF; closing data connections with a FIN from now on");
+    }
+    finished.map_err(|fail| fail.classify("RETR", op))?;
     match announced {
         Some(size) if size != total => Err(TransferError::new(
             ErrorCode::IoError,
@@ -585,7 +601,10 @@ async fn pipelined_rename(f: &mut AsyncFtpStream, from: &str, to: &str) -> Resul
 /// server's socket at once. `connect(AF_UNSPEC)` is the socket API's disconnect: it sends
 /// the reset without closing the descriptor that tokio and suppaftp still own; the
 /// orderly shutdown that suppaftp's `finish` then attempts fails quietly, as it may for a
-/// download. TLS data connections keep their orderly close (close_notify).
+/// download. TLS data connections keep their orderly close (close_notify). Should a
+/// server answer a reset download with a failure (one that reads its data connection to
+/// the end before it replies might), the connection's sessions stop resetting
+/// ([`SessionOptions`]) and the retry closes with a FIN.
 fn reset_after_eof(tcp: &TcpStream) {
     use std::os::fd::AsRawFd;
     // SAFETY: a zeroed sockaddr with family AF_UNSPEC is a valid argument, and the
