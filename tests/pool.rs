@@ -152,6 +152,34 @@ fn temp_files(root: &Path) -> Vec<PathBuf> {
     ftp_pooler_testbed::service::files_ending_with(root, TEMP_SUFFIX)
 }
 
+/// Puts `n` files of `size` bytes at `{dir}/f{i}.bin` on `server`, downloads each to the
+/// same local path through `engine`, and checks that every task succeeded with the
+/// server's bytes; returns the results.
+async fn download_all(
+    bed: &Bed,
+    server: &FtpServer,
+    engine: &Engine,
+    dir: &str,
+    n: usize,
+    size: usize,
+) -> Vec<TransferResult> {
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let path = format!("{dir}/f{i}.bin");
+        server.put(&path, &data(i, size));
+        tasks.push(bed.task(&format!("{dir}{i}"), ("a", &path), ("local", &path)));
+    }
+    let results = run_all(engine, &tasks).await;
+    assert_success(&results);
+    for i in 0..n {
+        assert_eq!(
+            std::fs::read(bed.local(&format!("{dir}/f{i}.bin"))).unwrap(),
+            data(i, size)
+        );
+    }
+    results
+}
+
 fn assert_success(results: &[TransferResult]) {
     for r in results {
         assert!(
@@ -227,17 +255,7 @@ async fn a_server_allowing_two_connections_gets_fewer_sessions_and_no_task_fails
     let server = FtpServer::start_with(FtpKind::Vsftpd, false, &["max_per_ip=2"]);
     let bed = Bed::new(&[&server], |s, _| s.pool.max_sessions_per_connection = 8);
     let engine = bed.engine("a");
-    let mut tasks = Vec::new();
-    for i in 0..150 {
-        server.put(&format!("lim/f{i}.bin"), &data(i, 20_000));
-        tasks.push(bed.task(
-            &format!("t{i}"),
-            ("a", &format!("lim/f{i}.bin")),
-            ("local", &format!("lim/f{i}.bin")),
-        ));
-    }
-    let results = run_all(&engine, &tasks).await;
-    assert_success(&results);
+    let results = download_all(&bed, &server, &engine, "lim", 150, 20_000).await;
     let stats = engine.pool().stats();
     let retried = results.iter().filter(|r| r.attempts > 1).count();
     eprintln!(
@@ -618,16 +636,7 @@ async fn without_reuse_every_task_logs_in() {
         s.pool.reuse_sessions = false;
     });
     let engine = bed.engine("a");
-    let mut tasks = Vec::new();
-    for i in 0..20 {
-        server.put(&format!("nr/f{i}.bin"), &data(i, 100));
-        tasks.push(bed.task(
-            &format!("n{i}"),
-            ("a", &format!("nr/f{i}.bin")),
-            ("local", &format!("nr/f{i}.bin")),
-        ));
-    }
-    assert_success(&run_all(&engine, &tasks).await);
+    download_all(&bed, &server, &engine, "nr", 20, 100).await;
     let stats = engine.pool().stats();
     assert_eq!(stats.logins, 20, "{stats:?}");
     assert_eq!(stats.idle, 0);
@@ -642,22 +651,7 @@ async fn per_file_fsync_commits_every_download() {
         s.transfer.fsync = "per_file".into();
     });
     let engine = bed.engine("a");
-    let mut tasks = Vec::new();
-    for i in 0..20 {
-        server.put(&format!("pf/f{i}.bin"), &data(i, 5000));
-        tasks.push(bed.task(
-            &format!("pf{i}"),
-            ("a", &format!("pf/f{i}.bin")),
-            ("local", &format!("pf/f{i}.bin")),
-        ));
-    }
-    assert_success(&run_all(&engine, &tasks).await);
-    for i in 0..20 {
-        assert_eq!(
-            std::fs::read(bed.local(&format!("pf/f{i}.bin"))).unwrap(),
-            data(i, 5000)
-        );
-    }
+    download_all(&bed, &server, &engine, "pf", 20, 5000).await;
     assert!(
         temp_files(bed.storage.path()).is_empty(),
         "temporary file left"
@@ -824,22 +818,7 @@ async fn plain_downloads_leave_no_time_wait_on_the_servers_passive_ports() {
     // only new ones count.
     let ports = server.passive_ports();
     let before = time_wait_on(&ports);
-    let mut tasks = Vec::new();
-    for i in 0..100 {
-        server.put(&format!("tw/f{i}.bin"), &data(i, 3000));
-        tasks.push(bed.task(
-            &format!("tw{i}"),
-            ("a", &format!("tw/f{i}.bin")),
-            ("local", &format!("tw/f{i}.bin")),
-        ));
-    }
-    assert_success(&run_all(&engine, &tasks).await);
-    for i in 0..100 {
-        assert_eq!(
-            std::fs::read(bed.local(&format!("tw/f{i}.bin"))).unwrap(),
-            data(i, 3000)
-        );
-    }
+    download_all(&bed, &server, &engine, "tw", 100, 3000).await;
     let new: Vec<_> = time_wait_on(&ports).difference(&before).cloned().collect();
     assert!(
         new.is_empty(),
