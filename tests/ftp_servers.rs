@@ -1,10 +1,12 @@
 //! The project's FTP code against real FTP servers: vsftpd and pyftpdlib, each plain and
 //! with explicit FTPS (vsftpd requires TLS session reuse on the data channel). Log in,
 //! upload, rename, size, download, delete; and the failures that map to error codes.
+//! Two scripted (fake) servers show what no real one shows on demand: where a plain
+//! upload's bytes go relative to the 150, and a refused upload of a large file.
 
-use ftp_pooler_config::{TlsMode, TransferSettings};
+use ftp_pooler_config::{FtpConnection, Secret, TlsMode, TransferSettings};
 use ftp_pooler_contract::ErrorCode;
-use ftp_pooler_testbed::{FtpKind, FtpServer};
+use ftp_pooler_testbed::{scripted_server, FtpKind, FtpServer};
 use ftp_pooler_transfer::tls::TlsContext;
 use ftp_pooler_transfer::{FtpSession, SessionOptions};
 use sha2::{Digest, Sha256};
@@ -77,6 +79,14 @@ async fn round_trip(kind: FtpKind, tls: bool) {
         0,
         "{label}"
     );
+
+    let empty_sent = s
+        .upload(&mut [].as_slice(), "/in/deep/er/empty.tmp")
+        .await
+        .unwrap();
+    assert_eq!(empty_sent, 0, "{label}");
+    assert_eq!(s.size("/in/deep/er/empty.tmp").await.unwrap(), 0, "{label}");
+    s.delete("/in/deep/er/empty.tmp").await.unwrap();
 
     s.delete("/in/deep/er/file.bin").await.unwrap();
     assert!(
@@ -232,4 +242,73 @@ async fn vsftpd_implicit_ftps() {
     let mut back = Vec::new();
     s.download("/i.bin", &mut back).await.unwrap();
     assert_eq!(sha(&back), sha(&data));
+}
+
+/// A session on a scripted server (plain, 10 s timeouts).
+async fn scripted_session(port: u16) -> FtpSession {
+    let conn = FtpConnection {
+        host: "127.0.0.1".into(),
+        port,
+        user: "anyone".into(),
+        password: Secret::new("any"),
+        passive: true,
+        timeout_seconds: Some(10),
+        tls: TlsMode::None,
+        tls_ca_file: None,
+        tls_insecure: false,
+        max_sessions: None,
+    };
+    let opts = SessionOptions::for_connection(&conn, &TransferSettings::default());
+    FtpSession::connect(&conn, None, opts).await.unwrap()
+}
+
+/// A plain upload of a small file sends the command, the bytes and their end together:
+/// the server finds the whole file on the data connection before it sends its 150 (one
+/// round trip fewer than waiting for the 150). Fails if the client waits for the 150.
+#[tokio::test]
+async fn a_small_plain_upload_is_on_the_wire_before_the_150() {
+    let port = scripted_server(|verb, control, data| {
+        use std::io::{Read, Write};
+        assert_eq!(verb, "STOR");
+        let (mut data, _) = data.accept().unwrap();
+        data.set_read_timeout(Some(std::time::Duration::from_secs(3)))
+            .unwrap();
+        let mut got = Vec::new();
+        let ended = data.read_to_end(&mut got).is_ok();
+        control.write_all(b"150 Ok to send data.\r\n").unwrap();
+        if ended && got == payload(4096, 3) {
+            "226 Transfer complete.\r\n".into()
+        } else {
+            format!(
+                "451 only {} bytes, ended={ended}, before the 150\r\n",
+                got.len()
+            )
+        }
+    });
+    let mut s = scripted_session(port).await;
+    let up = payload(4096, 3);
+    let sent = s.upload(&mut up.as_slice(), "/f.tmp").await;
+    assert_eq!(sent.unwrap(), 4096);
+    assert!(!s.is_poisoned());
+}
+
+/// Bytes go ahead of the 150 only while the socket takes them without waiting: a server
+/// that refuses the STOR of a large file (and never reads its data connection) gets its
+/// refusal read at once, not a transfer stalled until the timeout.
+#[tokio::test]
+async fn a_refused_large_plain_upload_fails_with_the_refusal_not_a_stall() {
+    let port = scripted_server(|_, _, data| {
+        // Keep the data listener open, and never accept: the client's bytes pile up.
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(30));
+            drop(data);
+        });
+        "553 Could not create file.\r\n".into()
+    });
+    let mut s = scripted_session(port).await;
+    let up = payload(16 << 20, 4);
+    let err = s.upload(&mut up.as_slice(), "/big.tmp").await.unwrap_err();
+    assert_ne!(err.code, ErrorCode::TransferTimeout, "{err}");
+    assert!(err.message.contains("553"), "{err}");
+    assert!(s.is_poisoned());
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ftp_pooler_config::{Config, Registry, Settings};
 use ftp_pooler_contract::{ErrorCode, Route, TransferResult, TransferTask};
-use ftp_pooler_testbed::{FtpKind, FtpServer};
+use ftp_pooler_testbed::{scripted_server, FtpKind, FtpServer};
 use ftp_pooler_transfer::Engine;
 
 const TEMP_SUFFIX: &str = ".ftp-pooler.part";
@@ -658,51 +658,6 @@ async fn per_file_fsync_commits_every_download() {
     );
 }
 
-/// A scripted FTP server (a fake, for behaviours no test-bed server shows on demand): it
-/// logs anyone in, and answers each RETR with `on_retr(control, data)`, which writes the
-/// preliminary reply and the data and returns the final reply.
-fn scripted_server(on_retr: fn(&mut std::net::TcpStream, std::net::TcpStream) -> String) -> u16 {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for control in listener.incoming() {
-            let Ok(mut control) = control else { return };
-            std::thread::spawn(move || {
-                let mut lines = BufReader::new(control.try_clone().unwrap());
-                let mut data = None;
-                control.write_all(b"220 fake\r\n").unwrap();
-                let mut line = String::new();
-                while lines.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
-                    let verb = line.split_whitespace().next().unwrap_or("").to_uppercase();
-                    let reply = match verb.as_str() {
-                        "USER" => "331 password\r\n".to_string(),
-                        "PASS" => "230 in\r\n".to_string(),
-                        "PWD" => "257 \"/\"\r\n".to_string(),
-                        "EPSV" => {
-                            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-                            let p = l.local_addr().unwrap().port();
-                            data = Some(l);
-                            format!("229 Entering Extended Passive Mode (|||{p}|)\r\n")
-                        }
-                        "RETR" => {
-                            let (d, _) = data.take().unwrap().accept().unwrap();
-                            on_retr(&mut control, d)
-                        }
-                        "QUIT" => "221 bye\r\n".to_string(),
-                        _ => "200 ok\r\n".to_string(),
-                    };
-                    if control.write_all(reply.as_bytes()).is_err() {
-                        return;
-                    }
-                    line.clear();
-                }
-            });
-        }
-    });
-    port
-}
-
 /// A bed whose connection `a` is the scripted server on `port` (`server` only lends its
 /// connection section), with `retries` retries 10 ms apart.
 fn scripted_bed(port: u16, server: &FtpServer, retries: u64) -> Bed {
@@ -718,8 +673,9 @@ fn scripted_bed(port: u16, server: &FtpServer, retries: u64) -> Bed {
 
 #[tokio::test]
 async fn a_download_shorter_than_the_server_announced_fails_and_leaves_nothing() {
-    let port = scripted_server(|control, mut data| {
+    let port = scripted_server(|_, control, data| {
         use std::io::Write;
+        let (mut data, _) = data.accept().unwrap();
         control
             .write_all(b"150 Opening BINARY mode data connection for x (4096 bytes).\r\n")
             .unwrap();
@@ -748,8 +704,9 @@ async fn a_download_shorter_than_the_server_announced_fails_and_leaves_nothing()
 async fn a_server_that_fails_reset_downloads_gets_a_fin_from_then_on() {
     // A server that reads its data connection to the end before it replies, and takes
     // a reset for a failed transfer (426).
-    let port = scripted_server(|control, mut data| {
+    let port = scripted_server(|_, control, data| {
         use std::io::{Read, Write};
+        let (mut data, _) = data.accept().unwrap();
         control.write_all(b"150 here it comes\r\n").unwrap();
         data.write_all(b"0123456789").unwrap();
         data.shutdown(std::net::Shutdown::Write).unwrap();

@@ -11,6 +11,9 @@
 //! - [`FtpServer::start`]: a vsftpd or pyftpdlib server, plain or explicit FTPS, with its
 //!   own root directory, owned by the test and stopped when dropped.
 //!
+//! - [`scripted_server`]: a fake FTP server, for behaviours no real server shows on
+//!   demand (a short download, a refused upload); unit-level only.
+//!
 //! Servers run through `scripts/testbed/serve` (the same script the dev stack uses), as
 //! children of one long-lived spawner thread with `PR_SET_PDEATHSIG`, so they die with the
 //! test process even when it is killed. Nothing here skips: a server that is not installed
@@ -306,4 +309,50 @@ fn wait_for_greeting(port: u16, process: &ServerProcess, limit: Duration, greets
         process.name(),
         process.output()
     );
+}
+
+/// A scripted FTP server (a fake, for behaviours no test-bed server shows on demand): it
+/// logs anyone in, answers EPSV with a fresh listener, and answers each RETR or STOR
+/// with `on_transfer(verb, control, listener)`, which may accept the data connection (or
+/// not), writes any preliminary reply and data, and returns the final reply. Any other
+/// command gets "200 ok". Returns its port.
+pub fn scripted_server(
+    on_transfer: fn(&str, &mut TcpStream, std::net::TcpListener) -> String,
+) -> u16 {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for control in listener.incoming() {
+            let Ok(mut control) = control else { return };
+            std::thread::spawn(move || {
+                let mut lines = BufReader::new(control.try_clone().unwrap());
+                let mut data = None;
+                control.write_all(b"220 fake\r\n").unwrap();
+                let mut line = String::new();
+                while lines.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                    let verb = line.split_whitespace().next().unwrap_or("").to_uppercase();
+                    let reply = match verb.as_str() {
+                        "USER" => "331 password\r\n".to_string(),
+                        "PASS" => "230 in\r\n".to_string(),
+                        "PWD" => "257 \"/\"\r\n".to_string(),
+                        "EPSV" => {
+                            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                            let p = l.local_addr().unwrap().port();
+                            data = Some(l);
+                            format!("229 Entering Extended Passive Mode (|||{p}|)\r\n")
+                        }
+                        "RETR" | "STOR" => on_transfer(&verb, &mut control, data.take().unwrap()),
+                        "QUIT" => "221 bye\r\n".to_string(),
+                        _ => "200 ok\r\n".to_string(),
+                    };
+                    if control.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    port
 }
