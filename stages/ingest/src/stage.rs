@@ -11,7 +11,9 @@
 //! - on revoke: stop reading those partitions, finish what was read of them (bounded by
 //!   the drain deadline), commit them synchronously, forget them;
 //! - on stop: no more fetching; in-flight messages get the drain deadline; final commit;
-//!   the consumer leaves the group.
+//!   the consumer leaves the group;
+//! - nothing slow blocks the consumer thread but Kafka's own consumer calls: the broker
+//!   probe (reachability, lag) runs on a thread and a client of its own.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -382,6 +384,16 @@ pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), IngestError>
             .spawn(move || consume(shared, kafka, generation, stopping, drain, ready_tx))
             .map_err(|e| IngestError::Thread(e.to_string()))?
     };
+    {
+        let shared = shared.clone();
+        let stopping = stopping.clone();
+        let kafka = settings.kafka.clone();
+        // Not joined: a probe may be in a request when the stage stops.
+        std::thread::Builder::new()
+            .name("ingest-probe".into())
+            .spawn(move || probe_loop(shared, kafka, stopping))
+            .map_err(|e| IngestError::Thread(e.to_string()))?;
+    }
     match ready_rx.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(e),
@@ -589,7 +601,6 @@ fn consume(
     }
     let _ = ready.send(Ok(()));
     let mut last_commit = Instant::now();
-    let mut last_probe: Option<Instant> = None;
     while !stopping.load(Ordering::SeqCst) {
         let (pause, resume, tracked) = {
             let mut t = shared.tracker.lock().expect("tracker");
@@ -606,15 +617,6 @@ fn consume(
         if last_commit.elapsed() >= COMMIT_EVERY {
             let _ = shared.commit(&consumer, None);
             last_commit = Instant::now();
-        }
-        let probe_every = if shared.stats.lock().expect("stats").broker_up {
-            Duration::from_secs(5)
-        } else {
-            Duration::from_secs(1)
-        };
-        if last_probe.is_none_or(|t| t.elapsed() >= probe_every) {
-            probe(&shared, &consumer, &kafka.input_topic);
-            last_probe = Some(Instant::now());
         }
     }
     let tracked = shared.tracker.lock().expect("tracker").len();
@@ -633,9 +635,40 @@ fn consume(
     drop(consumer);
 }
 
+/// The probe thread: [`probe`] every 5 s, every second while the broker is unreachable,
+/// until the stage stops. It has a client of its own (never subscribed), so its requests
+/// never hold up the consumer thread: they are slow on some brokers (Tansu answers a
+/// watermark request in about 300 ms), and on the consumer thread they stalled every
+/// task for that long every 5 s (`docs/BENCHMARKS.md`).
+fn probe_loop(
+    shared: Arc<Shared>,
+    kafka: ftp_pooler_config::KafkaSettings,
+    stopping: Arc<AtomicBool>,
+) {
+    let client: BaseConsumer = match crate::consumer_config(&kafka).create() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "the broker probe has no client; /ready and lag stay as they are");
+            return;
+        }
+    };
+    while !stopping.load(Ordering::SeqCst) {
+        probe(&shared, &client, &kafka.input_topic);
+        let every = if shared.stats.lock().expect("stats").broker_up {
+            Duration::from_secs(5)
+        } else {
+            Duration::from_secs(1)
+        };
+        let until = Instant::now() + every;
+        while Instant::now() < until && !stopping.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 /// Broker reachability (a metadata request) and the lag of each tracked partition
 /// (high watermark minus committed offset).
-fn probe(shared: &Shared, consumer: &BaseConsumer<IngestContext>, topic: &str) {
+fn probe(shared: &Shared, consumer: &BaseConsumer, topic: &str) {
     let up = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(2))
         .is_ok();
