@@ -207,7 +207,12 @@ async fn timed_run_detail(
     let ids: Vec<String> = tasks.iter().filter_map(|t| t.0.clone()).collect();
     watcher.forget();
     let t0 = Instant::now();
+    let wall0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| (d.as_micros() % 86_400_000_000) as i64)
+        .unwrap_or(0);
     produce(&topics.tasks, tasks).await;
+    let produced = t0.elapsed().as_secs_f64();
     let seen = watcher
         .wait_for(
             Duration::from_secs(1800),
@@ -238,9 +243,30 @@ async fn timed_run_detail(
             ts.iter().max().copied().unwrap_or(0),
         );
         let first_seen = ids.iter().map(|i| seen.by_task[i][0].at).min().unwrap();
+        let mut early: Vec<(i64, f64)> = ids
+            .iter()
+            .filter_map(|i| {
+                let v = &seen.by_task[i][0].value;
+                Some((
+                    chrono_like_micros(v["timestamp"].as_str()?)? - wall0,
+                    v["duration_ms"].as_f64()?,
+                ))
+            })
+            .collect();
+        early.sort_by_key(|e| e.0);
         log(&format!(
-            "debug: {} results created over {:.3} s; first read {:.3} s after produce start, last {:.3} s",
+            "debug: the first results, created (ms after produce start) / duration_ms: {}",
+            early
+                .iter()
+                .take(12)
+                .map(|(at, d)| format!("{:.1}/{d:.1}", *at as f64 / 1e3))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+        log(&format!(
+            "debug: produced in {produced:.3} s; first of {} results created {:.3} s after produce start, the last {:.3} s later; first read {:.3} s after produce start, last {:.3} s",
             ids.len(),
+            (lo - wall0) as f64 / 1e6,
             (hi - lo) as f64 / 1e6,
             first_seen.duration_since(t0).as_secs_f64(),
             last.duration_since(t0).as_secs_f64()
@@ -370,9 +396,69 @@ fn log_profile(what: &str, profile: &[(String, f64)]) {
 
 /// CPU time (ms) used so far by each component's live processes, from /proc.
 fn cpu_by_component(ftp_port: u16, broker_port: &str) -> HashMap<&'static str, f64> {
+    let tick_ms = 10.0; // USER_HZ = 100
+    by_component(ftp_port, broker_port, |pid| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = stat.rsplit_once(')').map(|(_, r)| r)?;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let (u, s): (f64, f64) = (f[11].parse().unwrap_or(0.0), f[12].parse().unwrap_or(0.0));
+        Some((u + s) * tick_ms)
+    })
+}
+
+/// Context switches (voluntary and not) so far of each component's live processes,
+/// all threads, from /proc: how often each one sleeps and wakes, per file.
+fn switches_by_component(ftp_port: u16, broker_port: &str) -> HashMap<&'static str, f64> {
+    by_component(ftp_port, broker_port, |pid| {
+        let mut n = 0.0;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .ok()?
+            .flatten()
+        {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            for line in status.lines() {
+                if line.starts_with("voluntary_ctxt_switches")
+                    || line.starts_with("nonvoluntary_ctxt_switches")
+                {
+                    n += line
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .unwrap_or(0.0);
+                }
+            }
+        }
+        Some(n)
+    })
+}
+
+/// Logs each component's context switches per file since `before`.
+fn log_switches(
+    what: &str,
+    before: &HashMap<&'static str, f64>,
+    ftp_port: u16,
+    broker_port: &str,
+    files: usize,
+) {
+    let per_file = cpu_delta(before, &switches_by_component(ftp_port, broker_port), files);
+    log(&format!(
+        "{what} context switches per file: {}",
+        per_file
+            .iter()
+            .map(|(c, k)| format!("{c} {k:.1}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+}
+
+/// Sums `measure(pid)` over the live processes of each component of a run.
+fn by_component(
+    ftp_port: u16,
+    broker_port: &str,
+    measure: impl Fn(u32) -> Option<f64>,
+) -> HashMap<&'static str, f64> {
     let mut out: HashMap<&'static str, f64> = HashMap::new();
     let me = std::process::id();
-    let tick_ms = 10.0; // USER_HZ = 100
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
@@ -398,15 +484,9 @@ fn cpu_by_component(ftp_port: u16, broker_port: &str) -> HashMap<&'static str, f
         } else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let (u, s): (f64, f64) = (f[11].parse().unwrap_or(0.0), f[12].parse().unwrap_or(0.0));
-        *out.entry(component).or_default() += (u + s) * tick_ms;
+        if let Some(v) = measure(pid) {
+            *out.entry(component).or_default() += v;
+        }
     }
     out
 }
@@ -509,9 +589,17 @@ async fn main() {
             .collect();
         settle();
         let cpu0 = cpu_by_component(bench.server.port, &broker_port);
+        let sw0 = switches_by_component(bench.server.port, &broker_port);
         let (s, mean_ms) = timed_run_detail(&topics, &watcher, &tasks).await;
         let round_profile = cpu_delta(&cpu0, &cpu_by_component(bench.server.port, &broker_port), n);
         log_profile(&format!("round {r}"), &round_profile);
+        log_switches(
+            &format!("round {r}"),
+            &sw0,
+            bench.server.port,
+            &broker_port,
+            n,
+        );
         if r == 0 {
             profile = round_profile;
         }
@@ -553,9 +641,17 @@ async fn main() {
             .collect();
         settle();
         let cpu0 = cpu_by_component(bench.server.port, &broker_port);
+        let sw0 = switches_by_component(bench.server.port, &broker_port);
         let s = timed_run(&topics, &watcher, &tasks).await;
         let up_profile = cpu_delta(&cpu0, &cpu_by_component(bench.server.port, &broker_port), n);
         log_profile(&format!("round {r} uploads"), &up_profile);
+        log_switches(
+            &format!("round {r} uploads"),
+            &sw0,
+            bench.server.port,
+            &broker_port,
+            n,
+        );
         up.push(n as f64 / s);
         settle();
         let (s, lftp_profile) = lftp_profiled(
