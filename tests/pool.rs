@@ -363,7 +363,7 @@ async fn pre_warmed_sessions_are_open_before_the_first_task() {
     let side = ServerSide::watch(server.port);
     let opened = engine.pool().prewarm(2, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let (max, _) = side.finish();
+    let (max, seen) = side.finish();
     assert_eq!(opened, 2);
     let stats = engine.pool().stats();
     assert_eq!(
@@ -371,7 +371,10 @@ async fn pre_warmed_sessions_are_open_before_the_first_task() {
         (2, 2, 0, 2),
         "{stats:?}"
     );
-    assert_eq!(max, 2, "two sessions on the server");
+    assert_eq!(
+        max, 2,
+        "two sessions on the server ({seen} connections seen, pool {stats:?})"
+    );
     server.put("w.bin", b"w");
     let (t, r) = bed.task("w", ("a", "w.bin"), ("local", "w.bin"));
     assert!(engine.run(&t, &r).await.is_success());

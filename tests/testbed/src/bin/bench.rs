@@ -98,6 +98,22 @@ fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
 }
 
 /// Microseconds of the day from an RFC 3339 timestamp (enough for spans within a run).
+/// (busy, total) CPU ticks of the whole machine so far, from /proc/stat.
+fn cpu_times() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: f64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0.0) + v.get(4).copied().unwrap_or(0.0);
+    (total - idle, total)
+}
+
 fn chrono_like_micros(t: &str) -> Option<i64> {
     let time = t.split('T').nth(1)?;
     let hms = &time[..15];
@@ -213,6 +229,7 @@ async fn timed_run_detail(
         .unwrap_or(0);
     produce(&topics.tasks, tasks).await;
     let produced = t0.elapsed().as_secs_f64();
+    let cpu_at_start = cpu_times();
     let seen = watcher
         .wait_for(
             Duration::from_secs(1800),
@@ -233,6 +250,12 @@ async fn timed_run_detail(
     );
     let last = ids.iter().map(|i| seen.by_task[i][0].at).max().unwrap();
     if std::env::var_os("BENCH_DEBUG").is_some() {
+        let (busy1, all1) = cpu_times();
+        let (busy0, all0) = cpu_at_start;
+        log(&format!(
+            "debug: the machine's CPUs were {:.0} % busy during the run",
+            100.0 * (busy1 - busy0) / (all1 - all0).max(1.0)
+        ));
         let ts: Vec<i64> = ids
             .iter()
             .filter_map(|i| seen.by_task[i][0].value["timestamp"].as_str())
