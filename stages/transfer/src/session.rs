@@ -528,6 +528,8 @@ where
     }
 }
 
+/// STOR through suppaftp (TLS sessions): the data goes after the 150 and the data
+/// connection's handshake.
 async fn stor<T, R>(
     f: &mut ImplAsyncFtpStream<T>,
     epsv: &mut Epsv,
