@@ -308,10 +308,20 @@ impl Scenario {
                 assert_eq!(size, content.len() as u64);
             }
         }
-        let mut temps = files_ending_with(self.storage.path(), TEMP_SUFFIX);
-        for (_, s) in &self.servers {
-            temps.extend(files_ending_with(s.root(), TEMP_SUFFIX));
-        }
+        // Every task has its result, but a duplicate (allowed for a task in flight at a
+        // fault, and run again after it) may still be at work on its temporary file: a
+        // temporary file is left behind only if it outlives the work.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let temps = loop {
+            let mut temps = files_ending_with(self.storage.path(), TEMP_SUFFIX);
+            for (_, s) in &self.servers {
+                temps.extend(files_ending_with(s.root(), TEMP_SUFFIX));
+            }
+            if temps.is_empty() || Instant::now() >= deadline {
+                break temps;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
         assert!(temps.is_empty(), "temporary files left: {temps:?}");
         seen.duplicates()
     }
