@@ -61,6 +61,8 @@ struct Job {
     tmp: PathBuf,
     dest: PathBuf,
     done: oneshot::Sender<io::Result<()>>,
+    /// Held until the file is renamed and reported, or has failed (see `commit`).
+    _hold: Box<dyn Send>,
 }
 
 impl Committer {
@@ -82,13 +84,25 @@ impl Committer {
     }
 
     /// Makes `file` (written as `tmp`) durable, renames it to `dest` and makes the rename
-    /// durable. An error names the step that failed.
-    pub async fn commit(&self, file: File, tmp: &Path, dest: &Path) -> io::Result<()> {
+    /// durable. An error names the step that failed. `hold` (the attempt's claim on the
+    /// temporary name, [`crate::claim`]) is released only when this work is over, even
+    /// if the caller stops waiting (an attempt that timed out): no other attempt may
+    /// create `tmp` while it may still be renamed.
+    pub async fn commit(
+        &self,
+        file: File,
+        tmp: &Path,
+        dest: &Path,
+        hold: impl Send + 'static,
+    ) -> io::Result<()> {
         let (tmp, dest) = (tmp.to_path_buf(), dest.to_path_buf());
         match &self.mode {
-            Mode::PerFile => tokio::task::spawn_blocking(move || per_file(file, &tmp, &dest))
-                .await
-                .map_err(|e| io::Error::other(format!("commit task: {e}")))?,
+            Mode::PerFile => tokio::task::spawn_blocking(move || {
+                let _hold = hold;
+                per_file(file, &tmp, &dest)
+            })
+            .await
+            .map_err(|e| io::Error::other(format!("commit task: {e}")))?,
             Mode::Group(tx) => {
                 let stopped = || io::Error::other("the group-commit thread has stopped");
                 let (done, result) = oneshot::channel();
@@ -97,6 +111,7 @@ impl Committer {
                     tmp,
                     dest,
                     done,
+                    _hold: Box::new(hold),
                 })
                 .map_err(|_| stopped())?;
                 result.await.map_err(|_| stopped())?
@@ -212,7 +227,7 @@ mod tests {
         let tmp = dir.join(format!(".{name}.part"));
         let mut f = File::create(&tmp)?;
         f.write_all(body)?;
-        c.commit(f, &tmp, &dir.join(name)).await
+        c.commit(f, &tmp, &dir.join(name), ()).await
     }
 
     async fn many(per_file: bool) {

@@ -26,6 +26,7 @@ use ftp_pooler_config::{Config, ConnectionKind};
 use ftp_pooler_contract::{Direction, ErrorCode, Route, TransferResult, TransferTask};
 
 use crate::breaker::{BreakerState, CircuitBreaker};
+use crate::claim::Claims;
 use crate::commit::Committer;
 use crate::local::{self, split_remote, temp_name};
 use crate::pool::Pool;
@@ -66,6 +67,8 @@ pub struct Engine {
     health: Mutex<Health>,
     /// Makes downloads durable before their rename and their result (`transfer.fsync`).
     committer: Committer,
+    /// Temporary names (local and remote) in use: one attempt at a time per name.
+    claims: Claims,
     /// `ftp_transfer_retries_total{connection_id}` (registered by the worker).
     pub retries: prometheus::IntCounter,
 }
@@ -123,6 +126,7 @@ impl Engine {
         Ok(Engine {
             connection_id: connection_id.to_string(),
             committer,
+            claims: Claims::default(),
             pool,
             locals,
             retry: RetryPolicy {
@@ -284,6 +288,9 @@ impl Engine {
                     .insert(dir.to_path_buf());
             }
         }
+        // Another run of this task (a duplicate) may be using the same temporary name:
+        // wait for it. The claim goes with the file to the committer.
+        let claim = self.claims.claim(format!("local:{}", tmp.display())).await;
         let guard = TempFile(Some(tmp.clone()));
         let file = std::fs::File::create(&tmp).map_err(|e| {
             // A directory removed behind our back: forget it, the retry recreates it.
@@ -303,7 +310,7 @@ impl Engine {
         let bytes = got?;
         // The step that waits for the device (see commit.rs), off the runtime threads.
         self.committer
-            .commit(sink.into_inner(), &tmp, &dest)
+            .commit(sink.into_inner(), &tmp, &dest, claim)
             .await
             .map_err(|e| TransferError::local_io("commit", &e))?;
         guard.disarm();
@@ -332,6 +339,12 @@ impl Engine {
                 ))
             }
         };
+        // One attempt at a time on this task's remote temporary name (a duplicate of the
+        // task waits), claimed before a session is taken.
+        let _claim = self
+            .claims
+            .claim(format!("remote:{}:{}", task.task_id, route.remote_path))
+            .await;
         let mut lease = self.pool.acquire(self.transfer_timeout).await?;
         let session = lease.session();
         let remote = session.remote_path(&route.remote_path)?;

@@ -3,7 +3,8 @@
 //! Owns everything that speaks FTP: [`FtpSession`] (one logged-in control connection,
 //! plain, explicit or implicit FTPS), its TLS setup ([`tls`]), and the mapping of FTP and
 //! I/O failures to the contract's error codes ([`TransferError`]), the session [`pool`],
-//! local path confinement ([`local`]), the durable [`commit`] of downloads, the
+//! local path confinement ([`local`]), one attempt at a time per temporary name
+//! ([`claim`]), the durable [`commit`] of downloads, the
 //! [`engine`] that runs a task with retries, and the stage process itself ([`worker`]).
 //! Invariants:
 //! - every network call is bounded by a timeout; a session whose call failed or timed out
@@ -13,6 +14,7 @@
 //! - passwords are never logged.
 
 pub mod breaker;
+pub mod claim;
 pub mod commit;
 pub mod engine;
 mod error;
