@@ -787,11 +787,52 @@ async fn plain_downloads_leave_no_time_wait_on_the_servers_passive_ports() {
             "{}: new TIME_WAIT sockets on {ports:?}: {new:?}",
             kind.name()
         );
-        assert_eq!(
-            engine.pool().stats().logins,
-            4,
-            "{}: no session was lost",
+        // A failed download (a server that took the reset badly) costs its session.
+        let logins = engine.pool().stats().logins;
+        assert!(
+            logins <= 4,
+            "{}: {logins} logins for 4 sessions: a session was lost",
             kind.name()
         );
     }
+}
+
+/// Two runs of the same task at once (a task produced twice, or delivered again while
+/// its first run goes on) share its temporary name: the second waits until the first is
+/// done with it (renamed into place), then runs in full. Without that, the second's
+/// create truncated the file the first was about to rename into place.
+#[tokio::test]
+async fn two_runs_of_one_task_at_once_take_turns_with_its_temporary_file() {
+    static IN_RETR: AtomicUsize = AtomicUsize::new(0);
+    static MOST: AtomicUsize = AtomicUsize::new(0);
+    let port = scripted_server(|_, control, data| {
+        use std::io::Write;
+        let now = IN_RETR.fetch_add(1, Ordering::SeqCst) + 1;
+        MOST.fetch_max(now, Ordering::SeqCst);
+        let (mut data, _) = data.accept().unwrap();
+        control
+            .write_all(b"150 Opening BINARY mode data connection for x (8 bytes).\r\n")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        data.write_all(b"01234567").unwrap();
+        drop(data);
+        IN_RETR.fetch_sub(1, Ordering::SeqCst);
+        "226 Transfer complete.\r\n".to_string()
+    });
+    let server = FtpServer::start(FtpKind::Pyftpdlib, false);
+    let bed = scripted_bed(port, &server, 0);
+    let engine = bed.engine("a");
+    let (t, r) = bed.task("twice", ("a", "x.bin"), ("local", "x.bin"));
+    let (first, second) = tokio::join!(engine.run(&t, &r), engine.run(&t, &r));
+    assert!(
+        first.is_success() && second.is_success(),
+        "{first:?} {second:?}"
+    );
+    assert_eq!(
+        MOST.load(Ordering::SeqCst),
+        1,
+        "the second run waited for the first"
+    );
+    assert_eq!(std::fs::read(bed.local("x.bin")).unwrap(), b"01234567");
+    assert!(temp_files(bed.storage.path()).is_empty());
 }
