@@ -114,6 +114,21 @@ fn cpu_times() -> (f64, f64) {
     (total - idle, total)
 }
 
+/// Rescheduling and function-call interrupts so far, all CPUs (/proc/interrupts): how
+/// often one CPU woke a task on the other.
+fn ipis() -> f64 {
+    let text = std::fs::read_to_string("/proc/interrupts").unwrap_or_default();
+    text.lines()
+        .filter(|l| matches!(l.trim_start().split(':').next(), Some("RES" | "CAL")))
+        .flat_map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .map_while(|x| x.parse::<f64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 fn chrono_like_micros(t: &str) -> Option<i64> {
     let time = t.split('T').nth(1)?;
     let hms = &time[..15];
@@ -230,6 +245,7 @@ async fn timed_run_detail(
     produce(&topics.tasks, tasks).await;
     let produced = t0.elapsed().as_secs_f64();
     let cpu_at_start = cpu_times();
+    let ipi_at_start = ipis();
     let seen = watcher
         .wait_for(
             Duration::from_secs(1800),
@@ -252,9 +268,11 @@ async fn timed_run_detail(
     if std::env::var_os("BENCH_DEBUG").is_some() {
         let (busy1, all1) = cpu_times();
         let (busy0, all0) = cpu_at_start;
+        let ipi = ipis() - ipi_at_start;
         log(&format!(
-            "debug: the machine's CPUs were {:.0} % busy during the run",
-            100.0 * (busy1 - busy0) / (all1 - all0).max(1.0)
+            "debug: the machine's CPUs were {:.0} % busy during the run; {:.1} cross-CPU wake-ups (rescheduling and function-call interrupts) per task",
+            100.0 * (busy1 - busy0) / (all1 - all0).max(1.0),
+            ipi / ids.len() as f64
         ));
         let ts: Vec<i64> = ids
             .iter()
@@ -395,7 +413,16 @@ fn lftp_profiled(
             }
         })
     };
+    let (cpu_at_start, ipi_at_start) = (cpu_times(), ipis());
     let s = lftp(server, script);
+    if std::env::var_os("BENCH_DEBUG").is_some() {
+        let ((busy1, all1), (busy0, all0)) = (cpu_times(), cpu_at_start);
+        log(&format!(
+            "debug: lftp: the machine's CPUs were {:.0} % busy during the run; {:.1} cross-CPU wake-ups per file",
+            100.0 * (busy1 - busy0) / (all1 - all0).max(1.0),
+            (ipis() - ipi_at_start) / files as f64
+        ));
+    }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     sampler.join().unwrap();
     let profile = match last.lock().unwrap().take() {
