@@ -543,6 +543,24 @@ where
     R: AsyncRead + Unpin,
 {
     let (mut stream, _) = open_data(f, epsv, DataCmd::Stor, path, op).await?;
+    let total = send_rest(input, &mut stream, op, buf).await?;
+    timed(op, stream.finish())
+        .await
+        .map_err(|fail| fail.classify("STOR", op))?;
+    Ok(total)
+}
+
+/// Streams the rest of `input` to an upload's data connection; returns the bytes sent.
+async fn send_rest<R, W>(
+    input: &mut R,
+    out: &mut W,
+    op: Duration,
+    buf: &mut [u8],
+) -> Result<u64, TransferError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut total = 0u64;
     loop {
         let n = input
@@ -550,15 +568,11 @@ where
             .await
             .map_err(|e| TransferError::local_io("read source", &e))?;
         if n == 0 {
-            break;
+            return Ok(total);
         }
-        data_io("STOR", op, stream.write_all(&buf[..n])).await?;
+        data_io("STOR", op, out.write_all(&buf[..n])).await?;
         total += n as u64;
     }
-    timed(op, stream.finish())
-        .await
-        .map_err(|fail| fail.classify("STOR", op))?;
-    Ok(total)
 }
 
 /// RNFR and RNTO in one write, then both replies: one round trip (and one wake-up of the
@@ -750,14 +764,7 @@ where
             .await
             .map_err(|fail| fail.classify("STOR", op))?;
         data_io("STOR", op, data.write_all(&buf[rest])).await?;
-        loop {
-            let n = input.read(buf).await.map_err(read)?;
-            if n == 0 {
-                break;
-            }
-            data_io("STOR", op, data.write_all(&buf[..n])).await?;
-            total += n as u64;
-        }
+        total += send_rest(input, &mut data, op, buf).await?;
         data_io("STOR", op, data.shutdown()).await?;
         drop(data);
     }
