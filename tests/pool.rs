@@ -35,22 +35,10 @@ impl ServerSide {
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 let mut now = 0;
-                for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
-                    let Ok(text) = std::fs::read_to_string(file) else {
-                        continue;
-                    };
-                    for line in text.lines().skip(1) {
-                        let f: Vec<&str> = line.split_whitespace().collect();
-                        if f.len() < 4 || f[3] != "01" {
-                            continue;
-                        }
-                        let port_of = |a: &str| {
-                            u16::from_str_radix(a.rsplit(':').next().unwrap(), 16).unwrap()
-                        };
-                        if port_of(f[1]) == port {
-                            now += 1;
-                            p.lock().unwrap().insert(port_of(f[2]));
-                        }
+                for (local, remote) in tcp_sockets(ESTABLISHED) {
+                    if port_of(&local) == port {
+                        now += 1;
+                        p.lock().unwrap().insert(port_of(&remote));
                     }
                 }
                 m.fetch_max(now, Ordering::Relaxed);
@@ -748,23 +736,37 @@ async fn a_server_that_fails_reset_downloads_gets_a_fin_from_then_on() {
 /// passive ports lie outside the kernel's ephemeral range, so no client socket has them),
 /// as (local, remote) address pairs.
 fn time_wait_on(ports: &std::ops::RangeInclusive<u16>) -> HashSet<(String, String)> {
-    let mut found = HashSet::new();
+    tcp_sockets(TIME_WAIT)
+        .into_iter()
+        .filter(|(local, _)| ports.contains(&port_of(local)))
+        .collect()
+}
+
+/// The kernel's codes of two TCP states in /proc/net/tcp.
+const ESTABLISHED: &str = "01";
+const TIME_WAIT: &str = "06";
+
+/// The (local, remote) addresses, as /proc/net/tcp and tcp6 write them, of every socket
+/// of this network namespace in `state`.
+fn tcp_sockets(state: &str) -> Vec<(String, String)> {
+    let mut found = Vec::new();
     for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(file) else {
             continue;
         };
         for line in text.lines().skip(1) {
             let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() < 4 || f[3] != "06" {
-                continue;
-            }
-            let local = u16::from_str_radix(f[1].rsplit(':').next().unwrap(), 16).unwrap();
-            if ports.contains(&local) {
-                found.insert((f[1].to_string(), f[2].to_string()));
+            if f.len() >= 4 && f[3] == state {
+                found.push((f[1].to_string(), f[2].to_string()));
             }
         }
     }
     found
+}
+
+/// The port of an address as /proc/net/tcp writes it ("0100007F:1F90").
+fn port_of(addr: &str) -> u16 {
+    u16::from_str_radix(addr.rsplit(':').next().unwrap(), 16).unwrap()
 }
 
 #[tokio::test]
