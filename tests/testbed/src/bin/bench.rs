@@ -98,6 +98,32 @@ fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
 }
 
 /// Microseconds of the day from an RFC 3339 timestamp (enough for spans within a run).
+/// With `BENCH_DEBUG`: the whole machine's CPU ticks and cross-CPU wake-ups at the start
+/// of a run (not read otherwise).
+struct Load {
+    cpu: (f64, f64),
+    ipis: f64,
+}
+
+impl Load {
+    fn sample() -> Option<Load> {
+        std::env::var_os("BENCH_DEBUG").is_some().then(|| Load {
+            cpu: cpu_times(),
+            ipis: ipis(),
+        })
+    }
+
+    /// How busy the CPUs were since the sample, and the cross-CPU wake-ups per file.
+    fn since(&self, files: usize) -> String {
+        let ((busy1, all1), (busy0, all0)) = (cpu_times(), self.cpu);
+        format!(
+            "the machine's CPUs were {:.0} % busy during the run; {:.1} cross-CPU wake-ups (rescheduling and function-call interrupts) per file",
+            100.0 * (busy1 - busy0) / (all1 - all0).max(1.0),
+            (ipis() - self.ipis) / files as f64
+        )
+    }
+}
+
 /// (busy, total) CPU ticks of the whole machine so far, from /proc/stat.
 fn cpu_times() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
@@ -244,8 +270,7 @@ async fn timed_run_detail(
         .unwrap_or(0);
     produce(&topics.tasks, tasks).await;
     let produced = t0.elapsed().as_secs_f64();
-    let cpu_at_start = cpu_times();
-    let ipi_at_start = ipis();
+    let load = Load::sample();
     let seen = watcher
         .wait_for(
             Duration::from_secs(1800),
@@ -265,15 +290,8 @@ async fn timed_run_detail(
         seen.by_task[failed[0]][0].value
     );
     let last = ids.iter().map(|i| seen.by_task[i][0].at).max().unwrap();
-    if std::env::var_os("BENCH_DEBUG").is_some() {
-        let (busy1, all1) = cpu_times();
-        let (busy0, all0) = cpu_at_start;
-        let ipi = ipis() - ipi_at_start;
-        log(&format!(
-            "debug: the machine's CPUs were {:.0} % busy during the run; {:.1} cross-CPU wake-ups (rescheduling and function-call interrupts) per task",
-            100.0 * (busy1 - busy0) / (all1 - all0).max(1.0),
-            ipi / ids.len() as f64
-        ));
+    if let Some(load) = load {
+        log(&format!("debug: {}", load.since(ids.len())));
         let ts: Vec<i64> = ids
             .iter()
             .filter_map(|i| seen.by_task[i][0].value["timestamp"].as_str())
@@ -413,15 +431,10 @@ fn lftp_profiled(
             }
         })
     };
-    let (cpu_at_start, ipi_at_start) = (cpu_times(), ipis());
+    let load = Load::sample();
     let s = lftp(server, script);
-    if std::env::var_os("BENCH_DEBUG").is_some() {
-        let ((busy1, all1), (busy0, all0)) = (cpu_times(), cpu_at_start);
-        log(&format!(
-            "debug: lftp: the machine's CPUs were {:.0} % busy during the run; {:.1} cross-CPU wake-ups per file",
-            100.0 * (busy1 - busy0) / (all1 - all0).max(1.0),
-            (ipis() - ipi_at_start) / files as f64
-        ));
+    if let Some(load) = load {
+        log(&format!("debug: lftp: {}", load.since(files)));
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     sampler.join().unwrap();
