@@ -7,7 +7,8 @@
 //! --parallel=10`), pooled vs connect-per-task (`pool.reuse_sessions: false`), one large
 //! file down and up (service vs `curl`), the transfer worker's peak RSS for a 64 MiB and a
 //! large file, produce-to-result latency at a steady 100 tasks/s, and scale-out with 1, 2
-//! and 3 instances in one group on 6 partitions.
+//! and 3 instances in one group on 6 partitions. Not in the report: `--only ab --ab EXE`
+//! compares two builds of the service (small uploads and downloads, alternating).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -34,6 +35,9 @@ struct Args {
     only: Vec<String>,
     /// Where the files live (both sides), for the report (`scripts/bench` says).
     fs: String,
+    /// `--ab EXE`: the `ab` scenario runs small uploads and downloads through this build
+    /// and through `exe`, alternately, and logs the ratios (to judge a change of code).
+    ab: Option<PathBuf>,
 }
 
 impl Args {
@@ -56,6 +60,7 @@ fn args() -> Args {
         command: String::from("scripts/bench"),
         only: Vec::new(),
         fs: String::from("the system's temporary directory"),
+        ab: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -70,6 +75,7 @@ fn args() -> Args {
             "--command" => a.command = v(),
             "--only" => a.only = v().split(',').map(str::to_string).collect(),
             "--fs" => a.fs = v(),
+            "--ab" => a.ab = Some(v().into()),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -97,12 +103,12 @@ fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     v[i.min(v.len() - 1)]
 }
 
-/// Microseconds of the day from an RFC 3339 timestamp (enough for spans within a run).
 /// With `BENCH_DEBUG`: the whole machine's CPU ticks and cross-CPU wake-ups at the start
 /// of a run (not read otherwise).
 struct Load {
     cpu: (f64, f64),
-    ipis: f64,
+    ipis: [f64; 3],
+    time_wait: usize,
 }
 
 impl Load {
@@ -110,16 +116,23 @@ impl Load {
         std::env::var_os("BENCH_DEBUG").is_some().then(|| Load {
             cpu: cpu_times(),
             ipis: ipis(),
+            time_wait: time_wait(),
         })
     }
 
     /// How busy the CPUs were since the sample, and the cross-CPU wake-ups per file.
     fn since(&self, files: usize) -> String {
         let ((busy1, all1), (busy0, all0)) = (cpu_times(), self.cpu);
+        let now = ipis();
+        let per = |i: usize| (now[i] - self.ipis[i]) / files as f64;
         format!(
-            "the machine's CPUs were {:.0} % busy during the run; {:.1} cross-CPU wake-ups (rescheduling and function-call interrupts) per file",
+            "{} sockets in TIME_WAIT at the start; the machine's CPUs were {:.0} % busy during the run; {:.1} cross-CPU wake-ups per file ({:.1} rescheduling, {:.1} function-call interrupts, of which {:.1} TLB shootdowns)",
+            self.time_wait,
             100.0 * (busy1 - busy0) / (all1 - all0).max(1.0),
-            (ipis() - self.ipis) / files as f64
+            per(0) + per(1),
+            per(0),
+            per(1),
+            per(2)
         )
     }
 }
@@ -140,21 +153,68 @@ fn cpu_times() -> (f64, f64) {
     (total - idle, total)
 }
 
-/// Rescheduling and function-call interrupts so far, all CPUs (/proc/interrupts): how
-/// often one CPU woke a task on the other.
-fn ipis() -> f64 {
-    let text = std::fs::read_to_string("/proc/interrupts").unwrap_or_default();
-    text.lines()
-        .filter(|l| matches!(l.trim_start().split(':').next(), Some("RES" | "CAL")))
-        .flat_map(|l| {
-            l.split_whitespace()
-                .skip(1)
-                .map_while(|x| x.parse::<f64>().ok())
-                .collect::<Vec<_>>()
-        })
-        .sum()
+/// With `BENCH_PERF=DIR`: a system-wide `perf record` of one timed run, to DIR/NAME.data
+/// (stopped when dropped).
+struct Perf(Option<std::process::Child>);
+
+impl Perf {
+    fn start(name: &str) -> Perf {
+        let Some(dir) = std::env::var_os("BENCH_PERF") else {
+            return Perf(None);
+        };
+        let out = PathBuf::from(dir).join(format!("{name}.data"));
+        let child = Command::new("perf")
+            .args(["record", "-a", "-g", "-F", "1999", "-q", "-o"])
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok();
+        std::thread::sleep(Duration::from_millis(300));
+        Perf(child)
+    }
 }
 
+impl Drop for Perf {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGINT,
+            );
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Sockets in TIME_WAIT on the machine (IPv4, /proc/net/tcp).
+fn time_wait() -> usize {
+    let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    text.lines()
+        .filter(|l| l.split_whitespace().nth(3) == Some("06"))
+        .count()
+}
+
+/// Rescheduling, function-call and TLB-shootdown interrupts so far, all CPUs
+/// (/proc/interrupts): how often one CPU woke a task on the other, or made it run a
+/// function (a TLB shootdown is one: a multi-threaded process unmapped memory).
+fn ipis() -> [f64; 3] {
+    let text = std::fs::read_to_string("/proc/interrupts").unwrap_or_default();
+    let count = |name: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.trim_start().split(':').next() == Some(name))
+            .flat_map(|l| {
+                l.split_whitespace()
+                    .skip(1)
+                    .map_while(|x| x.parse::<f64>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .sum()
+    };
+    [count("RES"), count("CAL"), count("TLB")]
+}
+
+/// Microseconds of the day from an RFC 3339 timestamp (enough for spans within a run).
 fn chrono_like_micros(t: &str) -> Option<i64> {
     let time = t.split('T').nth(1)?;
     let hms = &time[..15];
@@ -201,8 +261,20 @@ impl Bench {
     }
 
     async fn start(&self, name: &str, topics: &Topics, sessions: u64, reuse: bool) -> Service {
+        self.start_exe(&self.exe, name, topics, sessions, reuse)
+            .await
+    }
+
+    async fn start_exe(
+        &self,
+        exe: &Path,
+        name: &str,
+        topics: &Topics,
+        sessions: u64,
+        reuse: bool,
+    ) -> Service {
         let mut svc = Service::start(
-            &self.exe,
+            exe,
             &self.work.path().join(name),
             &self.yaml(topics, sessions, reuse),
             &self.connections(),
@@ -341,6 +413,69 @@ async fn timed_run_detail(
         .sum::<f64>()
         / ids.len() as f64;
     (last.duration_since(t0).as_secs_f64(), mean_ms)
+}
+
+/// `--only ab --ab EXE`: small uploads and downloads through `bench.exe` (A) and `EXE`
+/// (B), each with its own topics and 10 pre-warmed sessions, in alternating order
+/// (A first in even rounds); logs B/A per round and the medians. For judging a change
+/// of code: the two builds share every round's machine state.
+async fn ab(bench: &Bench, b_exe: &Path, n: usize, repeats: usize) {
+    let b_exe = std::fs::canonicalize(b_exe).expect("the --ab binary");
+    let mut sides = Vec::new();
+    for (tag, exe) in [("a", bench.exe.clone()), ("b", b_exe)] {
+        let topics = Topics::create(3).await;
+        let watcher = Watcher::start(&topics).await;
+        let svc = bench
+            .start_exe(&exe, &format!("ab-{tag}"), &topics, 10, true)
+            .await;
+        warm_up(&topics, &watcher, &bench.server, &format!("ab-{tag}")).await;
+        sides.push((tag, topics, watcher, svc));
+    }
+    let (mut up, mut down) = (Vec::new(), Vec::new());
+    for r in 0..repeats {
+        let mut rate = [[0.0f64; 2]; 2];
+        for (dir, rates) in rate.iter_mut().enumerate() {
+            let order: [usize; 2] = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+            for &side in &order {
+                let (tag, topics, watcher, _) = &sides[side];
+                let tasks: Vec<_> = (0..n)
+                    .map(|i| {
+                        if dir == 0 {
+                            task(
+                                &format!("ab{tag}-u{r}-{i}"),
+                                ("local", &format!("up/f{i:05}.bin")),
+                                ("ftp", &format!("/ab-up/{tag}/{r}/f{i:05}.bin")),
+                            )
+                        } else {
+                            task(
+                                &format!("ab{tag}-d{r}-{i}"),
+                                ("ftp", &format!("small/f{i:05}.bin")),
+                                ("local", &format!("ab-down/{tag}/{r}/f{i:05}.bin")),
+                            )
+                        }
+                    })
+                    .collect();
+                settle();
+                rates[side] = n as f64 / timed_run(topics, watcher, &tasks).await;
+            }
+        }
+        log(&format!(
+            "ab round {r}: up A {:.0}/s B {:.0}/s (B/A {:.3}), down A {:.0}/s B {:.0}/s (B/A {:.3})",
+            rate[0][0],
+            rate[0][1],
+            rate[0][1] / rate[0][0],
+            rate[1][0],
+            rate[1][1],
+            rate[1][1] / rate[1][0]
+        ));
+        up.push(rate[0][1] / rate[0][0]);
+        down.push(rate[1][1] / rate[1][0]);
+    }
+    log(&format!(
+        "ab: median B/A uploads {:.3}, downloads {:.3} ({repeats} rounds)",
+        median(up),
+        median(down)
+    ));
 }
 
 async fn warm_up(topics: &Topics, watcher: &Watcher, server: &FtpServer, tag: &str) {
@@ -626,6 +761,10 @@ async fn main() {
         std::fs::write(up, vec![(i % 241) as u8; 4096]).unwrap();
     }
 
+    if let Some(b_exe) = a.ab.clone().filter(|_| a.wants("ab")) {
+        ab(&bench, &b_exe, n, a.repeats).await;
+    }
+
     // 1 and 2: small files, pooled (10 sessions), vs lftp --parallel=10; uploads too.
     let topics = Topics::create(3).await;
     let watcher = Watcher::start(&topics).await;
@@ -705,7 +844,9 @@ async fn main() {
         settle();
         let cpu0 = cpu_by_component(bench.server.port, &broker_port);
         let sw0 = switches_by_component(bench.server.port, &broker_port);
+        let perf = Perf::start(&format!("up-{r}"));
         let s = timed_run(&topics, &watcher, &tasks).await;
+        drop(perf);
         let up_profile = cpu_delta(&cpu0, &cpu_by_component(bench.server.port, &broker_port), n);
         log_profile(&format!("round {r} uploads"), &up_profile);
         log_switches(
@@ -717,6 +858,7 @@ async fn main() {
         );
         up.push(n as f64 / s);
         settle();
+        let perf = Perf::start(&format!("lftp-up-{r}"));
         let (s, lftp_profile) = lftp_profiled(
             &bench.server,
             &broker_port,
@@ -726,6 +868,7 @@ async fn main() {
             ),
             n,
         );
+        drop(perf);
         log_profile(&format!("round {r} lftp uploads"), &lftp_profile);
         lftp_up.push(n as f64 / s);
         settle();
