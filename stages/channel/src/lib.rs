@@ -28,7 +28,8 @@ pub use frame::{
     PROTOCOL_VERSION,
 };
 pub use link::{
-    accept_peer, accept_until, run_link, Accepted, LinkEvent, LinkSpec, SupervisorLink,
+    accept_peer, accept_until, run_link, Accepted, LinkEvent, LinkSpec, Pacer, SupervisorLink,
+    PIPELINE_PACE,
 };
 pub use messages::*;
 pub use paths::RuntimePaths;

@@ -30,6 +30,11 @@ pub struct LinkSpec {
     pub me: Role,
     pub peer: Role,
     pub hello: Hello,
+    /// Least time between two writes ([`Duration::ZERO`]: none). A message that comes
+    /// sooner waits for the rest of it, and goes out with whatever else came meanwhile:
+    /// under load the peer wakes once per batch instead of once per message, and an idle
+    /// link writes at once.
+    pub pace: Duration,
 }
 
 /// What a link reports to its owner.
@@ -42,13 +47,17 @@ pub enum LinkEvent<R> {
 }
 
 /// Runs the link until `stop` turns true. `snapshot` runs under the state's lock right
-/// after the queue is emptied; `on_event` sees every connect, message and loss.
+/// after the queue is emptied; `on_event` sees every connect, message and loss;
+/// `on_written` sees every message once its write to the socket has completed (it is then
+/// in the peer's receive queue, which outlives this process: what must follow a message,
+/// and never overtake it, goes from there).
 pub async fn run_link<S, T, R>(
     spec: LinkSpec,
     state: Arc<Mutex<S>>,
     mut rx: mpsc::UnboundedReceiver<T>,
     snapshot: impl Fn(&mut S) -> Vec<T>,
     mut on_event: impl FnMut(LinkEvent<R>),
+    mut on_written: impl FnMut(&[T]),
     mut stop: watch::Receiver<bool>,
 ) where
     T: Serialize,
@@ -83,6 +92,7 @@ pub async fn run_link<S, T, R>(
             writer.send(&spec.hello).await?;
             for chunk in held.chunks(256) {
                 writer.send_all(chunk).await?;
+                on_written(chunk);
             }
             Ok::<_, ChannelError>(())
         }
@@ -94,6 +104,7 @@ pub async fn run_link<S, T, R>(
         }
         on_event(LinkEvent::Connected);
         let (in_tx, mut in_rx) = mpsc::unbounded_channel::<R>();
+        let mut pacer = Pacer::new(spec.pace);
         let read_task = tokio::spawn(async move {
             loop {
                 match reader.recv::<R>().await {
@@ -114,6 +125,7 @@ pub async fn run_link<S, T, R>(
             tokio::select! {
                 m = rx.recv() => {
                     let Some(m) = m else { break false };
+                    pacer.wait().await;
                     let mut batch = vec![m];
                     while batch.len() < 256 {
                         match rx.try_recv() {
@@ -125,6 +137,7 @@ pub async fn run_link<S, T, R>(
                         tracing::debug!(peer = ?spec.peer, error = %e, "link write failed");
                         break true;
                     }
+                    on_written(&batch);
                 }
                 r = in_rx.recv() => match r {
                     Some(m) => on_event(LinkEvent::Received(m)),
@@ -141,6 +154,35 @@ pub async fn run_link<S, T, R>(
         } else {
             return;
         }
+    }
+}
+
+/// The least time between two writes on a pipeline socket (see [`LinkSpec::pace`]).
+/// Under load a batch of jobs, notices, results or acks then wakes the peer once instead
+/// of once per message, which on two CPUs shared by a dozen processes was worth about a
+/// tenth of the small-upload rate (docs/BENCHMARKS.md); an idle link writes at once, so
+/// at low rates it adds nothing, and under load at most this much per hop.
+pub const PIPELINE_PACE: Duration = Duration::from_millis(1);
+
+/// Spaces a writer's writes at least `pace` apart (see [`LinkSpec::pace`]).
+pub struct Pacer {
+    pace: Duration,
+    last: Option<tokio::time::Instant>,
+}
+
+impl Pacer {
+    pub fn new(pace: Duration) -> Pacer {
+        Pacer { pace, last: None }
+    }
+
+    /// Waits until `pace` has passed since the previous call returned.
+    pub async fn wait(&mut self) {
+        if let Some(next) = self.last.map(|l| l + self.pace) {
+            if next > tokio::time::Instant::now() {
+                tokio::time::sleep_until(next).await;
+            }
+        }
+        self.last = (!self.pace.is_zero()).then(tokio::time::Instant::now);
     }
 }
 
@@ -281,5 +323,34 @@ impl SupervisorLink {
                 _ = lost.wait_for(|l| *l) => "supervisor gone",
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pacer;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    #[tokio::test]
+    async fn a_pacer_spaces_writes_and_lets_an_idle_link_write_at_once() {
+        let pace = Duration::from_millis(200);
+        let mut p = Pacer::new(pace);
+        let t0 = Instant::now();
+        p.wait().await;
+        assert!(t0.elapsed() < pace, "the first write waits for nothing");
+        p.wait().await;
+        assert!(t0.elapsed() >= pace, "the next one waits out the pace");
+        tokio::time::sleep(pace).await;
+        let t1 = Instant::now();
+        p.wait().await;
+        assert!(t1.elapsed() < pace, "after a pause a write goes at once");
+
+        let mut none = Pacer::new(Duration::ZERO);
+        let t2 = Instant::now();
+        for _ in 0..100 {
+            none.wait().await;
+        }
+        assert!(t2.elapsed() < pace, "no pace, no wait");
     }
 }

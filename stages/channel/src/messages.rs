@@ -66,7 +66,8 @@ pub enum IngestToTransfer {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TransferToIngest {
-    /// The worker took a session and began the job (a crash from now on counts against it).
+    /// The worker is about to run a suspect job (a crash from now on counts against it).
+    /// Only suspects are announced: a crash counts against every job a worker had.
     Started(MessageId),
     /// The worker finished the job and handed its result to publish: its slot is free.
     Finished(MessageId),

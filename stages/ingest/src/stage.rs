@@ -13,7 +13,9 @@
 //! - on stop: no more fetching; in-flight messages get the drain deadline; final commit;
 //!   the consumer leaves the group;
 //! - nothing slow blocks the consumer thread but Kafka's own consumer calls: the broker
-//!   probe (reachability, lag) runs on a thread and a client of its own.
+//!   probe (reachability, lag) runs on a thread and a client of its own;
+//! - its links write paced ([`PIPELINE_PACE`]): under load one write carries every job
+//!   that was dispatched meanwhile.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +25,7 @@ use std::time::{Duration, Instant};
 use ftp_pooler_channel::{
     run_link, ChannelError, FromPublish, Hello, IngestDetail, IngestToTransfer, Job, LinkEvent,
     LinkSpec, MessageId, Role, RuntimePaths, StageDetail, StageReport, SupervisorLink, ToPublish,
-    TransferToIngest,
+    TransferToIngest, PIPELINE_PACE,
 };
 use ftp_pooler_config::{Config, Registry};
 use ftp_pooler_contract::{DlqRecord, Route, TransferResult, TransferTask};
@@ -355,6 +357,7 @@ pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), IngestError>
                 me: Role::Ingest,
                 peer: Role::Publish,
                 hello: hello.clone(),
+                pace: PIPELINE_PACE,
             },
             tracker.clone(),
             publish_rx,
@@ -369,6 +372,7 @@ pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), IngestError>
                     tracing::warn!("lost publish; results and DLQ records will be re-sent")
                 }
             },
+            |_: &[ToPublish]| {},
             stop_rx.clone(),
         )));
     }
@@ -468,6 +472,7 @@ impl TransferLink {
                 me: Role::Ingest,
                 peer: Role::Transfer,
                 hello: hello.clone(),
+                pace: PIPELINE_PACE,
             },
             shared.tracker.clone(),
             rx,
@@ -506,6 +511,7 @@ impl TransferLink {
                     sh.acked.notify_all();
                 }
             },
+            |_: &[IngestToTransfer]| {},
             stop_rx,
         ));
         TransferLink { stop, task }

@@ -2,8 +2,9 @@
 //!
 //! Listens for ingest and transfer workers; writes every result and DLQ record it gets to
 //! Kafka; confirms each one only after Kafka has acknowledged it (acks=all):
-//! `Acked(id)` to the sender (a transfer worker drops its copy) and to the ingest of that
-//! id's generation (the message is complete; its offset may be committed).
+//! `Acked(id)` to the ingest of that id's generation (the message is complete; its offset
+//! may be committed) and, once that ack is written, to the worker that sent the result
+//! (it drops its copy).
 //! Invariants:
 //! - nothing is acknowledged before its delivery report; a failed delivery is retried
 //!   with backoff, never acknowledged;
@@ -11,10 +12,15 @@
 //!   broker) is cut once, visibly ([`ToPublish::shrink`]: `truncated` fields, the full
 //!   size and digest), counted in `ftp_publish_truncated_total`, and sent again: one
 //!   oversized task must not stall its partition;
+//! - a worker is acked only after ingest's ack is in ingest's socket, or its generation
+//!   is gone ([`Peers::route_ack`]);
 //! - acks for an ingest that is not connected (restarting) are kept until an ingest
-//!   connects, then sent if they belong to its generation and dropped otherwise;
+//!   connects, then sent if they belong to its generation (the workers' acks follow), and
+//!   otherwise only the workers are acked;
 //! - on stop: no new connections, deliveries in flight get the drain deadline, then the
-//!   producer is flushed.
+//!   producer is flushed;
+//! - acks to a peer are written paced ([`PIPELINE_PACE`]): under load one write carries
+//!   every ack that came meanwhile.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -22,8 +28,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ftp_pooler_channel::{
-    accept_peer, accept_until, bind, Accepted, ChannelError, FromPublish, MessageId, PublishDetail,
-    Role, RuntimePaths, StageDetail, StageReport, SupervisorLink, ToPublish,
+    accept_peer, accept_until, bind, Accepted, ChannelError, FromPublish, MessageId, Pacer,
+    PublishDetail, Role, RuntimePaths, StageDetail, StageReport, SupervisorLink, ToPublish,
+    PIPELINE_PACE,
 };
 use ftp_pooler_config::Config;
 use ftp_pooler_contract::{Direction, TransferResult};
@@ -42,15 +49,53 @@ pub enum PublishError {
     Io(#[from] std::io::Error),
 }
 
+/// An ack on its way to a peer; `then_ack`: the transfer worker to ack once this one is
+/// written (see [`Peers::route_ack`]).
+struct Outgoing {
+    ack: MessageId,
+    then_ack: Option<String>,
+}
+
 #[derive(Default)]
 struct Peers {
-    /// The connected ingest: its generation and outbox.
-    ingest: Option<(u64, mpsc::UnboundedSender<FromPublish>)>,
-    /// Acks produced while no ingest was connected.
-    pending_acks: Vec<MessageId>,
+    /// The connected ingest: its generation, connection number and outbox.
+    ingest: Option<(u64, u64, mpsc::UnboundedSender<Outgoing>)>,
+    /// Acks produced while no ingest was connected, with the worker each result came from.
+    pending_acks: Vec<(MessageId, Option<String>)>,
     /// Connected transfer workers by name (a newer connection replaces an older one).
-    transfers: HashMap<String, (u64, mpsc::UnboundedSender<FromPublish>)>,
+    transfers: HashMap<String, (u64, mpsc::UnboundedSender<Outgoing>)>,
     next_conn: u64,
+}
+
+impl Peers {
+    /// Sends the ack of a delivered item: to ingest and then, once that ack is written to
+    /// ingest's socket, to the worker the result came from (`origin`). The order matters:
+    /// the worker forgets its copy on its ack, and ingest never re-sends a job's result,
+    /// so a crash of this process must never leave the worker acked and ingest not (the
+    /// message would stay uncommitted for good). An item of an older ingest generation
+    /// acks the worker at once (Kafka redelivers its message to the new ingest); without
+    /// a connected ingest the ack waits in `pending_acks`.
+    fn route_ack(&mut self, id: MessageId, origin: Option<String>) {
+        match &self.ingest {
+            Some((generation, _, tx)) if *generation == id.generation => {
+                let _ = tx.send(Outgoing {
+                    ack: id,
+                    then_ack: origin,
+                });
+            }
+            Some(_) => self.ack_worker(id, origin),
+            None => self.pending_acks.push((id, origin)),
+        }
+    }
+
+    fn ack_worker(&self, id: MessageId, origin: Option<String>) {
+        if let Some((_, tx)) = origin.and_then(|name| self.transfers.get(&name)) {
+            let _ = tx.send(Outgoing {
+                ack: id,
+                then_ack: None,
+            });
+        }
+    }
 }
 
 struct Stage {
@@ -258,35 +303,61 @@ async fn serve(stage: Arc<Stage>, stream: UnixStream) {
     else {
         return;
     };
-    let (tx, mut rx) = mpsc::unbounded_channel::<FromPublish>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
     let conn = {
         let mut peers = stage.peers.lock().expect("peers");
         peers.next_conn += 1;
         let conn = peers.next_conn;
         if role == Role::Ingest {
-            let generation = hello.generation;
-            let pending = std::mem::take(&mut peers.pending_acks);
-            for id in pending.into_iter().filter(|id| id.generation == generation) {
-                let _ = tx.send(FromPublish::Acked(id));
+            peers.ingest = Some((hello.generation, conn, tx));
+            for (id, origin) in std::mem::take(&mut peers.pending_acks) {
+                peers.route_ack(id, origin);
             }
-            peers.ingest = Some((generation, tx));
         } else {
             peers.transfers.insert(hello.name.clone(), (conn, tx));
         }
         conn
     };
     tracing::info!(peer = %hello.name, peer_pid = hello.pid, "peer connected");
-    let write_task = tokio::spawn(async move {
-        while let Some(m) = rx.recv().await {
-            let mut batch = vec![m];
-            while let Ok(m) = rx.try_recv() {
-                batch.push(m);
+    let write_task = {
+        let stage = stage.clone();
+        tokio::spawn(async move {
+            let mut pacer = Pacer::new(PIPELINE_PACE);
+            let mut broken = false;
+            while let Some(m) = rx.recv().await {
+                let mut batch = vec![m];
+                if !broken {
+                    pacer.wait().await;
+                }
+                while let Ok(m) = rx.try_recv() {
+                    batch.push(m);
+                }
+                if !broken {
+                    let msgs: Vec<FromPublish> =
+                        batch.iter().map(|o| FromPublish::Acked(o.ack)).collect();
+                    broken = writer.send_all(&msgs).await.is_err();
+                }
+                let mut peers = stage.peers.lock().expect("peers");
+                if broken && matches!(&peers.ingest, Some((_, c, _)) if *c == conn) {
+                    peers.ingest = None;
+                }
+                for o in batch {
+                    match (broken, o.then_ack) {
+                        (false, then) => peers.ack_worker(o.ack, then),
+                        // Ingest is gone before its ack was written: the next ingest (or
+                        // none, for another generation) decides, as for any new ack.
+                        (true, Some(origin)) => peers.route_ack(o.ack, Some(origin)),
+                        (true, None) => {}
+                    }
+                }
+                drop(peers);
+                if broken && role == Role::Transfer {
+                    // The worker reconnects and re-sends what it still holds.
+                    return;
+                }
             }
-            if writer.send_all(&batch).await.is_err() {
-                return;
-            }
-        }
-    });
+        })
+    };
     loop {
         match reader.recv::<ToPublish>().await {
             Ok(Some(item)) => {
@@ -301,14 +372,22 @@ async fn serve(stage: Arc<Stage>, stream: UnixStream) {
             }
         }
     }
-    write_task.abort();
-    let mut peers = stage.peers.lock().expect("peers");
-    if role == Role::Ingest {
-        if matches!(&peers.ingest, Some((g, _)) if *g == hello.generation) {
-            peers.ingest = None;
+    {
+        let mut peers = stage.peers.lock().expect("peers");
+        if role == Role::Ingest {
+            if matches!(&peers.ingest, Some((_, c, _)) if *c == conn) {
+                peers.ingest = None;
+            }
+        } else if matches!(peers.transfers.get(&hello.name), Some((c, _)) if *c == conn) {
+            peers.transfers.remove(&hello.name);
         }
-    } else if matches!(peers.transfers.get(&hello.name), Some((c, _)) if *c == conn) {
-        peers.transfers.remove(&hello.name);
+    }
+    if role == Role::Ingest {
+        // Its outbox is closed now: the writer hands what it could not write back to
+        // `route_ack`, so no worker is acked for an ack ingest never got.
+        let _ = write_task.await;
+    } else {
+        write_task.abort();
     }
     tracing::info!(peer = %hello.name, "peer disconnected");
 }
@@ -362,20 +441,67 @@ async fn deliver(stage: Arc<Stage>, mut item: ToPublish, origin: Option<String>)
         } => stage.metrics.result(result, *direction),
         ToPublish::Dlq { .. } => stage.metrics.dlq(),
     }
-    {
-        let mut peers = stage.peers.lock().expect("peers");
-        if let Some(name) = &origin {
-            if let Some((_, tx)) = peers.transfers.get(name) {
-                let _ = tx.send(FromPublish::Acked(id));
-            }
-        }
-        match &peers.ingest {
-            Some((generation, tx)) if *generation == id.generation => {
-                let _ = tx.send(FromPublish::Acked(id));
-            }
-            Some(_) => {} // an older generation's message: its ingest is gone
-            None => peers.pending_acks.push(id),
+    stage.peers.lock().expect("peers").route_ack(id, origin);
+    stage.in_flight.fetch_sub(1, Ordering::SeqCst);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Outgoing, Peers};
+    use ftp_pooler_channel::MessageId;
+    use tokio::sync::mpsc;
+
+    fn id(generation: u64, offset: i64) -> MessageId {
+        MessageId {
+            generation,
+            partition: 0,
+            offset,
         }
     }
-    stage.in_flight.fetch_sub(1, Ordering::SeqCst);
+
+    fn drain(rx: &mut mpsc::UnboundedReceiver<Outgoing>) -> Vec<(i64, Option<String>)> {
+        let mut v = Vec::new();
+        while let Ok(o) = rx.try_recv() {
+            v.push((o.ack.offset, o.then_ack));
+        }
+        v
+    }
+
+    #[test]
+    fn a_worker_is_acked_after_ingest_or_when_its_ingest_is_gone() {
+        let mut peers = Peers::default();
+        let (wtx, mut wrx) = mpsc::unbounded_channel();
+        peers.transfers.insert("transfer:a".into(), (1, wtx));
+        let w = || Some("transfer:a".to_string());
+
+        // No ingest: the ack waits, and the worker is not told.
+        peers.route_ack(id(7, 1), w());
+        assert_eq!(peers.pending_acks.len(), 1);
+        assert!(drain(&mut wrx).is_empty());
+
+        // Ingest of generation 7: its ack carries the worker's, which follows the write.
+        let (itx, mut irx) = mpsc::unbounded_channel();
+        peers.ingest = Some((7, 2, itx));
+        peers.route_ack(id(7, 2), w());
+        assert_eq!(drain(&mut irx), vec![(2, w())]);
+        assert!(drain(&mut wrx).is_empty());
+
+        // A message of an older generation: its ingest is gone, the worker is acked now.
+        peers.route_ack(id(6, 3), w());
+        assert!(drain(&mut irx).is_empty());
+        assert_eq!(drain(&mut wrx), vec![(3, None)]);
+
+        // Pending acks of another generation, handed over when a new ingest connects.
+        peers.ingest = None;
+        peers.route_ack(id(7, 4), w());
+        let (itx, mut irx) = mpsc::unbounded_channel();
+        peers.ingest = Some((8, 3, itx));
+        for (i, o) in std::mem::take(&mut peers.pending_acks) {
+            peers.route_ack(i, o);
+        }
+        assert!(drain(&mut irx).is_empty());
+        let mut acked = drain(&mut wrx);
+        acked.sort();
+        assert_eq!(acked, vec![(1, None), (4, None)]);
+    }
 }

@@ -8,8 +8,13 @@
 //!   started are dropped (Kafka redelivers them to the new ingest);
 //! - a result is kept until publish confirms Kafka has it, and re-sent whenever the link
 //!   to publish is re-established (publish restarted);
-//! - `Started` goes to ingest before the first byte moves, so a crash during a job counts
-//!   against that job (poison detection lives in ingest).
+//! - a job's `Finished` goes to ingest only after its result was written to publish's
+//!   socket (ingest never re-sends a finished job);
+//! - a suspect job's `Started` goes to ingest before its first byte moves, so a crash
+//!   during it counts against it (poison detection lives in ingest); other jobs say
+//!   nothing until they finish (a crash counts against every job the worker had);
+//! - writes to ingest and to publish are paced ([`PIPELINE_PACE`]): under load one write
+//!   carries every notice and result that came meanwhile.
 //!
 //! Test hook: when `FTP_POOLER_TEST_ABORT_ON` is set, a job whose remote path contains its
 //! value aborts the process when it starts (used to prove poison-task handling).
@@ -21,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use ftp_pooler_channel::{
     accept_peer, accept_until, bind, run_link, Accepted, ChannelError, FromPublish, Hello,
-    IngestToTransfer, Job, LinkEvent, LinkSpec, MessageId, Role, RuntimePaths, StageDetail,
-    StageReport, SupervisorLink, ToPublish, TransferDetail, TransferToIngest,
+    IngestToTransfer, Job, LinkEvent, LinkSpec, MessageId, Pacer, Role, RuntimePaths, StageDetail,
+    StageReport, SupervisorLink, ToPublish, TransferDetail, TransferToIngest, PIPELINE_PACE,
 };
 use ftp_pooler_config::Config;
 use tokio::net::UnixStream;
@@ -99,6 +104,7 @@ pub async fn run(
     });
 
     let link_state = state.clone();
+    let written_state = state.clone();
     let publish_link = tokio::spawn(run_link(
         LinkSpec {
             path: paths.publish(),
@@ -109,6 +115,7 @@ pub async fn run(
                 pid: std::process::id(),
                 generation: 0,
             },
+            pace: PIPELINE_PACE,
         },
         state.clone(),
         publish_rx,
@@ -119,6 +126,21 @@ pub async fn run(
             }
             LinkEvent::Connected => tracing::info!("connected to publish"),
             LinkEvent::Lost => tracing::warn!("lost publish; results will be re-sent"),
+        },
+        // A job's `Finished` goes to ingest only once its result is in publish's socket:
+        // ingest never re-sends a finished job, so a crash of this worker between the two
+        // writes must not find ingest told and publish not.
+        move |sent: &[ToPublish]| {
+            let s = written_state.lock().expect("state");
+            let Some(tx) = &s.to_ingest else { return };
+            for item in sent {
+                if let ToPublish::Result { id, .. } = item {
+                    if id.generation == s.generation {
+                        let (done, _) = oneshot::channel();
+                        let _ = tx.send((TransferToIngest::Finished(*id), done));
+                    }
+                }
+            }
         },
         stop_rx,
     ));
@@ -271,7 +293,7 @@ fn report(worker: &Worker, metrics: &WorkerMetrics, limit: usize) -> StageReport
     }
 }
 
-/// One ingest connection: jobs in, `Started` out.
+/// One ingest connection: jobs in, `Started` (suspects) and `Finished` out.
 async fn serve_ingest(worker: Arc<Worker>, stream: UnixStream) {
     let Some(Accepted {
         hello,
@@ -296,7 +318,9 @@ async fn serve_ingest(worker: Arc<Worker>, stream: UnixStream) {
         s.to_ingest = Some(tx);
     }
     let write_task = tokio::spawn(async move {
+        let mut pacer = Pacer::new(PIPELINE_PACE);
         while let Some(m) = rx.recv().await {
+            pacer.wait().await;
             let mut batch = vec![m];
             while let Ok(m) = rx.try_recv() {
                 batch.push(m);
@@ -337,7 +361,7 @@ async fn run_job(worker: Arc<Worker>, job: Job) {
     let current = {
         let s = worker.state.lock().expect("state");
         let current = s.generation == job.id.generation && !worker.stopping.load(Ordering::SeqCst);
-        if current {
+        if current && job.suspect {
             if let Some(tx) = &s.to_ingest {
                 let _ = tx.send((TransferToIngest::Started(job.id), written_tx));
             }
@@ -349,7 +373,8 @@ async fn run_job(worker: Arc<Worker>, job: Job) {
         return;
     }
     // For a suspect (it was here when a worker died), `Started` is on the socket before
-    // any work begins: if this process dies now, ingest blames this job.
+    // any work begins: if this process dies now, ingest blames this job. Other jobs say
+    // nothing until they finish: a crash counts against every job the worker had.
     if job.suspect {
         let _ = tokio::time::timeout(Duration::from_secs(1), written).await;
     }
@@ -377,14 +402,10 @@ async fn run_job(worker: Arc<Worker>, job: Job) {
         result,
         direction: Some(job.route.direction),
     };
+    // Held until publish confirms; `Finished` follows once the result is written to
+    // publish (the link's `on_written`, in `run`).
     let mut s = worker.state.lock().expect("state");
     s.known.remove(&job.id);
     s.held.insert(job.id, outcome.clone());
     let _ = worker.to_publish.send(outcome);
-    if s.generation == job.id.generation {
-        if let Some(tx) = &s.to_ingest {
-            let (done, _) = oneshot::channel();
-            let _ = tx.send((TransferToIngest::Finished(job.id), done));
-        }
-    }
 }
