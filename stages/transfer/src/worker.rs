@@ -187,7 +187,15 @@ pub async fn run(
         let (running, held) = {
             let s = state.lock().expect("state");
             let running = slots - worker.slots.available_permits();
-            (running, s.held.len())
+            // Results wait for publish's ack, which follows ingest's; once ingest is gone
+            // (it stops first, and commits nothing it was not acked for), Kafka redelivers
+            // whatever they stand for, and waiting for them would only hold the stop.
+            let held = if s.to_ingest.is_some() {
+                s.held.len()
+            } else {
+                0
+            };
+            (running, held)
         };
         if running == 0 && held == 0 {
             break;
@@ -315,7 +323,7 @@ async fn serve_ingest(worker: Arc<Worker>, stream: UnixStream) {
             );
         }
         s.generation = generation;
-        s.to_ingest = Some(tx);
+        s.to_ingest = Some(tx.clone());
     }
     let write_task = tokio::spawn(async move {
         let mut pacer = Pacer::new(PIPELINE_PACE);
@@ -353,6 +361,10 @@ async fn serve_ingest(worker: Arc<Worker>, stream: UnixStream) {
         }
     }
     write_task.abort();
+    let mut s = worker.state.lock().expect("state");
+    if s.to_ingest.as_ref().is_some_and(|t| t.same_channel(&tx)) {
+        s.to_ingest = None;
+    }
 }
 
 async fn run_job(worker: Arc<Worker>, job: Job) {
