@@ -103,6 +103,22 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// The median of the rounds' ratios `ours[r] / base[r]`: each round runs the service and
+/// its baseline back to back, on the same machine state, so their ratio moves less from
+/// round to round than either rate does.
+fn paired_ratio(ours: &[f64], base: &[f64]) -> f64 {
+    median(ours.iter().zip(base).map(|(o, b)| o / b).collect())
+}
+
+/// The rounds' ratios, for the report ("1.21 0.89 ...").
+fn round_ratios(ours: &[f64], base: &[f64]) -> String {
+    ours.iter()
+        .zip(base)
+        .map(|(o, b)| format!("{:.2}", o / b))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     if v.is_empty() {
@@ -894,9 +910,16 @@ async fn main() {
             down[r], lftp_down[r], lftp_tmp_down[r], up[r], lftp_up[r], lftp_tmp_up[r]
         ));
     }
-    let (down_m, lftp_down_m, up_m, lftp_up_m) =
-        (median(down), median(lftp_down), median(up), median(lftp_up));
-    let (lftp_tmp_down_m, lftp_tmp_up_m) = (median(lftp_tmp_down), median(lftp_tmp_up));
+    let (down_m, lftp_down_m, up_m, lftp_up_m) = (
+        median(down.clone()),
+        median(lftp_down.clone()),
+        median(up.clone()),
+        median(lftp_up.clone()),
+    );
+    let (lftp_tmp_down_m, lftp_tmp_up_m) = (
+        median(lftp_tmp_down.clone()),
+        median(lftp_tmp_up.clone()),
+    );
     let fmt_profile = |p: &[(String, f64)]| {
         let total: f64 = p.iter().map(|(_, ms)| ms).sum();
         format!(
@@ -924,30 +947,37 @@ async fn main() {
             scenario: format!("{n} x 4 KiB downloads, 10 sessions (files/s)"),
             ours: format!("{down_m:.0}"),
             baseline: format!("lftp mirror --parallel=10: {lftp_down_m:.0}"),
-            ratio: down_m / lftp_down_m,
+            ratio: paired_ratio(&down, &lftp_down),
             goal: Some(1.0),
         });
         rows.push(Row {
             scenario: format!("{n} x 4 KiB uploads, 10 sessions (files/s)"),
             ours: format!("{up_m:.0}"),
             baseline: format!("lftp mirror -R --parallel=10: {lftp_up_m:.0}"),
-            ratio: up_m / lftp_up_m,
+            ratio: paired_ratio(&up, &lftp_up),
             goal: Some(1.0),
         });
         rows.push(Row {
             scenario: format!("{n} x 4 KiB downloads, same guarantee as the service's (files/s)"),
             ours: format!("{down_m:.0}"),
             baseline: format!("lftp, xfer:use-temp-file yes: {lftp_tmp_down_m:.0}"),
-            ratio: down_m / lftp_tmp_down_m,
+            ratio: paired_ratio(&down, &lftp_tmp_down),
             goal: None,
         });
         rows.push(Row {
             scenario: format!("{n} x 4 KiB uploads, same guarantee as the service's (files/s)"),
             ours: format!("{up_m:.0}"),
             baseline: format!("lftp -R, xfer:use-temp-file yes: {lftp_tmp_up_m:.0}"),
-            ratio: up_m / lftp_tmp_up_m,
+            ratio: paired_ratio(&up, &lftp_tmp_up),
             goal: None,
         });
+        notes.push(format!(
+            "Small files, each round's ratio to plain lftp: downloads {}; uploads {}. The ratio of the medians of the rates, as reported before session 7: downloads {:.2}x, uploads {:.2}x.",
+            round_ratios(&down, &lftp_down),
+            round_ratios(&up, &lftp_up),
+            down_m / lftp_down_m,
+            up_m / lftp_up_m
+        ));
     }
 
     // 6 (profile): the Kafka path alone, with no FTP: tasks that fail validation
@@ -1116,24 +1146,24 @@ async fn main() {
         ));
     }
     let (bd, cd, bu, cu) = (
-        median(big_down),
-        median(curl_down),
-        median(big_up),
-        median(curl_up),
+        median(big_down.clone()),
+        median(curl_down.clone()),
+        median(big_up.clone()),
+        median(curl_up.clone()),
     );
     if a.wants("large") {
         rows.push(Row {
             scenario: format!("{} MiB download (MB/s)", a.large_mib),
             ours: format!("{bd:.0}"),
             baseline: format!("curl: {cd:.0}"),
-            ratio: bd / cd,
+            ratio: paired_ratio(&big_down, &curl_down),
             goal: Some(0.9),
         });
         rows.push(Row {
             scenario: format!("{} MiB upload (MB/s)", a.large_mib),
             ours: format!("{bu:.0}"),
             baseline: format!("curl -T: {cu:.0}"),
-            ratio: bu / cu,
+            ratio: paired_ratio(&big_up, &curl_up),
             goal: Some(0.9),
         });
         let rss_line = rss
@@ -1300,7 +1330,7 @@ fn write_report(a: &Args, rows: &[Row], notes: &[String], scale: &[(usize, f64)]
         version("lftp", "--version"),
         version("curl", "--version")
     ));
-    md.push_str(&format!("- Each figure is the median of {} runs ({} for the small files) in this one process; the service figures run end to end (produce to Kafka -> ingest -> transfer -> publish -> result read back), with the service's default settings but for the pool (10 sessions, pre-warmed) and the transfer timeout: logs at INFO (one event per task), every downloaded file on the device before its rename, and the rename before its result (`transfer.fsync: group`, the default: one syncfs for every file that finished meanwhile).\n\n", a.repeats, a.small_repeats));
+    md.push_str(&format!("- Each figure is the median of {} runs ({} for the small files) in this one process, and each ratio beside a baseline run in the same rounds the median of the rounds' ratios (the service and its baseline run back to back in every round); the service figures run end to end (produce to Kafka -> ingest -> transfer -> publish -> result read back), with the service's default settings but for the pool (10 sessions, pre-warmed) and the transfer timeout: logs at INFO (one event per task), every downloaded file on the device before its rename, and the rename before its result (`transfer.fsync: group`, the default: one syncfs for every file that finished meanwhile).\n\n", a.repeats, a.small_repeats));
     md.push_str("| scenario | ftp-pooler | baseline | ratio | goal |\n|---|---|---|---|---|\n");
     for r in rows {
         let goal = r
