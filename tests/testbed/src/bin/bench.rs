@@ -338,6 +338,34 @@ async fn produce(topic: &str, tasks: &[(Option<String>, Vec<u8>)]) {
     futures::future::join_all(sends).await;
 }
 
+/// `n` tasks downloading the small files (`small/fNNNNN.bin` on the server) into the
+/// local directory `dir`, with task ids `{id}-{i}`.
+fn small_downloads(id: &str, dir: &str, n: usize) -> Vec<(Option<String>, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            task(
+                &format!("{id}-{i}"),
+                ("ftp", &format!("small/f{i:05}.bin")),
+                ("local", &format!("{dir}/f{i:05}.bin")),
+            )
+        })
+        .collect()
+}
+
+/// `n` tasks uploading the local small files (`up/fNNNNN.bin`) into the remote directory
+/// `dir`, with task ids `{id}-{i}`.
+fn small_uploads(id: &str, dir: &str, n: usize) -> Vec<(Option<String>, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            task(
+                &format!("{id}-{i}"),
+                ("local", &format!("up/f{i:05}.bin")),
+                ("ftp", &format!("{dir}/f{i:05}.bin")),
+            )
+        })
+        .collect()
+}
+
 fn task(id: &str, src: (&str, &str), dst: (&str, &str)) -> (Option<String>, Vec<u8>) {
     (
         Some(id.to_string()),
@@ -463,23 +491,11 @@ async fn ab(bench: &Bench, b_exe: &Path, n: usize, repeats: usize) {
             let order: [usize; 2] = if r % 2 == 0 { [0, 1] } else { [1, 0] };
             for &side in &order {
                 let (tag, topics, watcher, _) = &sides[side];
-                let tasks: Vec<_> = (0..n)
-                    .map(|i| {
-                        if dir == 0 {
-                            task(
-                                &format!("ab{tag}-u{r}-{i}"),
-                                ("local", &format!("up/f{i:05}.bin")),
-                                ("ftp", &format!("/ab-up/{tag}/{r}/f{i:05}.bin")),
-                            )
-                        } else {
-                            task(
-                                &format!("ab{tag}-d{r}-{i}"),
-                                ("ftp", &format!("small/f{i:05}.bin")),
-                                ("local", &format!("ab-down/{tag}/{r}/f{i:05}.bin")),
-                            )
-                        }
-                    })
-                    .collect();
+                let tasks = if dir == 0 {
+                    small_uploads(&format!("ab{tag}-u{r}"), &format!("/ab-up/{tag}/{r}"), n)
+                } else {
+                    small_downloads(&format!("ab{tag}-d{r}"), &format!("ab-down/{tag}/{r}"), n)
+                };
                 settle();
                 rates[side] = n as f64 / timed_run(topics, watcher, &tasks).await;
             }
@@ -805,15 +821,7 @@ async fn main() {
     let mut profile_lftp: Vec<(String, f64)> = Vec::new();
     let reps = |name: &str| if a.wants(name) { a.repeats } else { 0 };
     for r in 0..if a.wants("small") { a.small_repeats } else { 0 } {
-        let tasks: Vec<_> = (0..n)
-            .map(|i| {
-                task(
-                    &format!("d{r}-{i}"),
-                    ("ftp", &format!("small/f{i:05}.bin")),
-                    ("local", &format!("down/{r}/f{i:05}.bin")),
-                )
-            })
-            .collect();
+        let tasks = small_downloads(&format!("d{r}"), &format!("down/{r}"), n);
         settle();
         let cpu0 = cpu_by_component(bench.server.port, &broker_port);
         let sw0 = switches_by_component(bench.server.port, &broker_port);
@@ -857,15 +865,7 @@ async fn main() {
             ),
         );
         lftp_tmp_down.push(n as f64 / s);
-        let tasks: Vec<_> = (0..n)
-            .map(|i| {
-                task(
-                    &format!("u{r}-{i}"),
-                    ("local", &format!("up/f{i:05}.bin")),
-                    ("ftp", &format!("/svc-up/{r}/f{i:05}.bin")),
-                )
-            })
-            .collect();
+        let tasks = small_uploads(&format!("u{r}"), &format!("/svc-up/{r}"), n);
         settle();
         let cpu0 = cpu_by_component(bench.server.port, &broker_port);
         let sw0 = switches_by_component(bench.server.port, &broker_port);
@@ -916,10 +916,8 @@ async fn main() {
         median(up.clone()),
         median(lftp_up.clone()),
     );
-    let (lftp_tmp_down_m, lftp_tmp_up_m) = (
-        median(lftp_tmp_down.clone()),
-        median(lftp_tmp_up.clone()),
-    );
+    let (lftp_tmp_down_m, lftp_tmp_up_m) =
+        (median(lftp_tmp_down.clone()), median(lftp_tmp_up.clone()));
     let fmt_profile = |p: &[(String, f64)]| {
         let total: f64 = p.iter().map(|(_, ms)| ms).sum();
         format!(
@@ -1184,15 +1182,7 @@ async fn main() {
         warm_up(&topics_np, &watcher_np, &bench.server, "per-task").await;
         let mut np = Vec::new();
         for r in 0..a.repeats {
-            let tasks: Vec<_> = (0..n)
-                .map(|i| {
-                    task(
-                        &format!("np{r}-{i}"),
-                        ("ftp", &format!("small/f{i:05}.bin")),
-                        ("local", &format!("np/{r}/f{i:05}.bin")),
-                    )
-                })
-                .collect();
+            let tasks = small_downloads(&format!("np{r}"), &format!("np/{r}"), n);
             settle();
             let s = timed_run(&topics_np, &watcher_np, &tasks).await;
             np.push(n as f64 / s);
@@ -1232,15 +1222,7 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let tasks: Vec<_> = (0..n)
-            .map(|i| {
-                task(
-                    &format!("s{k}-{i}"),
-                    ("ftp", &format!("small/f{i:05}.bin")),
-                    ("local", &format!("scale/{k}/f{i:05}.bin")),
-                )
-            })
-            .collect();
+        let tasks = small_downloads(&format!("s{k}"), &format!("scale/{k}"), n);
         settle();
         let s = timed_run(&t6, &w6, &tasks).await;
         scale.push((k, n as f64 / s));
