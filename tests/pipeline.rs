@@ -203,6 +203,57 @@ async fn sigterm_mid_run_drains_exits_zero_and_a_restart_finishes_the_work() {
         .await;
 }
 
+/// Publish stopped (SIGSTOP) before a SIGTERM: ingest sits out its drain deadline
+/// waiting for acks and stops; the workers, whose results publish can no longer ack to an
+/// ingest that is gone, stop as soon as their jobs are done rather than at their own
+/// deadline (publish acks a worker only after ingest's ack). A restart finishes the work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stops_without_waiting_for_acks_once_ingest_is_gone() {
+    let MidRun {
+        sc,
+        watcher,
+        mut svc,
+        pids,
+        deliveries,
+    } = mid_run(Path::new(EXE)).await;
+    let publish = Pid::from_raw(pids["publish"] as i32);
+    kill(publish, Signal::SIGSTOP).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    svc.signal(Signal::SIGTERM);
+    // Ingest stops after its drain deadline (10 s); then publish may run again.
+    let ingest = pids["ingest"];
+    let t0 = Instant::now();
+    while svc.stage_processes().contains_key(&ingest) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(40),
+            "ingest did not stop:\n{}",
+            tail(&svc.log(), 40)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    kill(publish, Signal::SIGCONT).unwrap();
+    let status = svc
+        .wait_exit(Duration::from_secs(40))
+        .await
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "{status}:\n{}", tail(&svc.log(), 60));
+    let log = svc.log();
+    let waited: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("transfer:") && l.contains("drain deadline reached"))
+        .collect();
+    assert!(
+        waited.is_empty(),
+        "a worker waited out its deadline for acks of a stopped ingest: {waited:?}"
+    );
+    svc.spawn();
+    sc.wait_all(&watcher, &svc, RUN_LIMIT).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    sc.verify(&watcher.seen());
+    sc.wait_committed(&deliveries, Duration::from_secs(30))
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_restart_of_one_worker_leaves_the_others_running() {
     let MidRun {
