@@ -151,6 +151,11 @@ async fn pure_ftpd_plain() {
 }
 
 #[tokio::test]
+async fn pure_ftpd_explicit_ftps() {
+    round_trip(FtpKind::PureFtpd, true).await;
+}
+
+#[tokio::test]
 async fn proftpd_plain() {
     round_trip(FtpKind::Proftpd, false).await;
 }
@@ -214,15 +219,18 @@ async fn untrusted_certificate_fails_unless_insecure_is_chosen() {
 
 #[tokio::test]
 async fn plain_login_to_a_tls_only_server_is_refused() {
-    let server = FtpServer::start(FtpKind::Vsftpd, true);
-    let mut conn = server.connection();
-    conn.tls = TlsMode::None;
-    let opts = SessionOptions::for_connection(&conn, &TransferSettings::default());
-    let err = FtpSession::connect(&conn, None, opts).await.unwrap_err();
-    assert!(
-        matches!(err.code, ErrorCode::AuthError | ErrorCode::ConnectionError),
-        "{err}"
-    );
+    for kind in [FtpKind::Vsftpd, FtpKind::PureFtpd] {
+        let server = FtpServer::start(kind, true);
+        let mut conn = server.connection();
+        conn.tls = TlsMode::None;
+        let opts = SessionOptions::for_connection(&conn, &TransferSettings::default());
+        let err = FtpSession::connect(&conn, None, opts).await.unwrap_err();
+        assert!(
+            matches!(err.code, ErrorCode::AuthError | ErrorCode::ConnectionError),
+            "{}: {err}",
+            kind.name()
+        );
+    }
 }
 
 #[tokio::test]

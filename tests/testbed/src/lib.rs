@@ -8,9 +8,9 @@
 //!   [`Broker::start_again`].
 //! - [`service`]: the real service (`ftp-pooler run`) as a child process, with the
 //!   Kafka side of a client (produce tasks, watch results, committed offsets).
-//! - [`FtpServer::start`]: a vsftpd or pyftpdlib server, plain or explicit FTPS, or a
-//!   pure-ftpd or proftpd server, plain, with its own root directory, owned by the test
-//!   and stopped when dropped.
+//! - [`FtpServer::start`]: a vsftpd, pyftpdlib or pure-ftpd server, plain or explicit
+//!   FTPS, or a proftpd server, plain, with its own root directory, owned by the test and
+//!   stopped when dropped.
 //!
 //! - [`scripted_server`]: a fake FTP server, for behaviours no real server shows on
 //!   demand (a short download, a refused upload); unit-level only.
@@ -41,9 +41,10 @@ use ftp_pooler_config::{FtpConnection, Secret, TlsMode};
 pub enum FtpKind {
     Vsftpd,
     Pyftpdlib,
-    /// Plain FTP only (unpacked from its Debian package by the install script).
+    /// Unpacked from its Debian package by the install script.
     PureFtpd,
-    /// Plain FTP only (unpacked from its Debian package by the install script).
+    /// Plain FTP only (unpacked from its Debian package by the install script; its TLS
+    /// module is another package, not unpacked).
     Proftpd,
 }
 
@@ -133,7 +134,7 @@ impl FtpServer {
             "options for pyftpdlib: only noepsv"
         );
         assert!(
-            !tls || matches!(kind, FtpKind::Vsftpd | FtpKind::Pyftpdlib),
+            !tls || kind != FtpKind::Proftpd,
             "{}: the test bed serves it over plain FTP only",
             kind.name()
         );
