@@ -4,10 +4,10 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use ftp_pooler_config::{Config, Sources};
+use ftp_pooler_config::{is_secret_property, Config, Sources};
 
 pub fn run(sources: &Sources) -> anyhow::Result<ExitCode> {
-    match sources.load() {
+    match sources.load_checked(&ftp_pooler_kafka::check) {
         Ok(config) => {
             let mut out = std::io::stdout().lock();
             out.write_all(summary(&config).as_bytes())?;
@@ -44,6 +44,26 @@ fn summary(c: &Config) -> String {
         k.result_topic,
         k.fail_topic,
         k.dlq_topic
+    ));
+    for (name, map) in [
+        ("consumer_config", &k.consumer_config),
+        ("producer_config", &k.producer_config),
+    ] {
+        if !map.is_empty() {
+            let props: Vec<String> = map
+                .iter()
+                .map(|(p, v)| {
+                    let v = if is_secret_property(p) { "***" } else { v };
+                    format!("{p}={v}")
+                })
+                .collect();
+            out.push_str(&format!("  {name}: {}\n", props.join(" ")));
+        }
+    }
+    let lib = ftp_pooler_kafka::librdkafka();
+    out.push_str(&format!(
+        "librdkafka:   {} ({})\n",
+        lib.version, lib.features
     ));
     out.push_str(&format!(
         "pool:         max_sessions_per_pod={} max_sessions_per_connection={}\n",

@@ -114,8 +114,26 @@ impl RuntimeArgs {
     }
 }
 
+/// `--version` (long form): the version, and what the linked librdkafka offers.
+fn long_version() -> String {
+    let lib = ftp_pooler_kafka::librdkafka();
+    format!(
+        "{}\nlibrdkafka {}\nlibrdkafka builtin.features {}",
+        env!("CARGO_PKG_VERSION"),
+        lib.version,
+        lib.features
+    )
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    // Built once per process; clap keeps it for the life of the program.
+    let long: &'static str = Box::leak(long_version().into_boxed_str());
+    let matches = Cli::command().long_version(long).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let outcome = match cli.command {
         Command::CheckConfig(args) => check_config::run(&args.sources()),
         Command::Run { config, runtime } => run(&config, &runtime),
@@ -131,15 +149,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// Loads the configuration, or prints every error (exit 2).
+/// Loads the configuration, with the librdkafka properties checked by librdkafka, or
+/// prints every error (exit 2).
 fn load(sources: &ftp_pooler_config::Sources) -> Result<Config, ExitCode> {
-    sources.load().map_err(|errors| {
-        for e in errors.iter() {
-            eprintln!("{e}");
-        }
-        eprintln!("configuration invalid: {} error(s)", errors.len());
-        ExitCode::from(2)
-    })
+    sources
+        .load_checked(&ftp_pooler_kafka::check)
+        .map_err(|errors| {
+            for e in errors.iter() {
+                eprintln!("{e}");
+            }
+            eprintln!("configuration invalid: {} error(s)", errors.len());
+            ExitCode::from(2)
+        })
 }
 
 fn run(args: &ConfigArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {

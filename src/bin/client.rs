@@ -7,45 +7,98 @@
 //!   delivery report (acks=all) and prints `partition:offset key`.
 //! - `watch`: reads topics from the beginning (a fresh consumer group) and prints
 //!   `topic<TAB>key<TAB>value` per record, until `--count` records matched or `--timeout`.
+//!
+//! Its Kafka settings are the service's (ftp-pooler-kafka): config.yaml (`--config` or
+//! `$FTP_POOLER_CONFIG`) with the environment's `FTP_POOLER_KAFKA__*` overrides, so the
+//! security settings written for the service reach it too; `--bootstrap` and `-X
+//! key=value` (as kcat's) come last. Every property is checked by librdkafka before use.
 
 use std::io::BufRead;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use ftp_pooler_config::{ConfigErrors, KafkaSettings};
+use ftp_pooler_kafka::Role;
 use futures::StreamExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message};
+use rdkafka::Message;
 
 #[derive(Parser)]
 #[command(
     name = "ftp-pooler-client",
+    version,
     about = "Produce ftp-pooler tasks and watch their results"
 )]
 struct Cli {
-    /// Kafka bootstrap servers (host:port,...).
-    #[arg(
-        long,
-        env = "FTP_POOLER_KAFKA__BOOTSTRAP_SERVERS",
-        default_value = "localhost:9092"
-    )]
-    bootstrap: String,
+    /// The service's settings file, for its `kafka` section (default: $FTP_POOLER_CONFIG,
+    /// else the built-in defaults); FTP_POOLER_KAFKA__* variables apply on top.
+    #[arg(long, value_name = "FILE", env = "FTP_POOLER_CONFIG")]
+    config: Option<std::path::PathBuf>,
+    /// Kafka bootstrap servers (host:port,...), over the settings' bootstrap_servers.
+    #[arg(long)]
+    bootstrap: Option<String>,
+    /// A librdkafka property for both the producer and the consumer, over the settings
+    /// (repeatable), e.g. -X security.protocol=SASL_SSL.
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = property)]
+    properties: Vec<(String, String)>,
     #[command(subcommand)]
     command: Cmd,
+}
+
+fn property(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, not {text:?}")),
+    }
+}
+
+impl Cli {
+    /// The `kafka` settings: file and environment, then --bootstrap and -X; checked by
+    /// librdkafka (exit 2 naming the property otherwise).
+    fn kafka(&self) -> anyhow::Result<KafkaSettings> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let report = |errors: ConfigErrors| {
+            for e in errors.iter() {
+                eprintln!("{e}");
+            }
+            std::process::exit(2)
+        };
+        let settings =
+            ftp_pooler_config::load_settings(self.config.as_deref(), &env).unwrap_or_else(report);
+        let mut kafka = settings.kafka;
+        if let Some(b) = &self.bootstrap {
+            kafka.bootstrap_servers = b.split(',').map(|s| s.trim().to_string()).collect();
+        }
+        for (k, v) in &self.properties {
+            kafka.consumer_config.insert(k.clone(), v.clone());
+            kafka.producer_config.insert(k.clone(), v.clone());
+        }
+        let problems = ftp_pooler_kafka::check(&kafka);
+        if !problems.is_empty() {
+            for p in problems {
+                eprintln!("{}: {}", p.map.key(), p.problem);
+            }
+            std::process::exit(2);
+        }
+        Ok(kafka)
+    }
 }
 
 #[derive(Subcommand)]
 enum Cmd {
     /// Produce each line of standard input as one message.
     Produce {
-        #[arg(long, default_value = "ftp-tasks")]
-        topic: String,
+        /// The topic (default: the settings' input_topic, ftp-tasks).
+        #[arg(long)]
+        topic: Option<String>,
     },
     /// Print records of the given topics from the beginning.
     Watch {
-        /// Topics to read (repeat or separate with commas).
-        #[arg(long, value_delimiter = ',', default_values = ["ftp-results", "ftp-failures", "ftp-tasks-dlq"])]
+        /// Topics to read (repeat or separate with commas; default: the settings'
+        /// result, fail and DLQ topics).
+        #[arg(long, value_delimiter = ',')]
         topic: Vec<String>,
         /// Only records whose value contains this text.
         #[arg(long = "match")]
@@ -62,22 +115,34 @@ enum Cmd {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let kafka = cli.kafka()?;
     match cli.command {
-        Cmd::Produce { topic } => produce(&cli.bootstrap, &topic).await,
+        Cmd::Produce { topic } => {
+            let topic = topic.unwrap_or_else(|| kafka.input_topic.clone());
+            produce(&kafka, &topic).await
+        }
         Cmd::Watch {
             topic,
             pattern,
             count,
             timeout,
-        } => watch(&cli.bootstrap, &topic, pattern.as_deref(), count, timeout).await,
+        } => {
+            let topic = if topic.is_empty() {
+                vec![
+                    kafka.result_topic.clone(),
+                    kafka.fail_topic.clone(),
+                    kafka.dlq_topic.clone(),
+                ]
+            } else {
+                topic
+            };
+            watch(&kafka, &topic, pattern.as_deref(), count, timeout).await
+        }
     }
 }
 
-async fn produce(bootstrap: &str, topic: &str) -> anyhow::Result<()> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
+async fn produce(kafka: &KafkaSettings, topic: &str) -> anyhow::Result<()> {
+    let producer: FutureProducer = ftp_pooler_kafka::client_config(kafka, Role::ClientProducer)
         .create()
         .context("creating the producer")?;
     let lines: Vec<String> = std::io::stdin()
@@ -110,23 +175,22 @@ async fn produce(bootstrap: &str, topic: &str) -> anyhow::Result<()> {
 }
 
 async fn watch(
-    bootstrap: &str,
+    kafka: &KafkaSettings,
     topics: &[String],
     pattern: Option<&str>,
     count: Option<usize>,
     timeout: u64,
 ) -> anyhow::Result<()> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set(
-            "group.id",
-            format!("ftp-pooler-client-{}", uuid::Uuid::new_v4()),
-        )
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "6000")
-        .create()
-        .context("creating the consumer")?;
+    let mut config = ftp_pooler_kafka::client_config(kafka, Role::ClientConsumer);
+    // A group of its own: never the service's, whose offsets it must not move.
+    config.set(
+        "group.id",
+        format!("ftp-pooler-client-{}", uuid::Uuid::new_v4()),
+    );
+    if !kafka.consumer_config.contains_key("session.timeout.ms") {
+        config.set("session.timeout.ms", "6000");
+    }
+    let consumer: StreamConsumer = config.create().context("creating the consumer")?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names).context("subscribing")?;
     let mut stream = consumer.stream();

@@ -6,7 +6,9 @@
 //! or hung server never blocks the API. No body ever holds a password.
 //!
 //! Readiness: 200 only when the service is running, every stage is up and reporting, and
-//! both ingest and publish reach the broker; 503 with the reason otherwise. A connection
+//! both ingest and publish reach the broker; 503 with the reason otherwise
+//! (`broker_authentication_failed` or `broker_tls_failed` when a Kafka client saw the
+//! broker refuse it, `broker_unreachable` when it simply does not answer). A connection
 //! whose server rejects logins does not hold readiness back; it shows in `/pool/health`.
 
 use std::collections::HashMap;
@@ -92,14 +94,29 @@ impl Observed {
             return Err(("stage_unresponsive", silent));
         }
         let mut unreachable = Vec::new();
-        if !self.ingest().is_some_and(|i| i.broker_up) {
-            unreachable.push("ingest".to_string());
-        }
-        if !self.publish().is_some_and(|p| p.broker_up) {
-            unreachable.push("publish".to_string());
+        let mut problems = Vec::new();
+        let ingest = self.ingest().map(|i| (i.broker_up, &i.broker_problem));
+        let publish = self.publish().map(|p| (p.broker_up, &p.broker_problem));
+        for (name, seen) in [("ingest", ingest), ("publish", publish)] {
+            match seen {
+                Some((true, _)) => {}
+                Some((false, Some(problem))) => problems.push(problem.as_str()),
+                _ => {}
+            }
+            if !seen.is_some_and(|(up, _)| up) {
+                unreachable.push(name.to_string());
+            }
         }
         if !unreachable.is_empty() {
-            return Err(("broker_unreachable", unreachable));
+            // A client that saw why says so: a wrong password is not a network outage.
+            let reason = if problems.contains(&"authentication") {
+                "broker_authentication_failed"
+            } else if problems.contains(&"tls") {
+                "broker_tls_failed"
+            } else {
+                "broker_unreachable"
+            };
+            return Err((reason, unreachable));
         }
         Ok(())
     }
@@ -256,6 +273,7 @@ async fn stats(State(s): State<ApiState>) -> Json<Value> {
             "paused_partitions": i.paused_partitions,
             "committed_offsets": i.committed.iter().map(|(p, c)| (p.to_string(), json!(c))).collect::<Map<_, _>>(),
             "broker_reachable": i.broker_up,
+            "broker_problem": i.broker_problem,
         })
     });
     let producer = o.publish().map(|p| {
@@ -267,6 +285,7 @@ async fn stats(State(s): State<ApiState>) -> Json<Value> {
             "result_topic": k.result_topic,
             "fail_topic": k.fail_topic,
             "broker_reachable": p.broker_up,
+            "broker_problem": p.broker_problem,
         })
     });
     let dlq = o

@@ -161,6 +161,9 @@ pub enum StageDetail {
 pub struct IngestDetail {
     /// The last metadata request to the broker succeeded.
     pub broker_up: bool,
+    /// Why the broker is not usable, when a client has seen why (`authentication`,
+    /// `tls`); None when it is up or simply not answering.
+    pub broker_problem: Option<String>,
     pub tasks_received: u64,
     /// Malformed messages (sent to the DLQ).
     pub parse_errors: u64,
@@ -206,6 +209,8 @@ pub struct TransferDetail {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PublishDetail {
     pub broker_up: bool,
+    /// As [`IngestDetail::broker_problem`].
+    pub broker_problem: Option<String>,
     pub results_sent: u64,
     pub failures_sent: u64,
     pub dlq_messages_sent: u64,

@@ -18,11 +18,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 /// librdkafka configuration of the task consumer.
 pub fn consumer_config(kafka: &KafkaSettings) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    for (k, v) in kafka.consumer_properties() {
-        config.set(k, v);
-    }
-    config
+    ftp_pooler_kafka::client_config(kafka, ftp_pooler_kafka::Role::Ingest)
 }
 
 /// A consumer subscribed to the input topic.

@@ -29,7 +29,10 @@ use ftp_pooler_channel::{
 };
 use ftp_pooler_config::{Config, Registry};
 use ftp_pooler_contract::{DlqRecord, Route, TransferResult, TransferTask};
+use ftp_pooler_kafka::{ClientLog, Role as KafkaRole};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -206,12 +209,38 @@ impl Shared {
     }
 }
 
-/// The consumer's context: rebalance handling.
+/// The consumer's context: rebalance handling, librdkafka's logs and errors.
 struct IngestContext {
     shared: Arc<Shared>,
+    log: ClientLog,
 }
 
-impl ClientContext for IngestContext {}
+/// The probe's context: librdkafka's logs and errors, and what they say about the broker.
+struct ProbeContext {
+    log: ClientLog,
+}
+
+impl ClientContext for ProbeContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.log.log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.log.error(&error, reason);
+    }
+}
+
+impl ConsumerContext for ProbeContext {}
+
+impl ClientContext for IngestContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.log.log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.log.error(&error, reason);
+    }
+}
 
 impl ConsumerContext for IngestContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -594,6 +623,7 @@ fn consume(
     let consumer: BaseConsumer<IngestContext> = match crate::consumer_config(&kafka)
         .create_with_context(IngestContext {
             shared: shared.clone(),
+            log: ClientLog::new(KafkaRole::Ingest),
         }) {
         Ok(c) => c,
         Err(e) => {
@@ -617,7 +647,8 @@ fn consume(
         flow(&consumer, &kafka.input_topic, &resume, false, tracked);
         match consumer.poll(Duration::from_millis(20)) {
             Some(Ok(msg)) => handle(&shared, &kafka, generation, &msg),
-            Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+            // Throttled: a broker that refuses the client answers every poll with one.
+            Some(Err(e)) => consumer.context().log.error(&e, "consumer poll"),
             None => {}
         }
         if last_commit.elapsed() >= COMMIT_EVERY {
@@ -651,7 +682,13 @@ fn probe_loop(
     kafka: ftp_pooler_config::KafkaSettings,
     stopping: Arc<AtomicBool>,
 ) {
-    let client: BaseConsumer = match crate::consumer_config(&kafka).create() {
+    let client: BaseConsumer<ProbeContext> = match ftp_pooler_kafka::client_config(
+        &kafka,
+        KafkaRole::Probe,
+    )
+    .create_with_context(ProbeContext {
+        log: ClientLog::new(KafkaRole::Probe),
+    }) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "the broker probe has no client; /ready and lag stay as they are");
@@ -674,10 +711,16 @@ fn probe_loop(
 
 /// Broker reachability (a metadata request) and the lag of each tracked partition
 /// (high watermark minus committed offset).
-fn probe(shared: &Shared, consumer: &BaseConsumer, topic: &str) {
+fn probe(shared: &Shared, consumer: &BaseConsumer<ProbeContext>, topic: &str) {
     let up = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(2))
         .is_ok();
+    let problem = if up {
+        consumer.context().log.clear();
+        None
+    } else {
+        consumer.context().log.problem()
+    };
     let committed = shared.stats.lock().expect("stats").committed.clone();
     let mut lag = std::collections::BTreeMap::new();
     if up {
@@ -697,6 +740,7 @@ fn probe(shared: &Shared, consumer: &BaseConsumer, topic: &str) {
         }
     }
     stats.broker_up = up;
+    stats.broker_problem = problem.map(|p| p.as_str().to_string());
     if up {
         stats.lag_by_partition = lag;
     }

@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use ftp_pooler_config::KafkaSettings;
 use ftp_pooler_contract::{DlqRecord, TransferResult};
+use ftp_pooler_kafka::{BrokerProblem, ClientLog, Role};
 use rdkafka::client::ClientContext;
-use rdkafka::config::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -26,23 +27,23 @@ use tokio::sync::oneshot;
 /// Where a record landed: (partition, offset), from the broker's acknowledgement.
 pub type Delivered = (i32, i64);
 
-/// librdkafka configuration of the result producer.
-pub fn producer_config(kafka: &KafkaSettings) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    for (k, v) in kafka.producer_properties() {
-        config.set(k, v);
-    }
-    config
-}
-
 /// Delivery reports, checked in the order librdkafka gives them (per partition, the
 /// order the records were produced in) and handed to the waiting send.
 struct Deliveries {
     /// The last offset delivered to each (topic, partition) by this producer.
     last: Mutex<HashMap<(String, i32), i64>>,
+    log: ClientLog,
 }
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.log.log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.log.error(&error, reason);
+    }
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = Box<oneshot::Sender<Result<Delivered, KafkaError>>>;
@@ -87,9 +88,12 @@ pub struct Publisher {
 impl Publisher {
     pub fn new(kafka: &KafkaSettings) -> Result<Publisher, KafkaError> {
         Ok(Publisher {
-            producer: producer_config(kafka).create_with_context(Deliveries {
-                last: Mutex::new(HashMap::new()),
-            })?,
+            producer: ftp_pooler_kafka::client_config(kafka, Role::Publish).create_with_context(
+                Deliveries {
+                    last: Mutex::new(HashMap::new()),
+                    log: ClientLog::new(Role::Publish),
+                },
+            )?,
             result_topic: kafka.result_topic.clone(),
             fail_topic: kafka.fail_topic.clone(),
             dlq_topic: kafka.dlq_topic.clone(),
@@ -155,7 +159,16 @@ impl Publisher {
 
     /// True when the cluster answers a metadata request within `limit` (blocking).
     pub fn broker_reachable(&self, limit: Duration) -> bool {
-        self.producer.client().fetch_metadata(None, limit).is_ok()
+        let up = self.producer.client().fetch_metadata(None, limit).is_ok();
+        if up {
+            self.producer.context().log.clear();
+        }
+        up
+    }
+
+    /// Why the broker is not usable, when the producer has seen why.
+    pub fn broker_problem(&self) -> Option<BrokerProblem> {
+        self.producer.context().log.problem()
     }
 
     /// Waits for every outstanding record to be acknowledged.

@@ -1,0 +1,209 @@
+//! ftp-pooler-kafka: the librdkafka settings of every Kafka client of the project.
+//!
+//! Owns, for each [`Role`] (the ingest consumer, its broker probe, the publish producer,
+//! and `ftp-pooler-client`), the librdkafka configuration built from one
+//! [`KafkaSettings`]: the service's own properties, a `client.id` an operator recognises
+//! in broker logs and quotas, then the operator's `kafka.consumer_config` or
+//! `kafka.producer_config` (security, tuning). Also owns the check of those properties by
+//! librdkafka itself ([`check`]), the routing of librdkafka's logs and errors into
+//! tracing without floods ([`ClientLog`]), and what this build of librdkafka offers
+//! ([`librdkafka`]).
+//!
+//! Invariants:
+//! - every client of the project gets its configuration from [`client_config`], so a
+//!   security setting written once reaches the consumer, the probe, the producer and the
+//!   command-line client alike;
+//! - the operator's properties come last and win, except the ones the delivery
+//!   guarantees rest on, which the config crate refuses to let them change;
+//! - nothing here prints a secret property's value (`sasl.password`, ...): problems and
+//!   logs name the property only.
+
+mod check;
+mod log;
+
+pub use check::check;
+pub use log::{BrokerProblem, ClientLog};
+
+use ftp_pooler_config::{KafkaMap, KafkaSettings};
+use rdkafka::config::ClientConfig;
+
+/// Who a Kafka client is, for its properties and its `client.id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The ingest stage's consumer of `kafka.input_topic`.
+    Ingest,
+    /// Ingest's broker probe (reachability and lag for `/ready` and `/metrics`): a
+    /// consumer-type client that never subscribes.
+    Probe,
+    /// The publish stage's producer of results and DLQ records.
+    Publish,
+    /// `ftp-pooler-client` producing tasks.
+    ClientProducer,
+    /// `ftp-pooler-client` reading results (a group of its own, never the service's).
+    ClientConsumer,
+}
+
+impl Role {
+    /// Which of the operator's maps applies.
+    pub fn map(self) -> KafkaMap {
+        match self {
+            Role::Ingest | Role::Probe | Role::ClientConsumer => KafkaMap::Consumer,
+            Role::Publish | Role::ClientProducer => KafkaMap::Producer,
+        }
+    }
+
+    /// The part of `client.id` that names the role.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Ingest => "ingest",
+            Role::Probe => "ingest-probe",
+            Role::Publish => "publish",
+            Role::ClientProducer | Role::ClientConsumer => "client",
+        }
+    }
+}
+
+/// The `client.id` of `role` on this host: `ftp-pooler-<role>@<host>`, e.g.
+/// `ftp-pooler-ingest@ftp-pooler-0` in a StatefulSet (the pod's name is its host name).
+pub fn client_id(role: Role) -> String {
+    format!("ftp-pooler-{}@{}", role.name(), host_name())
+}
+
+/// `$HOSTNAME` (set in every Kubernetes pod), else the kernel's host name.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+        .or_else(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+        })
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
+/// The properties of `role`: the service's own (from the config crate, which pins the
+/// ones the guarantees rest on), a default `client.id`, then the operator's map.
+pub fn properties(kafka: &KafkaSettings, role: Role) -> Vec<(String, String)> {
+    let (service, operator) = match role.map() {
+        KafkaMap::Consumer => (kafka.consumer_properties(), &kafka.consumer_config),
+        KafkaMap::Producer => (kafka.producer_properties(), &kafka.producer_config),
+    };
+    let mut props: Vec<(String, String)> = service
+        .into_iter()
+        .filter(|(k, _)| !operator.contains_key(k))
+        .collect();
+    if !operator.contains_key("client.id") {
+        props.push(("client.id".into(), client_id(role)));
+    }
+    props.extend(operator.iter().map(|(k, v)| (k.clone(), v.clone())));
+    props
+}
+
+/// The librdkafka configuration of `role`.
+pub fn client_config(kafka: &KafkaSettings, role: Role) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    for (k, v) in properties(kafka, role) {
+        config.set(k, v);
+    }
+    config
+}
+
+/// What this build of librdkafka is and offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Librdkafka {
+    /// e.g. `2.12.1`.
+    pub version: String,
+    /// `builtin.features`, e.g. `gzip,snappy,ssl,sasl,regex,lz4,sasl_gssapi,...`.
+    pub features: String,
+}
+
+/// The linked librdkafka's version and `builtin.features`.
+pub fn librdkafka() -> Librdkafka {
+    let (_, version) = rdkafka::util::get_rdkafka_version();
+    let features = ClientConfig::new()
+        .create_native_config()
+        .and_then(|c| c.get("builtin.features"))
+        .unwrap_or_else(|e| format!("unknown ({e})"));
+    Librdkafka { version, features }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_role_gets_the_operators_properties_last_and_a_client_id() {
+        let mut kafka = KafkaSettings::default();
+        kafka
+            .consumer_config
+            .insert("security.protocol".into(), "SASL_SSL".into());
+        kafka
+            .consumer_config
+            .insert("fetch.wait.max.ms".into(), "50".into());
+        kafka
+            .producer_config
+            .insert("client.id".into(), "mine".into());
+        let ingest = properties(&kafka, Role::Ingest);
+        let get = |props: &[(String, String)], k: &str| {
+            props
+                .iter()
+                .rev()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            get(&ingest, "security.protocol").as_deref(),
+            Some("SASL_SSL")
+        );
+        assert_eq!(get(&ingest, "fetch.wait.max.ms").as_deref(), Some("50"));
+        assert_eq!(
+            ingest
+                .iter()
+                .filter(|(k, _)| k == "fetch.wait.max.ms")
+                .count(),
+            1
+        );
+        assert!(get(&ingest, "client.id")
+            .unwrap()
+            .starts_with("ftp-pooler-ingest@"));
+        assert!(get(&properties(&kafka, Role::Probe), "client.id")
+            .unwrap()
+            .starts_with("ftp-pooler-ingest-probe@"));
+        let publish = properties(&kafka, Role::Publish);
+        assert_eq!(get(&publish, "client.id").as_deref(), Some("mine"));
+        assert_eq!(get(&publish, "acks").as_deref(), Some("all"));
+        assert_eq!(
+            get(&publish, "security.protocol"),
+            None,
+            "producer_config has none"
+        );
+    }
+
+    #[test]
+    fn this_build_offers_tls_sasl_and_every_codec() {
+        let lib = librdkafka();
+        let features: Vec<&str> = lib.features.split(',').collect();
+        for want in [
+            "gzip",
+            "snappy",
+            "lz4",
+            "zstd",
+            "ssl",
+            "sasl",
+            "sasl_plain",
+            "sasl_scram",
+            "sasl_oauthbearer",
+            "sasl_gssapi",
+            "http",
+            "oidc",
+        ] {
+            assert!(
+                features.contains(&want),
+                "{want} missing from {}",
+                lib.features
+            );
+        }
+        assert!(lib.version.starts_with("2."), "{}", lib.version);
+    }
+}
