@@ -112,3 +112,195 @@ fn a_missing_file_is_named() {
         "{stderr}"
     );
 }
+
+/// A connections file that is valid (a local connection in a temporary directory).
+fn valid_connections(dir: &std::path::Path) -> std::path::PathBuf {
+    let storage = dir.join("storage");
+    std::fs::create_dir_all(&storage).unwrap();
+    let conns = dir.join("connections.ini");
+    std::fs::write(
+        &conns,
+        format!(
+            "[server-a]\ntype = ftp\nhost = 127.0.0.1\nuser = alice\npass = pw\n\n[local]\ntype = local\nbase_path = {}\n",
+            storage.display()
+        ),
+    )
+    .unwrap();
+    conns
+}
+
+/// `check-config` and `run` on the same files: both exit 2 with the same errors.
+fn check_and_run(cfg: &std::path::Path, conns: &std::path::Path, env: &[(&str, &str)]) -> String {
+    let mut outs = Vec::new();
+    for command in [
+        vec!["check-config"],
+        vec!["run", "--runtime-dir", "/nonexistent/never-created"],
+    ] {
+        let out = ftp_pooler()
+            .args(&command)
+            .arg("--config")
+            .arg(cfg)
+            .arg("--connections")
+            .arg(conns)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{command:?}: {stderr}");
+        outs.push(stderr);
+    }
+    assert_eq!(outs[0], outs[1], "run refuses with check-config's errors");
+    outs.remove(0)
+}
+
+#[test]
+fn the_sasl_ssl_example_with_a_missing_ca_file_is_refused_naming_ssl_ca_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let conns = valid_connections(dir.path());
+    let example = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/examples/kafka-sasl-ssl.yaml"
+    ));
+    // The password comes from the environment instead of the example's file: the only
+    // problem left is the CA file the example names.
+    let env = [
+        (
+            "FTP_POOLER_KAFKA__CONSUMER_CONFIG__SASL_PASSWORD",
+            "hunter2-secret",
+        ),
+        (
+            "FTP_POOLER_KAFKA__PRODUCER_CONFIG__SASL_PASSWORD",
+            "hunter2-secret",
+        ),
+    ];
+    let stderr = check_and_run(example, &conns, &env);
+    let e = example.display().to_string();
+    for map in ["consumer_config", "producer_config"] {
+        let want = format!(
+            "{e}: kafka.{map}: ssl.ca.location: cannot read /etc/ftp-pooler/kafka-ca.pem: No such file or directory (os error 2)"
+        );
+        assert!(
+            stderr.lines().any(|l| l == want),
+            "missing {want:?} in:\n{stderr}"
+        );
+    }
+    assert!(!stderr.contains("hunter2-secret"), "{stderr}");
+    assert!(
+        stderr.ends_with("configuration invalid: 2 error(s)\n"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unknown_and_invalid_librdkafka_properties_are_refused_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let conns = valid_connections(dir.path());
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        "kafka:\n  consumer_config: {sesion.timeout.ms: 10000}\n  producer_config: {compression.type: brotli, sasl.mechanism: NOT-A-MECHANISM, security.protocol: SASL_SSL}\n",
+    )
+    .unwrap();
+    let stderr = check_and_run(&cfg, &conns, &[]);
+    let c = cfg.display().to_string();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        lines.iter().any(|l| l.starts_with(&format!(
+            "{c}: kafka.consumer_config: sesion.timeout.ms: No such configuration property"
+        ))),
+        "{stderr}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with(&format!(
+            "{c}: kafka.producer_config: compression.type: Invalid value"
+        ))),
+        "{stderr}"
+    );
+    assert_eq!(lines.len(), 3, "{stderr}");
+
+    // Once the value is fixed, what only the whole configuration shows: the mechanism.
+    std::fs::write(
+        &cfg,
+        "kafka:\n  producer_config: {sasl.mechanism: NOT-A-MECHANISM, security.protocol: SASL_SSL}\n",
+    )
+    .unwrap();
+    let stderr = check_and_run(&cfg, &conns, &[]);
+    assert!(
+        stderr.starts_with(&format!("{c}: kafka.producer_config: "))
+            && stderr.contains("sasl.mechanism"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn secrets_come_from_files_and_the_environment_and_never_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let conns = valid_connections(dir.path());
+    let secret = dir.path().join("kafka-password");
+    std::fs::write(&secret, "from-a-file-s3cret\n").unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "kafka:\n  consumer_config: {{security.protocol: SASL_PLAINTEXT, sasl.mechanism: PLAIN, sasl.username: u, sasl.password: '${{file:{}}}'}}\n  producer_config: {{security.protocol: SASL_PLAINTEXT, sasl.mechanism: PLAIN, sasl.username: u, sasl.password: '${{env:KAFKA_PW}}'}}\n",
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let out = ftp_pooler()
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .arg("--connections")
+        .arg(&conns)
+        .env("KAFKA_PW", "from-the-env-s3cret")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("sasl.password=***"), "{stdout}");
+    assert!(stdout.contains("librdkafka:"), "{stdout}");
+    assert!(!stdout.contains("s3cret"), "{stdout}");
+
+    // A reference to nothing is refused, naming the property and the variable.
+    let out = ftp_pooler()
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .arg("--connections")
+        .arg(&conns)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("kafka.producer_config: sasl.password: the environment variable KAFKA_PW it names is not set"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+}
+
+#[test]
+fn the_version_names_librdkafka_and_its_features() {
+    let out = ftp_pooler().arg("--version").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    let features = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("librdkafka builtin.features "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    for f in [
+        "ssl",
+        "sasl_scram",
+        "sasl_oauthbearer",
+        "zstd",
+        "lz4",
+        "snappy",
+        "gzip",
+    ] {
+        assert!(features.split(',').any(|x| x == f), "{f}: {stdout}");
+    }
+}

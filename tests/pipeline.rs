@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use ftp_pooler_channel::CtlResponse;
 use ftp_pooler_testbed::scenario::{
-    content, mid_run, paused_tracked, tail, wait_until, MidRun, Scenario, RUN_LIMIT,
+    content, kill_stage_mid_run, mid_run, paused_tracked, tail, wait_until, MidRun, Scenario,
+    RUN_LIMIT,
 };
 use ftp_pooler_testbed::service::{committed, produce, Service, Watcher};
 use ftp_pooler_testbed::FtpKind;
@@ -65,48 +66,19 @@ async fn a_thousand_mixed_tasks_over_two_connections_each_get_exactly_one_result
     assert!(!svc.runtime_dir().join("ctl.sock").exists());
 }
 
-/// Kills (SIGKILL) one stage once a fifth of the results are in; checks nothing is lost.
-async fn kill_stage_mid_run(stage: &str) {
-    let MidRun {
-        sc,
-        watcher,
-        mut svc,
-        pids,
-        deliveries,
-    } = mid_run(Path::new(EXE)).await;
-    let victim = pids[stage];
-    kill(Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
-    let at_kill = watcher.seen().results();
-    let seen = sc.wait_all(&watcher, &svc, RUN_LIMIT).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let dupes = sc.verify(&watcher.seen());
-    eprintln!(
-        "SIGKILL {stage} after {at_kill} results: {} tasks, {} results, {dupes} duplicates",
-        sc.expected_results(),
-        seen.results() + dupes - seen.duplicates(),
-    );
-    let after = svc.wait_ready(Duration::from_secs(30)).await;
-    assert_ne!(after[stage], victim, "{stage} was restarted");
-    let status = svc.status().await.unwrap();
-    let restarted = status.iter().find(|s| s.name == stage).unwrap();
-    assert!(restarted.restarts >= 1);
-    sc.wait_committed(&deliveries, Duration::from_secs(30))
-        .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_ingest_mid_run_loses_nothing() {
-    kill_stage_mid_run("ingest").await;
+    kill_stage_mid_run(Path::new(EXE), "ingest").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_a_transfer_worker_mid_run_loses_nothing() {
-    kill_stage_mid_run("transfer:a").await;
+    kill_stage_mid_run(Path::new(EXE), "transfer:a").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_publish_mid_run_loses_nothing() {
-    kill_stage_mid_run("publish").await;
+    kill_stage_mid_run(Path::new(EXE), "publish").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

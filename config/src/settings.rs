@@ -393,7 +393,8 @@ pub(crate) fn load(
                 at.push(&property);
                 schema::set_path(&mut tree, &at, Value::String(text.clone()));
                 origin.insert(format!("{}.{property}", parent.join(".")), place.clone());
-                origin.insert(parent.join("."), place);
+                // The map keeps the origin of what else it holds (the YAML file's key).
+                origin.entry(parent.join(".")).or_insert(place);
             }
             (None, Some(section @ Shape::Section(_))) => {
                 errors.push(ConfigError::new(
@@ -584,6 +585,7 @@ fn validate(s: &Settings, at: &dyn Fn(&str) -> Place, errors: &mut ConfigErrors)
             format!("must be >= kafka.base_backoff_ms ({})", k.base_backoff_ms),
         );
     }
+    let mut pinned_errors = Vec::new();
     for (map_key, map, pins) in [
         ("kafka.consumer_config", &k.consumer_config, PINNED_CONSUMER),
         ("kafka.producer_config", &k.producer_config, PINNED_PRODUCER),
@@ -592,10 +594,10 @@ fn validate(s: &Settings, at: &dyn Fn(&str) -> Place, errors: &mut ConfigErrors)
             if let Some(v) = map.get(*prop) {
                 let same = v.eq_ignore_ascii_case(want) || (*want == "all" && v == "-1");
                 if !same {
-                    bad(
-                        map_key,
+                    pinned_errors.push(ConfigError::new(
+                        property_place(at, map_key, prop),
                         format!("{prop} must stay {want}: the delivery guarantees depend on it"),
-                    );
+                    ));
                 }
             }
         }
@@ -708,6 +710,9 @@ fn validate(s: &Settings, at: &dyn Fn(&str) -> Place, errors: &mut ConfigErrors)
             "logging.format",
             format!("{:?} is not a format (json or text)", s.logging.format),
         );
+    }
+    for e in pinned_errors {
+        errors.push(e);
     }
 }
 

@@ -124,6 +124,22 @@ if [ ! -s "$TESTBED_CERTS/server.pem" ] || [ ! -s "$TESTBED_CERTS/ca.pem" ]; the
     )
 fi
 
+# A client certificate signed by the test CA, for mutual TLS with the test broker.
+if [ ! -s "$TESTBED_CERTS/client.pem" ]; then
+    log "making a test client certificate in $TESTBED_CERTS"
+    (
+        cd "$TESTBED_CERTS"
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=ftp-pooler test client" -keyout client.key -out client.csr 2>/dev/null
+        printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
+            "extendedKeyUsage=clientAuth" > client.ext
+        openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+            -extfile client.ext -out client.pem 2>/dev/null
+        rm -f client.csr client.ext ca.srl
+        chmod 0644 client.pem
+        chmod 0600 client.key
+    )
+fi
+
 # --- The system user vsftpd logs in as -------------------------------------------------
 user="$FTP_POOLER_TEST_FTP_USER"
 if ! id "$user" >/dev/null 2>&1; then

@@ -712,6 +712,9 @@ fn probe_loop(
 /// Broker reachability (a metadata request) and the lag of each tracked partition
 /// (high watermark minus committed offset).
 fn probe(shared: &Shared, consumer: &BaseConsumer<ProbeContext>, topic: &str) {
+    // Serves the client's events (errors, logs) to its context: a client that is never
+    // subscribed gets no other poll.
+    let _ = consumer.poll(Duration::ZERO);
     let up = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(2))
         .is_ok();

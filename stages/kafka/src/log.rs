@@ -107,13 +107,14 @@ impl ClientLog {
         let problem = code.and_then(BrokerProblem::of).or_else(|| {
             // A SASL failure sometimes arrives as a transport failure whose reason
             // tells the truth ("SASL authentication error: ...").
+            // A TLS failure (the broker's certificate refused, or the client's refused by
+            // the broker: "tlsv13 alert certificate required") arrives the same way.
             let r = reason.to_ascii_lowercase();
+            let tls = r.contains("ssl handshake failed")
+                || (r.contains("ssl") && (r.contains("alert") || r.contains("certificate")));
             (r.contains("sasl") && (r.contains("authentication") || r.contains("auth")))
                 .then_some(BrokerProblem::Authentication)
-                .or_else(|| {
-                    r.contains("ssl handshake failed")
-                        .then_some(BrokerProblem::Tls)
-                })
+                .or_else(|| tls.then_some(BrokerProblem::Tls))
         });
         let kind = format!("error:{code:?}");
         let held = {
@@ -246,6 +247,12 @@ mod tests {
         log.error(
             &KafkaError::Global(RDKafkaErrorCode::SSL),
             "SSL handshake failed: certificate verify failed",
+        );
+        assert_eq!(log.problem(), Some(BrokerProblem::Tls));
+        log.clear();
+        log.error(
+            &KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure),
+            "ssl://127.0.0.1:9093/bootstrap: Receive failed: error:0A00045C:SSL routines::tlsv13 alert certificate required: SSL alert number 116",
         );
         assert_eq!(log.problem(), Some(BrokerProblem::Tls));
     }

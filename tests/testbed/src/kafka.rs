@@ -5,6 +5,13 @@
 //! else touches the broker: its Tansu then keeps its data in a local S3 server (moto,
 //! `scripts/testbed/serve s3`), and [`Broker::kill`] / [`Broker::start_again`] stop it
 //! with SIGKILL and start it again on the same port and the same storage.
+//!
+//! A test binary about Kafka security calls [`use_secured_broker`] first: its Tansu is
+//! then reached only through real TLS (stunnel, `scripts/testbed/serve stunnel`) and/or
+//! SASL ([`crate::sasl_front`]) in front of it, and advertises the outermost address, so
+//! every client must speak that protocol. [`Broker::client_config`] and
+//! [`Broker::properties`] give every client of the tests (and the service's config.yaml)
+//! the properties it needs.
 
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +35,37 @@ pub struct Broker {
     bootstrap: String,
     /// None: an external cluster.
     local: Option<Local>,
+    /// librdkafka properties every client needs (security of a secured broker).
+    properties: Vec<(String, String)>,
+    /// What stands in front of a secured broker (kept running with it).
+    _fronts: Vec<Front>,
 }
+
+/// Something in front of a secured Tansu.
+#[allow(dead_code)]
+enum Front {
+    Tls(ServerProcess),
+    Sasl(crate::sasl_front::SaslFront),
+}
+
+/// How a secured test broker is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    /// SASL (SCRAM-SHA-512) over TLS: client -> stunnel -> SASL front -> Tansu.
+    SaslSsl,
+    /// SASL (SCRAM-SHA-512) without TLS: client -> SASL front -> Tansu.
+    SaslPlaintext,
+    /// TLS: client -> stunnel -> Tansu.
+    Ssl,
+    /// TLS with a client certificate the TLS server requires and verifies.
+    MutualTls,
+}
+
+/// The SASL user of a secured test broker (test credentials, not a secret).
+pub const SASL_USER: &str = "ftp-pooler-test";
+pub const SASL_PASSWORD: &str = "ftp-pooler-test-pw";
+
+static SECURITY: Mutex<Option<Security>> = Mutex::new(None);
 
 /// A Tansu started by this test binary.
 struct Local {
@@ -54,12 +91,20 @@ fn external_bootstrap() -> Option<String> {
 /// cannot be started or reached.
 pub fn broker() -> &'static Broker {
     BROKER.get_or_init(|| {
-        let broker = match external_bootstrap() {
-            Some(bootstrap) => Broker {
+        let security = *SECURITY.lock().unwrap();
+        let broker = match (external_bootstrap(), security) {
+            (Some(bootstrap), None) => Broker {
                 bootstrap,
                 local: None,
+                properties: Vec::new(),
+                _fronts: Vec::new(),
             },
-            None => Broker::start_tansu(PERSISTENT.load(Ordering::SeqCst)),
+            (Some(b), Some(_)) => panic!(
+                "{ENV_BOOTSTRAP} is set ({b}): this test binary needs a broker behind TLS \
+                 and SASL fronts of its own. Run it without {ENV_BOOTSTRAP}."
+            ),
+            (None, Some(security)) => Broker::start_secured(security),
+            (None, None) => Broker::start_tansu(PERSISTENT.load(Ordering::SeqCst)),
         };
         if let Err(e) = broker.check(Duration::from_secs(30)) {
             panic!(
@@ -93,7 +138,106 @@ pub fn use_persistent_broker() -> &'static Broker {
     b
 }
 
+/// Makes this test binary's broker a secured one (see [`Security`]). Call it before
+/// anything uses [`broker()`]; panics otherwise, or under `FTP_POOLER_TEST_BOOTSTRAP`.
+pub fn use_secured_broker(security: Security) -> &'static Broker {
+    {
+        let mut s = SECURITY.lock().unwrap();
+        match *s {
+            None => *s = Some(security),
+            Some(already) => assert_eq!(already, security, "one security per test binary"),
+        }
+    }
+    let b = broker();
+    assert!(
+        !b.properties.is_empty(),
+        "use_secured_broker() was called after the broker was started without it"
+    );
+    b
+}
+
 impl Broker {
+    /// Tansu, with TLS and/or SASL in front, advertising the front's address.
+    fn start_secured(security: Security) -> Broker {
+        let certs = crate::testbed_dir().join("certs");
+        let tansu_port = free_port();
+        let tls = security != Security::SaslPlaintext;
+        let sasl = matches!(security, Security::SaslSsl | Security::SaslPlaintext);
+        // The outermost port, known before anything starts: Tansu advertises it.
+        let tls_port = free_port();
+        let mut fronts = Vec::new();
+        let sasl_front = sasl.then(|| {
+            crate::sasl_front::SaslFront::start(tansu_port, &[(SASL_USER, SASL_PASSWORD)])
+        });
+        let outer = if tls {
+            tls_port
+        } else {
+            sasl_front.as_ref().expect("sasl").port()
+        };
+        let args = vec![
+            "broker".to_string(),
+            tansu_port.to_string(),
+            "memory://tansu/".to_string(),
+            "".to_string(),
+            format!("127.0.0.1:{outer}"),
+        ];
+        let process = Self::spawn(tansu_port, &args);
+        let behind_tls = sasl_front.as_ref().map_or(tansu_port, |f| f.port());
+        if let Some(f) = sasl_front {
+            fronts.push(Front::Sasl(f));
+        }
+        let mut properties = Vec::new();
+        if tls {
+            let mut serve = vec![
+                "stunnel".to_string(),
+                tls_port.to_string(),
+                behind_tls.to_string(),
+            ];
+            if security == Security::MutualTls {
+                serve.push("mtls".into());
+            }
+            let stunnel = ServerProcess::serve(&format!("stunnel:{tls_port}"), &serve);
+            wait_for_port(tls_port, &stunnel, Duration::from_secs(20));
+            fronts.push(Front::Tls(stunnel));
+            properties.push((
+                "ssl.ca.location".to_string(),
+                certs.join("ca.pem").display().to_string(),
+            ));
+        }
+        if security == Security::MutualTls {
+            properties.push((
+                "ssl.certificate.location".into(),
+                certs.join("client.pem").display().to_string(),
+            ));
+            properties.push((
+                "ssl.key.location".into(),
+                certs.join("client.key").display().to_string(),
+            ));
+        }
+        let protocol = match security {
+            Security::SaslSsl => "SASL_SSL",
+            Security::SaslPlaintext => "SASL_PLAINTEXT",
+            Security::Ssl | Security::MutualTls => "SSL",
+        };
+        properties.insert(0, ("security.protocol".into(), protocol.into()));
+        if sasl {
+            properties.push(("sasl.mechanism".into(), "SCRAM-SHA-512".into()));
+            properties.push(("sasl.username".into(), SASL_USER.into()));
+            properties.push(("sasl.password".into(), SASL_PASSWORD.into()));
+        }
+        Broker {
+            bootstrap: format!("127.0.0.1:{outer}"),
+            local: Some(Local {
+                port: tansu_port,
+                args,
+                process: Mutex::new(Some(process)),
+                s3: None,
+            }),
+            properties,
+            _fronts: fronts,
+        }
+    }
+
     fn start_tansu(persistent: bool) -> Broker {
         let tansu = crate::testbed_dir().join("bin/tansu");
         assert!(
@@ -123,7 +267,26 @@ impl Broker {
                 process: Mutex::new(Some(process)),
                 s3,
             }),
+            properties: Vec::new(),
+            _fronts: Vec::new(),
         }
+    }
+
+    /// The librdkafka properties every client of this broker needs besides
+    /// `bootstrap.servers` (empty unless it is secured).
+    pub fn properties(&self) -> &[(String, String)] {
+        &self.properties
+    }
+
+    /// A librdkafka configuration for this broker: `bootstrap.servers` and
+    /// [`Broker::properties`].
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap);
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
     }
 
     fn spawn(port: u16, args: &[String]) -> ServerProcess {
@@ -205,10 +368,13 @@ impl Broker {
 
     /// Connects to a broker at `bootstrap` and fetches metadata: Ok only if it answers.
     pub fn check_at(bootstrap: &str, limit: Duration) -> Result<(), String> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .create()
-            .map_err(|e| e.to_string())?;
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", bootstrap);
+        Self::check_with(&config, limit)
+    }
+
+    fn check_with(config: &ClientConfig, limit: Duration) -> Result<(), String> {
+        let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
         consumer
             .fetch_metadata(None, limit)
             .map(|_| ())
@@ -216,7 +382,7 @@ impl Broker {
     }
 
     fn check(&self, limit: Duration) -> Result<(), String> {
-        Self::check_at(&self.bootstrap, limit)
+        Self::check_with(&self.client_config(), limit)
     }
 
     /// `host:port` for `bootstrap.servers`.
@@ -226,10 +392,8 @@ impl Broker {
 
     /// Creates a topic (give it a [`crate::unique`] name). Panics on failure.
     pub async fn create_topic(&self, name: &str, partitions: i32) {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
-            .create()
-            .expect("admin client");
+        let admin: AdminClient<DefaultClientContext> =
+            self.client_config().create().expect("admin client");
         let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
         let results = admin

@@ -23,10 +23,13 @@
 pub mod http;
 mod kafka;
 mod process;
+pub mod sasl_front;
 pub mod scenario;
 pub mod service;
 
-pub use kafka::{broker, use_persistent_broker, Broker};
+pub use kafka::{
+    broker, use_persistent_broker, use_secured_broker, Broker, Security, SASL_PASSWORD, SASL_USER,
+};
 pub use process::{free_port, free_port_range, unique, workspace_root, ServerProcess};
 
 use std::io::{BufRead, BufReader};

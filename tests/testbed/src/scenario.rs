@@ -422,3 +422,91 @@ pub async fn mid_run(exe: &Path) -> MidRun {
         deliveries,
     }
 }
+
+/// Kills (SIGKILL) one stage (`ingest`, `publish`, `transfer:a`) once a fifth of the
+/// results of a [`mid_run`] are in; checks that every task still gets its result, that
+/// the stage was restarted, and that the offsets are committed. Returns the duplicates
+/// (allowed: tasks in flight at the kill).
+pub async fn kill_stage_mid_run(exe: &Path, stage: &str) -> usize {
+    let MidRun {
+        sc,
+        watcher,
+        mut svc,
+        pids,
+        deliveries,
+    } = mid_run(exe).await;
+    let victim = pids[stage];
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let at_kill = watcher.seen().results();
+    let seen = sc.wait_all(&watcher, &svc, RUN_LIMIT).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let dupes = sc.verify(&watcher.seen());
+    eprintln!(
+        "SIGKILL {stage} after {at_kill} results: {} tasks, {} results, {dupes} duplicates",
+        sc.expected_results(),
+        seen.results() + dupes - seen.duplicates(),
+    );
+    let after = svc.wait_ready(Duration::from_secs(30)).await;
+    assert_ne!(after[stage], victim, "{stage} was restarted");
+    let status = svc.status().await.unwrap();
+    let restarted = status.iter().find(|s| s.name == stage).unwrap();
+    assert!(restarted.restarts >= 1);
+    sc.wait_committed(&deliveries, Duration::from_secs(30))
+        .await;
+    dupes
+}
+
+/// `n` mixed tasks and no fault: exactly one result per task, the offsets committed, and
+/// a clean exit on SIGTERM.
+pub async fn clean_run(exe: &Path, n: usize) {
+    let sc = Scenario::new(exe, n).await;
+    let watcher = Watcher::start(&sc.topics).await;
+    let mut svc = sc.start("");
+    svc.wait_ready(Duration::from_secs(60)).await;
+    let deliveries = sc.produce().await;
+    let seen = sc.wait_all(&watcher, &svc, RUN_LIMIT).await;
+    // Linger: a duplicate would show up now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let seen2 = watcher.seen();
+    assert_eq!(seen2.results(), seen.results());
+    assert_eq!(
+        sc.verify(&seen2),
+        0,
+        "no fault, so exactly one result per task"
+    );
+    sc.wait_committed(&deliveries, Duration::from_secs(20))
+        .await;
+    svc.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = svc
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "{status}:\n{}", tail(&svc.log(), 40));
+}
+
+/// CPU time (user + system) used so far by `pid`, from /proc.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line: 11 and 12 after the state.
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as u64;
+    Duration::from_millis((ticks(11) + ticks(12)) * 1000 / hz)
+}

@@ -15,7 +15,6 @@ use ftp_pooler_channel::{CtlRequest, CtlResponse, RuntimePaths, StageStatus};
 use futures::StreamExt;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
@@ -52,9 +51,16 @@ impl Topics {
     }
 
     /// A config.yaml for the service on these topics; `extra` is appended (more sections).
+    /// A secured broker's properties go into both librdkafka maps.
     pub fn config_yaml(&self, extra: &str) -> String {
+        let security: String = broker()
+            .properties()
+            .iter()
+            .map(|(k, v)| format!(", {k}: {}", serde_json::Value::String(v.clone())))
+            .collect();
+        let producer = security.strip_prefix(", ").unwrap_or("");
         format!(
-            "kafka:\n  bootstrap_servers: [\"{}\"]\n  consumer_group: {}\n  input_topic: {}\n  result_topic: {}\n  fail_topic: {}\n  dlq_topic: {}\n  max_retries: 3\n  base_backoff_ms: 100\n  max_backoff_ms: 1000\n  consumer_config: {{session.timeout.ms: 6000, heartbeat.interval.ms: 500}}\n{extra}",
+            "kafka:\n  bootstrap_servers: [\"{}\"]\n  consumer_group: {}\n  input_topic: {}\n  result_topic: {}\n  fail_topic: {}\n  dlq_topic: {}\n  max_retries: 3\n  base_backoff_ms: 100\n  max_backoff_ms: 1000\n  consumer_config: {{session.timeout.ms: 6000, heartbeat.interval.ms: 500{security}}}\n  producer_config: {{{producer}}}\n{extra}",
             broker().bootstrap(),
             self.group,
             self.tasks,
@@ -342,8 +348,8 @@ pub fn children_of(ppid: u32) -> BTreeMap<u32, String> {
 /// Produces `payloads` (key, value) to `topic` and waits for every delivery report;
 /// returns (partition, offset) of each, in order.
 pub async fn produce(topic: &str, payloads: &[(Option<String>, Vec<u8>)]) -> Vec<(i32, i64)> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", broker().bootstrap())
+    let producer: FutureProducer = broker()
+        .client_config()
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
@@ -413,8 +419,8 @@ pub struct Watcher {
 
 impl Watcher {
     pub async fn start(topics: &Topics) -> Watcher {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", broker().bootstrap())
+        let consumer: StreamConsumer = broker()
+            .client_config()
             .set("group.id", unique("watcher"))
             .set("auto.offset.reset", "earliest")
             .set("fetch.wait.max.ms", "20")
@@ -519,8 +525,8 @@ impl Drop for Watcher {
 
 /// The committed offsets of `group` on `topic` (None: nothing committed).
 pub fn committed(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, Option<i64>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker().bootstrap())
+    let consumer: BaseConsumer = broker()
+        .client_config()
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()
