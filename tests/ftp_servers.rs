@@ -284,6 +284,8 @@ async fn scripted_session(port: u16) -> FtpSession {
         user: "anyone".into(),
         password: Secret::new("any"),
         passive: true,
+        active_address: None,
+        active_port_range: None,
         timeout_seconds: Some(10),
         tls: TlsMode::None,
         tls_ca_file: None,

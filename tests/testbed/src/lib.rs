@@ -246,6 +246,8 @@ impl FtpServer {
             user: ftp_user(),
             password: Secret::new(ftp_password()),
             passive: true,
+            active_address: None,
+            active_port_range: None,
             timeout_seconds: Some(10),
             tls: match (self.tls, self.implicit) {
                 (false, _) => TlsMode::None,
