@@ -4,7 +4,8 @@
 //! the test bed guarded it); and, on scripted servers, what no real server does on
 //! demand: a server that never connects back (a retried `TRANSFER_TIMEOUT` or
 //! `CONNECTION_ERROR`, no partial or temporary file), `active_port_range` and
-//! `active_address` as the server sees them, and the fallback from EPRT to PORT.
+//! `active_address` as the server sees them, and the fallback from EPRT to PORT. And the
+//! whole service (`ftp-pooler run`, Kafka in and out) with its connections in active mode.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -305,4 +306,34 @@ async fn a_server_refusing_eprt_gets_port_for_the_rest_of_the_session() {
         assert!(line.starts_with("PORT 127,0,0,1,"), "{told:?}");
         assert!(announced_address(line).unwrap().port() >= 1024);
     }
+}
+
+/// The real service, its two FTP connections (vsftpd and pyftpdlib) in active mode: 400
+/// mixed tasks through Kafka, exactly one result each, every file's bytes, no temporary
+/// file, offsets committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_in_active_mode_gives_every_task_exactly_one_result() {
+    use ftp_pooler_testbed::scenario::{tail, Scenario, RUN_LIMIT};
+    use ftp_pooler_testbed::service::Watcher;
+    let mut sc = Scenario::new(Path::new(env!("CARGO_BIN_EXE_ftp-pooler")), 400).await;
+    sc.active = true;
+    assert!(sc.connections_ini().contains("passive = false"));
+    let watcher = Watcher::start(&sc.topics).await;
+    let mut svc = sc.start("");
+    svc.wait_ready(Duration::from_secs(60)).await;
+    let deliveries = sc.produce().await;
+    let seen = sc.wait_all(&watcher, &svc, RUN_LIMIT).await;
+    assert_eq!(
+        sc.verify(&seen),
+        0,
+        "no fault, so exactly one result per task"
+    );
+    sc.wait_committed(&deliveries, Duration::from_secs(20))
+        .await;
+    svc.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = svc
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "{status}:\n{}", tail(&svc.log(), 40));
 }
