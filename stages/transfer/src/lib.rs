@@ -1,8 +1,9 @@
 //! ftp-pooler-transfer: the transfer stage's room.
 //!
 //! Owns everything that speaks FTP: [`FtpSession`] (one logged-in control connection,
-//! plain, explicit or implicit FTPS), its TLS setup ([`tls`]), and the mapping of FTP and
-//! I/O failures to the contract's error codes ([`TransferError`]), the session [`pool`],
+//! plain, explicit or implicit FTPS; passive or [`active`]-mode data connections), its TLS
+//! setup ([`tls`]), and the mapping of FTP and I/O failures to the contract's error codes
+//! ([`TransferError`]), the session [`pool`],
 //! local path confinement ([`local`]), one attempt at a time per temporary name
 //! ([`claim`]), the durable [`commit`] of downloads, the
 //! [`engine`] that runs a task with retries, and the stage process itself ([`worker`]).
@@ -13,6 +14,7 @@
 //! - remote relative paths resolve against the login directory, never a current directory;
 //! - passwords are never logged.
 
+pub mod active;
 pub mod breaker;
 pub mod claim;
 pub mod commit;
@@ -25,6 +27,7 @@ mod session;
 pub mod tls;
 pub mod worker;
 
+pub use active::ActiveOptions;
 pub use breaker::{BreakerState, CircuitBreaker};
 pub use engine::{Engine, RetryPolicy};
 pub use error::TransferError;

@@ -6,9 +6,11 @@
 //! use: the pool discards it and opens a new one. Replies that leave the channel in step
 //! (a 550 to SIZE, MKD or RNFR) do not poison it.
 //!
-//! Data connections are passive: EPSV first, falling back to PASV for good when the server
-//! rejects EPSV; the address in a PASV reply is replaced by the control connection's peer
-//! (servers behind NAT or in Kubernetes advertise addresses clients cannot reach).
+//! Data connections are passive by default: EPSV first, falling back to PASV for good when
+//! the server rejects EPSV; the address in a PASV reply is replaced by the control
+//! connection's peer (servers behind NAT or in Kubernetes advertise addresses clients
+//! cannot reach). Connections with `passive = false` use active mode instead (EPRT, then
+//! PORT), in [`crate::active`]; everything else (poisoning, timeouts) is the same.
 //!
 //! A plain upload sends the STOR, the file's first bytes (a small file whole, with its
 //! end) together, before the server's 150 ([`stor_plain`]); over TLS the data waits for
@@ -36,6 +38,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use crate::active::{self, ActiveOptions, DataTls};
 use crate::tls::TlsContext;
 use crate::TransferError;
 
@@ -57,6 +60,8 @@ pub struct SessionOptions {
     /// Plain downloads end with a reset ([`reset_after_eof`]) until a server answers a
     /// reset download with a failure: from then on, with a FIN.
     reset_data: Arc<AtomicBool>,
+    /// Active mode (`passive = false`): how data listeners bind and what they announce.
+    active: Option<ActiveOptions>,
 }
 
 impl SessionOptions {
@@ -69,6 +74,7 @@ impl SessionOptions {
             connect_timeout: Duration::from_secs(secs),
             op_timeout: Duration::from_secs(secs),
             reset_data: Arc::new(AtomicBool::new(true)),
+            active: ActiveOptions::for_connection(conn),
         }
     }
 }
@@ -88,9 +94,12 @@ macro_rules! with_ftp {
     };
 }
 
+/// The session's use of RFC 2428's extended commands: EPSV in passive mode, EPRT in
+/// active mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Epsv {
-    /// Not tried yet: a 500/501/502 to EPSV switches to PASV.
+pub(crate) enum Extended {
+    /// Not tried yet: a refusal (500-502; for EPRT also 522) switches to PASV (or PORT)
+    /// for good.
     Untried,
     Works,
     Refused,
@@ -100,8 +109,10 @@ pub struct FtpSession {
     ftp: Ftp,
     /// The login directory; relative remote paths resolve against it.
     home: String,
-    epsv: Epsv,
+    extended: Extended,
     poisoned: bool,
+    /// FTPS: what active-mode data connections need to resume the control's TLS session.
+    data_tls: Option<DataTls>,
     opts: SessionOptions,
     /// The streaming buffer of this session's transfers (empty until the first one).
     buf: Vec<u8>,
@@ -111,7 +122,7 @@ impl std::fmt::Debug for FtpSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FtpSession")
             .field("home", &self.home)
-            .field("epsv", &self.epsv)
+            .field("extended", &self.extended)
             .field("poisoned", &self.poisoned)
             .finish()
     }
@@ -127,7 +138,7 @@ impl FtpSession {
     ) -> Result<FtpSession, TransferError> {
         let deadline = opts.connect_timeout;
         let secs = deadline.as_secs_f64();
-        let ftp = timeout(deadline, open(conn, tls)).await.map_err(|_| {
+        let (ftp, data_tls) = timeout(deadline, open(conn, tls)).await.map_err(|_| {
             TransferError::new(
                 ErrorCode::ConnectionError,
                 format!(
@@ -139,8 +150,9 @@ impl FtpSession {
         let mut session = FtpSession {
             ftp,
             home: String::from("/"),
-            epsv: Epsv::Untried,
+            extended: Extended::Untried,
             poisoned: false,
+            data_tls,
             opts,
             buf: Vec::new(),
         };
@@ -279,7 +291,15 @@ impl FtpSession {
         let op = self.opts.op_timeout;
         self.ensure_buffer();
         let reset = &self.opts.reset_data;
-        let r = with_ftp!(self, f => retr(f, &mut self.epsv, reset, &path, out, op, &mut self.buf).await);
+        let tls = self.data_tls.as_ref();
+        let r = match &self.opts.active {
+            Some(a) => {
+                with_ftp!(self, f => active::retr(f, &mut self.extended, a, tls, &path, out, op, &mut self.buf).await)
+            }
+            None => {
+                with_ftp!(self, f => retr(f, &mut self.extended, reset, &path, out, op, &mut self.buf).await)
+            }
+        };
         if r.is_err() {
             self.poisoned = true;
         }
@@ -296,9 +316,40 @@ impl FtpSession {
         self.guard("STOR")?;
         let op = self.opts.op_timeout;
         self.ensure_buffer();
-        let r = match &mut self.ftp {
-            Ftp::Plain(f) => stor_plain(f, &mut self.epsv, input, &path, op, &mut self.buf).await,
-            Ftp::Tls(f) => stor(f, &mut self.epsv, input, &path, op, &mut self.buf).await,
+        let tls = self.data_tls.as_ref();
+        let r = match (&mut self.ftp, &self.opts.active) {
+            (Ftp::Plain(f), Some(a)) => {
+                active::stor(
+                    f,
+                    &mut self.extended,
+                    a,
+                    tls,
+                    input,
+                    &path,
+                    op,
+                    &mut self.buf,
+                )
+                .await
+            }
+            (Ftp::Tls(f), Some(a)) => {
+                active::stor(
+                    f,
+                    &mut self.extended,
+                    a,
+                    tls,
+                    input,
+                    &path,
+                    op,
+                    &mut self.buf,
+                )
+                .await
+            }
+            (Ftp::Plain(f), None) => {
+                stor_plain(f, &mut self.extended, input, &path, op, &mut self.buf).await
+            }
+            (Ftp::Tls(f), None) => {
+                stor(f, &mut self.extended, input, &path, op, &mut self.buf).await
+            }
         };
         if r.is_err() {
             self.poisoned = true;
@@ -350,7 +401,12 @@ impl FtpSession {
     }
 }
 
-async fn open(conn: &FtpConnection, tls: Option<&TlsContext>) -> Result<Ftp, TransferError> {
+/// Connects and secures the control connection; for FTPS, also returns what the data
+/// connections of active mode need (the same TLS configuration: its session cache).
+async fn open(
+    conn: &FtpConnection,
+    tls: Option<&TlsContext>,
+) -> Result<(Ftp, Option<DataTls>), TransferError> {
     let addr = format!("{}:{}", conn.host, conn.port);
     let refused = |e: FtpError| TransferError::ftp(&format!("connect {addr}"), e);
     let connector = || {
@@ -361,39 +417,47 @@ async fn open(conn: &FtpConnection, tls: Option<&TlsContext>) -> Result<Ftp, Tra
             )
         })?;
         let config = Arc::new(ctx.client_config());
-        Ok::<_, TransferError>(AsyncRustlsConnector::from(
-            suppaftp::tokio_rustls::TlsConnector::from(config),
-        ))
+        let name = rustls::pki_types::ServerName::try_from(conn.host.clone()).map_err(|e| {
+            TransferError::new(
+                ErrorCode::ConnectionError,
+                format!("TLS server name {:?}: {e}", conn.host),
+            )
+        })?;
+        let data = DataTls {
+            config: config.clone(),
+            name,
+        };
+        let connector =
+            AsyncRustlsConnector::from(suppaftp::tokio_rustls::TlsConnector::from(config));
+        Ok::<_, TransferError>((connector, data))
     };
     match conn.tls {
         TlsMode::None => {
             let tcp = tcp(&addr).await?;
-            Ok(Ftp::Plain(
-                AsyncFtpStream::connect_with_stream(tcp)
-                    .await
-                    .map_err(refused)?,
-            ))
+            let ftp = AsyncFtpStream::connect_with_stream(tcp)
+                .await
+                .map_err(refused)?;
+            Ok((Ftp::Plain(ftp), None))
         }
         TlsMode::Explicit => {
             let tcp = tcp(&addr).await?;
             let ftp = ImplAsyncFtpStream::connect_with_stream(tcp)
                 .await
                 .map_err(refused)?;
+            let (connector, data) = connector()?;
             let ftp = ftp
-                .into_secure(connector()?, &conn.host)
+                .into_secure(connector, &conn.host)
                 .await
                 .map_err(|e| TransferError::ftp("AUTH TLS", e))?;
-            Ok(Ftp::Tls(ftp))
+            Ok((Ftp::Tls(ftp), Some(data)))
         }
         TlsMode::Implicit => {
-            let ftp = ImplAsyncFtpStream::connect_secure_implicit(
-                addr.as_str(),
-                connector()?,
-                &conn.host,
-            )
-            .await
-            .map_err(refused)?;
-            Ok(Ftp::Tls(ftp))
+            let (connector, data) = connector()?;
+            let ftp =
+                ImplAsyncFtpStream::connect_secure_implicit(addr.as_str(), connector, &conn.host)
+                    .await
+                    .map_err(refused)?;
+            Ok((Ftp::Tls(ftp), Some(data)))
         }
     }
 }
@@ -423,7 +487,7 @@ enum DataCmd {
 /// it did.
 async fn open_data<T>(
     f: &mut ImplAsyncFtpStream<T>,
-    epsv: &mut Epsv,
+    epsv: &mut Extended,
     cmd: DataCmd,
     path: &str,
     op: Duration,
@@ -450,8 +514,8 @@ where
                 .map(|stream| (stream, None)),
         };
         match opened {
-            Err(Fail::Ftp(e)) if *epsv == Epsv::Untried && epsv_refused(&e) => {
-                *epsv = Epsv::Refused;
+            Err(Fail::Ftp(e)) if *epsv == Extended::Untried && epsv_refused(&e) => {
+                *epsv = Extended::Refused;
                 f.set_mode(Mode::Passive);
             }
             opened => {
@@ -460,8 +524,8 @@ where
                     DataCmd::Stor => "STOR",
                 };
                 let opened = opened.map_err(|fail| fail.classify(name, op))?;
-                if *epsv == Epsv::Untried {
-                    *epsv = Epsv::Works;
+                if *epsv == Extended::Untried {
+                    *epsv = Extended::Works;
                 }
                 return Ok(opened);
             }
@@ -471,7 +535,7 @@ where
 
 /// The byte count of a 150 reply such as "150 Opening BINARY mode data connection for
 /// f.bin (4096 bytes).": the number in the last "(N bytes)".
-fn announced_size(reply: &str) -> Option<u64> {
+pub(crate) fn announced_size(reply: &str) -> Option<u64> {
     let end = reply.rfind(" bytes)")?;
     let start = reply[..end].rfind('(')? + 1;
     reply[start..end].parse().ok()
@@ -479,7 +543,7 @@ fn announced_size(reply: &str) -> Option<u64> {
 
 async fn retr<T, W>(
     f: &mut ImplAsyncFtpStream<T>,
-    epsv: &mut Epsv,
+    epsv: &mut Extended,
     reset: &AtomicBool,
     path: &str,
     out: &mut W,
@@ -532,7 +596,7 @@ where
 /// connection's handshake.
 async fn stor<T, R>(
     f: &mut ImplAsyncFtpStream<T>,
-    epsv: &mut Epsv,
+    epsv: &mut Extended,
     input: &mut R,
     path: &str,
     op: Duration,
@@ -621,24 +685,24 @@ async fn send_raw(f: &mut AsyncFtpStream, lines: &str) -> Result<(), FtpError> {
 /// suppaftp's NAT workaround does for PASV).
 async fn passive_address(
     f: &mut AsyncFtpStream,
-    epsv: &mut Epsv,
+    epsv: &mut Extended,
     op: Duration,
 ) -> Result<std::net::SocketAddr, TransferError> {
     loop {
         let (cmd, status) = match *epsv {
-            Epsv::Refused => ("PASV", Status::PassiveMode),
+            Extended::Refused => ("PASV", Status::PassiveMode),
             _ => ("EPSV", Status::ExtendedPassiveMode),
         };
         let reply = match timed(op, f.custom_command(cmd, &[status])).await {
-            Err(Fail::Ftp(e)) if *epsv == Epsv::Untried && epsv_refused(&e) => {
-                *epsv = Epsv::Refused;
+            Err(Fail::Ftp(e)) if *epsv == Extended::Untried && epsv_refused(&e) => {
+                *epsv = Extended::Refused;
                 f.set_mode(Mode::Passive);
                 continue;
             }
             r => r.map_err(|fail| fail.classify(cmd, op))?,
         };
-        if *epsv == Epsv::Untried {
-            *epsv = Epsv::Works;
+        if *epsv == Extended::Untried {
+            *epsv = Extended::Works;
         }
         let text = String::from_utf8_lossy(&reply.body);
         let port = passive_port(&text).ok_or_else(|| {
@@ -693,7 +757,7 @@ fn passive_port(reply: &str) -> Option<u16> {
 /// poisons the session (the caller).
 async fn stor_plain<R>(
     f: &mut AsyncFtpStream,
-    epsv: &mut Epsv,
+    epsv: &mut Extended,
     input: &mut R,
     path: &str,
     op: Duration,
@@ -810,7 +874,7 @@ fn reset_after_eof(tcp: &TcpStream) {
 
 /// A read or write of a data connection: an I/O error is a `CONNECTION_ERROR`, no
 /// progress within `limit` a stalled transfer (`TRANSFER_TIMEOUT`).
-async fn data_io<T>(
+pub(crate) async fn data_io<T>(
     what: &str,
     limit: Duration,
     io: impl std::future::Future<Output = std::io::Result<T>>,
@@ -829,13 +893,13 @@ async fn data_io<T>(
 }
 
 /// How a timed FTP call failed.
-enum Fail {
+pub(crate) enum Fail {
     Ftp(FtpError),
     Timeout,
 }
 
 impl Fail {
-    fn classify(self, op: &str, limit: Duration) -> TransferError {
+    pub(crate) fn classify(self, op: &str, limit: Duration) -> TransferError {
         match self {
             Fail::Ftp(e) => TransferError::ftp(op, e),
             Fail::Timeout => TransferError::timeout(op, limit.as_secs_f64()),
@@ -844,7 +908,7 @@ impl Fail {
 }
 
 /// Runs an FTP future with a timeout.
-async fn timed<T>(
+pub(crate) async fn timed<T>(
     limit: Duration,
     fut: impl std::future::Future<Output = Result<T, FtpError>>,
 ) -> Result<T, Fail> {

@@ -8,12 +8,14 @@
 //!   [`Broker::start_again`].
 //! - [`service`]: the real service (`ftp-pooler run`) as a child process, with the
 //!   Kafka side of a client (produce tasks, watch results, committed offsets).
-//! - [`FtpServer::start`]: a vsftpd, pyftpdlib or pure-ftpd server, plain or explicit
-//!   FTPS, or a proftpd server, plain, with its own root directory, owned by the test and
-//!   stopped when dropped.
+//! - [`FtpServer::start`]: a vsftpd, pyftpdlib, pure-ftpd or proftpd server, plain or
+//!   explicit FTPS, accepting passive and active mode, with its own root directory, owned
+//!   by the test and stopped when dropped.
 //!
 //! - [`scripted_server`]: a fake FTP server, for behaviours no real server shows on
 //!   demand (a short download, a refused upload); unit-level only.
+//!   [`scripted_active_server`] does the same for active mode (a server that never
+//!   connects back, one that refuses EPRT), and records what the client announced.
 //!
 //! Servers run through `scripts/testbed/serve` (the same script the dev stack uses), as
 //! children of one long-lived spawner thread with `PR_SET_PDEATHSIG`, so they die with the
@@ -46,8 +48,8 @@ pub enum FtpKind {
     Pyftpdlib,
     /// Unpacked from its Debian package by the install script.
     PureFtpd,
-    /// Plain FTP only (unpacked from its Debian package by the install script; its TLS
-    /// module is another package, not unpacked).
+    /// Unpacked from its Debian package by the install script, with its TLS module
+    /// (proftpd-mod-crypto); FTPS over TLS 1.2, session reuse required.
     Proftpd,
 }
 
@@ -135,11 +137,6 @@ impl FtpServer {
         assert!(
             vsftpd_options.is_empty() || kind == FtpKind::Vsftpd || vsftpd_options == ["noepsv"],
             "options for pyftpdlib: only noepsv"
-        );
-        assert!(
-            !tls || kind != FtpKind::Proftpd,
-            "{}: the test bed serves it over plain FTP only",
-            kind.name()
         );
         let root = tempfile::Builder::new()
             .prefix(&format!("ftp-root-{}-", kind.name()))
@@ -249,6 +246,8 @@ impl FtpServer {
             user: ftp_user(),
             password: Secret::new(ftp_password()),
             passive: true,
+            active_address: None,
+            active_port_range: None,
             timeout_seconds: Some(10),
             tls: match (self.tls, self.implicit) {
                 (false, _) => TlsMode::None,
@@ -382,4 +381,107 @@ pub fn scripted_server(
         }
     });
     port
+}
+
+/// A scripted FTP server for active mode (see [`scripted_active_server`]).
+pub struct ScriptedActive {
+    pub port: u16,
+    announced: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ScriptedActive {
+    /// Every EPRT and PORT command received so far, as sent ("EPRT |1|127.0.0.1|5000|").
+    pub fn announcements(&self) -> Vec<String> {
+        self.announced.lock().unwrap().clone()
+    }
+}
+
+/// The address an EPRT or PORT command announces (`EPRT |1|h|p|`, `PORT h1,..,h4,p1,p2`).
+pub fn announced_address(command: &str) -> Option<std::net::SocketAddr> {
+    let (verb, arg) = command.trim().split_once(' ')?;
+    match verb.to_ascii_uppercase().as_str() {
+        "EPRT" => {
+            let d = arg.chars().next()?;
+            let parts: Vec<&str> = arg.trim_matches(d).split(d).collect();
+            match parts[..] {
+                [_, ip, port] => Some(std::net::SocketAddr::new(
+                    ip.parse().ok()?,
+                    port.parse().ok()?,
+                )),
+                _ => None,
+            }
+        }
+        "PORT" => {
+            let n: Vec<u8> = arg
+                .split(',')
+                .map(|p| p.trim().parse().ok())
+                .collect::<Option<_>>()?;
+            match n[..] {
+                [a, b, c, d, hi, lo] => Some(std::net::SocketAddr::from((
+                    [a, b, c, d],
+                    u16::from(hi) * 256 + u16::from(lo),
+                ))),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// A scripted FTP server for active mode (a fake, for behaviours no test-bed server shows
+/// on demand: one that never connects back, or that refuses EPRT). It logs anyone in,
+/// records every EPRT/PORT command and answers it with "200 ok" (EPRT with "500 unknown
+/// command" when `refuse_eprt`), and answers each RETR or STOR with
+/// `on_transfer(verb, control, announced)`: `announced` is the last address announced,
+/// which the handler may connect to (or not); it writes any preliminary reply and data,
+/// and returns the final reply. Any other command gets "200 ok".
+pub fn scripted_active_server(
+    refuse_eprt: bool,
+    on_transfer: fn(&str, &mut TcpStream, std::net::SocketAddr) -> String,
+) -> ScriptedActive {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let announced = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = announced.clone();
+    std::thread::spawn(move || {
+        for control in listener.incoming() {
+            let Ok(mut control) = control else { return };
+            let record = record.clone();
+            std::thread::spawn(move || {
+                let mut lines = BufReader::new(control.try_clone().unwrap());
+                let mut target = None;
+                control.write_all(b"220 fake\r\n").unwrap();
+                let mut line = String::new();
+                while lines.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                    let verb = line.split_whitespace().next().unwrap_or("").to_uppercase();
+                    let reply = match verb.as_str() {
+                        "USER" => "331 password\r\n".to_string(),
+                        "PASS" => "230 in\r\n".to_string(),
+                        "PWD" => "257 \"/\"\r\n".to_string(),
+                        "EPRT" | "PORT" => {
+                            record.lock().unwrap().push(line.trim().to_string());
+                            if verb == "EPRT" && refuse_eprt {
+                                "500 unknown command\r\n".to_string()
+                            } else {
+                                target = announced_address(&line);
+                                "200 ok\r\n".to_string()
+                            }
+                        }
+                        "RETR" | "STOR" => match target.take() {
+                            Some(addr) => on_transfer(&verb, &mut control, addr),
+                            None => "425 use PORT or EPRT first\r\n".to_string(),
+                        },
+                        "QUIT" => "221 bye\r\n".to_string(),
+                        _ => "200 ok\r\n".to_string(),
+                    };
+                    if control.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    ScriptedActive { port, announced }
 }

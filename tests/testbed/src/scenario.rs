@@ -44,6 +44,8 @@ pub struct Scenario {
     pub work: tempfile::TempDir,
     pub topics: Topics,
     pub planned: Vec<Planned>,
+    /// The FTP connections in active mode (`passive = false`) instead of passive.
+    pub active: bool,
 }
 
 pub fn content(i: usize) -> Vec<u8> {
@@ -156,6 +158,7 @@ impl Scenario {
             work,
             topics,
             planned,
+            active: false,
         }
     }
 
@@ -163,6 +166,9 @@ impl Scenario {
         let mut ini = String::new();
         for (id, server) in &self.servers {
             ini.push_str(&server.ini_section(id));
+            if self.active {
+                ini.push_str("passive = false\n");
+            }
             ini.push('\n');
         }
         ini.push_str(&format!(
