@@ -8,7 +8,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ftp_pooler_testbed::http::request;
-use ftp_pooler_testbed::scenario::{clean_run, cpu_time, kill_stage_mid_run, tail, Scenario};
+use ftp_pooler_testbed::sasl_front::{OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET};
+use ftp_pooler_testbed::scenario::{
+    clean_run, clean_run_with_env, cpu_time, kill_stage_mid_run, tail, Scenario,
+};
+use ftp_pooler_testbed::service::Topics;
 use ftp_pooler_testbed::{use_secured_broker, Security};
 
 const EXE: &str = env!("CARGO_BIN_EXE_ftp-pooler");
@@ -81,4 +85,113 @@ async fn a_wrong_password_shows_in_ready_without_a_log_flood_or_a_spin() {
     let (code, body) = request(svc.api_port, "GET", "/ready").await.unwrap();
     assert_eq!(code, 503);
     assert!(body.contains("broker_authentication_failed"), "{body}");
+}
+
+/// OAUTHBEARER with librdkafka's own OIDC client (client credentials grant against the
+/// test bed's token endpoint), the client secret from the environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_sasl_ssl_with_oauthbearer_oidc_every_task_gets_exactly_one_result() {
+    let broker = use_secured_broker(Security::SaslSsl);
+    let url = broker.token_url().expect("a SASL front");
+    let mut env: Vec<(String, String)> =
+        vec![("TEST_OAUTH_SECRET".into(), OAUTH_CLIENT_SECRET.into())];
+    for map in ["CONSUMER", "PRODUCER"] {
+        for (property, value) in [
+            ("SASL_MECHANISM", "OAUTHBEARER"),
+            ("SASL_OAUTHBEARER_METHOD", "oidc"),
+            ("SASL_OAUTHBEARER_CLIENT_ID", OAUTH_CLIENT_ID),
+            ("SASL_OAUTHBEARER_CLIENT_SECRET", "${env:TEST_OAUTH_SECRET}"),
+            ("SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL", url.as_str()),
+        ] {
+            env.push((
+                format!("FTP_POOLER_KAFKA__{map}_CONFIG__{property}"),
+                value.into(),
+            ));
+        }
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let before = broker.tokens_issued();
+    clean_run_with_env(Path::new(EXE), 300, &env).await;
+    // The test's own clients use SCRAM: every token went to the service.
+    assert!(broker.tokens_issued() > before, "no token was fetched");
+}
+
+/// `ftp-pooler-client` takes the service's settings (config.yaml and environment) and
+/// `-X` properties, checked by librdkafka.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_uses_the_services_settings_and_x_properties() {
+    let broker = use_secured_broker(Security::SaslSsl);
+    let topics = Topics::create(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = dir.path().join("config.yaml");
+    std::fs::write(&yaml, topics.config_yaml("")).unwrap();
+    let client = || {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ftp-pooler-client"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("FTP_POOLER_") {
+                c.env_remove(k);
+            }
+        }
+        c.stdin(std::process::Stdio::piped());
+        c
+    };
+    let run = |mut c: std::process::Command, input: &str| {
+        let mut child = c
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // Produce with config.yaml: its input topic, its security.
+    let mut c = client();
+    c.arg("--config").arg(&yaml).arg("produce");
+    let out = run(c, "{\"task_id\": \"client-1\"}\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "0:0 client-1\n");
+
+    // Read it back with -X properties only.
+    let mut c = client();
+    c.args(["--bootstrap", broker.bootstrap()]);
+    for (k, v) in broker.properties() {
+        c.arg("-X").arg(format!("{k}={v}"));
+    }
+    c.args([
+        "watch",
+        "--topic",
+        &topics.tasks,
+        "--count",
+        "1",
+        "--timeout",
+        "30",
+    ]);
+    let out = run(c, "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("client-1"), "{stdout}");
+
+    // A property librdkafka does not know: exit 2, named.
+    let mut c = client();
+    c.arg("--config")
+        .arg(&yaml)
+        .args(["-X", "sesion.timeout.ms=1", "produce"]);
+    let out = run(c, "");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("sesion.timeout.ms"), "{stderr}");
 }

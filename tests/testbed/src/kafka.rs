@@ -42,7 +42,7 @@ pub struct Broker {
 }
 
 /// Something in front of a secured Tansu.
-#[allow(dead_code)]
+#[allow(dead_code)] // kept to keep them running
 enum Front {
     Tls(ServerProcess),
     Sasl(crate::sasl_front::SaslFront),
@@ -270,6 +270,26 @@ impl Broker {
             properties: Vec::new(),
             _fronts: Vec::new(),
         }
+    }
+
+    /// The OAuth token endpoint of a broker behind a SASL front (OAUTHBEARER with
+    /// librdkafka's OIDC client: `sasl.oauthbearer.token.endpoint.url`).
+    pub fn token_url(&self) -> Option<String> {
+        self._fronts.iter().find_map(|f| match f {
+            Front::Sasl(front) => Some(front.token_url()),
+            Front::Tls(_) => None,
+        })
+    }
+
+    /// How many OAuth tokens the SASL front's endpoint issued.
+    pub fn tokens_issued(&self) -> usize {
+        self._fronts
+            .iter()
+            .map(|f| match f {
+                Front::Sasl(front) => front.tokens_issued(),
+                Front::Tls(_) => 0,
+            })
+            .sum()
     }
 
     /// The librdkafka properties every client of this broker needs besides

@@ -14,7 +14,11 @@
 //! (passed to Tansu and its answer back), then SaslHandshake (v0/v1: the mechanism) and
 //! SaslAuthenticate (v0/v1: the mechanism's messages), which this front answers itself.
 //! Mechanisms: PLAIN and SCRAM-SHA-256/512 (RFC 5802, RFC 7677) against a fixed list of
-//! users. Any other request before authentication closes the connection, as Kafka does;
+//! users, and OAUTHBEARER (RFC 7628) with the tokens of the front's own OAuth token
+//! endpoint (client credentials grant, RFC 6749 4.4: what librdkafka's built-in OIDC
+//! client, `sasl.oauthbearer.method=oidc`, asks for). Tokens are unsigned JWTs with the
+//! `sub` and `exp` claims librdkafka reads; the front accepts only tokens it issued.
+//! Any other request before authentication closes the connection, as Kafka does;
 //! a failed authentication answers SASL_AUTHENTICATION_FAILED (58) and closes it. Once
 //! authenticated, bytes flow both ways unchanged until either side closes.
 
@@ -34,7 +38,10 @@ const SASL_AUTHENTICATE: i16 = 36;
 const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
 const ILLEGAL_SASL_STATE: i16 = 34;
 const SASL_AUTHENTICATION_FAILED: i16 = 58;
-const MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+const MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"];
+/// The OAuth client the token endpoint knows (test credentials, not a secret).
+pub const OAUTH_CLIENT_ID: &str = "ftp-pooler-test-client";
+pub const OAUTH_CLIENT_SECRET: &str = "ftp-pooler-test-client-secret";
 const ITERATIONS: u32 = 4096;
 /// Frames over this are not Kafka requests of an unauthenticated client.
 const MAX_FRAME: usize = 1 << 20;
@@ -42,7 +49,12 @@ const MAX_FRAME: usize = 1 << 20;
 /// A running front (it lives as long as the test process).
 pub struct SaslFront {
     port: u16,
+    token_port: u16,
+    issued: Issued,
 }
+
+/// The tokens the endpoint issued.
+type Issued = Arc<std::sync::Mutex<std::collections::HashSet<String>>>;
 
 impl SaslFront {
     /// Listens on a free 127.0.0.1 port and passes authenticated connections to
@@ -54,10 +66,16 @@ impl SaslFront {
                 .map(|(u, p)| (u.to_string(), p.to_string()))
                 .collect(),
         );
-        let std_listener =
-            std::net::TcpListener::bind("127.0.0.1:0").expect("SASL front: bind 127.0.0.1:0");
-        std_listener.set_nonblocking(true).expect("nonblocking");
+        let bind = || {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("SASL front: bind");
+            l.set_nonblocking(true).expect("nonblocking");
+            l
+        };
+        let (std_listener, token_listener) = (bind(), bind());
         let port = std_listener.local_addr().expect("local addr").port();
+        let token_port = token_listener.local_addr().expect("local addr").port();
+        let issued: Issued = Arc::default();
+        let kept = issued.clone();
         std::thread::Builder::new()
             .name(format!("sasl-front-{port}"))
             .spawn(move || {
@@ -66,24 +84,147 @@ impl SaslFront {
                     .build()
                     .expect("SASL front runtime");
                 rt.block_on(async move {
+                    let tokens = TcpListener::from_std(token_listener).expect("listener");
+                    let endpoint_issued = issued.clone();
+                    tokio::spawn(async move {
+                        loop {
+                            if let Ok((c, _)) = tokens.accept().await {
+                                let issued = endpoint_issued.clone();
+                                tokio::spawn(async move {
+                                    let _ = token_endpoint(c, &issued).await;
+                                });
+                            }
+                        }
+                    });
                     let listener = TcpListener::from_std(std_listener).expect("listener");
                     loop {
                         let Ok((client, _)) = listener.accept().await else {
                             continue;
                         };
                         let users = users.clone();
+                        let issued = issued.clone();
                         tokio::spawn(async move {
-                            let _ = serve(client, upstream, &users).await;
+                            let _ = serve(client, upstream, &users, &issued).await;
                         });
                     }
                 });
             })
             .expect("SASL front thread");
-        SaslFront { port }
+        SaslFront {
+            port,
+            token_port,
+            issued: kept,
+        }
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// How many tokens the endpoint issued so far.
+    pub fn tokens_issued(&self) -> usize {
+        self.issued.lock().expect("issued").len()
+    }
+
+    /// The OAuth token endpoint (`sasl.oauthbearer.token.endpoint.url`).
+    pub fn token_url(&self) -> String {
+        format!("http://127.0.0.1:{}/token", self.token_port)
+    }
+}
+
+/// One HTTP request to the token endpoint: a client credentials grant with HTTP Basic
+/// authentication of [`OAUTH_CLIENT_ID`] -> an unsigned JWT for an hour; 401 otherwise.
+async fn token_endpoint(mut c: TcpStream, issued: &Issued) -> io::Result<()> {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Headers, then the body by Content-Length.
+    let (head_end, length) = loop {
+        let n = c.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        request.extend_from_slice(&buf[..n]);
+        if let Some(i) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&request[..i]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            break (i + 4, length);
+        }
+        if request.len() > MAX_FRAME {
+            return Ok(());
+        }
+    };
+    while request.len() < head_end + length {
+        let n = c.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        request.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&request[..head_end]).into_owned();
+    let body = String::from_utf8_lossy(&request[head_end..]).into_owned();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let expected = format!(
+        "basic {}",
+        b64.encode(format!("{OAUTH_CLIENT_ID}:{OAUTH_CLIENT_SECRET}"))
+    );
+    let authorized = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("authorization:")
+            .is_some_and(|v| v.trim() == expected.to_ascii_lowercase())
+    });
+    let granted = body.contains("grant_type=client_credentials");
+    let (status, json) = if authorized && granted {
+        let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let token = format!(
+            "{}.{}.{}",
+            url.encode(r#"{"alg":"none","typ":"JWT"}"#),
+            url.encode(format!(
+                r#"{{"sub":"{OAUTH_CLIENT_ID}","iat":{now},"exp":{},"jti":"{:016x}"}}"#,
+                now + 3600,
+                fastrand::u64(..)
+            )),
+            url.encode("unsigned")
+        );
+        issued.lock().expect("issued").insert(token.clone());
+        (
+            "200 OK",
+            format!(r#"{{"access_token":"{token}","token_type":"bearer","expires_in":3600}}"#),
+        )
+    } else {
+        (
+            "401 Unauthorized",
+            r#"{"error":"invalid_client"}"#.to_string(),
+        )
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+        json.len()
+    );
+    c.write_all(response.as_bytes()).await?;
+    c.shutdown().await
+}
+
+/// OAUTHBEARER (RFC 7628): `n,,\x01auth=Bearer <token>\x01\x01`, with a token this
+/// front's endpoint issued.
+fn oauthbearer(auth: &[u8], issued: &Issued) -> Step {
+    let text = String::from_utf8_lossy(auth);
+    let token = text
+        .split('\x01')
+        .find_map(|kv| kv.strip_prefix("auth=Bearer "))
+        .map(str::trim);
+    match token {
+        Some(t) if issued.lock().expect("issued").contains(t) => Step::Done(Vec::new()),
+        _ => Step::Fail(
+            SASL_AUTHENTICATION_FAILED,
+            "Authentication failed: invalid token".into(),
+        ),
     }
 }
 
@@ -91,6 +232,7 @@ async fn serve(
     mut client: TcpStream,
     upstream: u16,
     users: &HashMap<String, String>,
+    issued: &Issued,
 ) -> io::Result<()> {
     client.set_nodelay(true)?;
     let mut broker = TcpStream::connect(("127.0.0.1", upstream)).await?;
@@ -135,6 +277,7 @@ async fn serve(
                 let step = match mechanism {
                     None => Step::Fail(ILLEGAL_SASL_STATE, "no SaslHandshake before".into()),
                     Some("PLAIN") => plain(auth, users),
+                    Some("OAUTHBEARER") => oauthbearer(auth, issued),
                     Some(m) => match scram.take() {
                         None => match ScramExchange::first(m, auth, users) {
                             Ok((exchange, out)) => {

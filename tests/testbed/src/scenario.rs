@@ -469,9 +469,14 @@ pub async fn kill_stage_mid_run(exe: &Path, stage: &str) -> usize {
 /// `n` mixed tasks and no fault: exactly one result per task, the offsets committed, and
 /// a clean exit on SIGTERM.
 pub async fn clean_run(exe: &Path, n: usize) {
+    clean_run_with_env(exe, n, &[]).await
+}
+
+/// [`clean_run`], the service started with `env` (e.g. settings overrides).
+pub async fn clean_run_with_env(exe: &Path, n: usize, env: &[(&str, &str)]) {
     let sc = Scenario::new(exe, n).await;
     let watcher = Watcher::start(&sc.topics).await;
-    let mut svc = sc.start("");
+    let mut svc = sc.start_with_env("", env);
     svc.wait_ready(Duration::from_secs(60)).await;
     let deliveries = sc.produce().await;
     let seen = sc.wait_all(&watcher, &svc, RUN_LIMIT).await;
