@@ -313,27 +313,9 @@ async fn a_server_refusing_eprt_gets_port_for_the_rest_of_the_session() {
 /// file, offsets committed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_in_active_mode_gives_every_task_exactly_one_result() {
-    use ftp_pooler_testbed::scenario::{tail, Scenario, RUN_LIMIT};
-    use ftp_pooler_testbed::service::Watcher;
+    use ftp_pooler_testbed::scenario::{clean_run_of, Scenario};
     let mut sc = Scenario::new(Path::new(env!("CARGO_BIN_EXE_ftp-pooler")), 400).await;
     sc.active = true;
     assert!(sc.connections_ini().contains("passive = false"));
-    let watcher = Watcher::start(&sc.topics).await;
-    let mut svc = sc.start("");
-    svc.wait_ready(Duration::from_secs(60)).await;
-    let deliveries = sc.produce().await;
-    let seen = sc.wait_all(&watcher, &svc, RUN_LIMIT).await;
-    assert_eq!(
-        sc.verify(&seen),
-        0,
-        "no fault, so exactly one result per task"
-    );
-    sc.wait_committed(&deliveries, Duration::from_secs(20))
-        .await;
-    svc.signal(nix::sys::signal::Signal::SIGTERM);
-    let status = svc
-        .wait_exit(Duration::from_secs(30))
-        .await
-        .expect("exits after SIGTERM");
-    assert!(status.success(), "{status}:\n{}", tail(&svc.log(), 40));
+    clean_run_of(&sc, &[]).await;
 }

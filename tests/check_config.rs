@@ -129,6 +129,22 @@ fn valid_connections(dir: &std::path::Path) -> std::path::PathBuf {
     conns
 }
 
+/// `check-config` on these files, with `env` added.
+fn check(
+    cfg: &std::path::Path,
+    conns: &std::path::Path,
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    ftp_pooler()
+        .args(["check-config", "--config"])
+        .arg(cfg)
+        .arg("--connections")
+        .arg(conns)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
 /// `check-config` and `run` on the same files: both exit 2 with the same errors.
 fn check_and_run(cfg: &std::path::Path, conns: &std::path::Path, env: &[(&str, &str)]) -> String {
     let mut outs = Vec::new();
@@ -247,14 +263,7 @@ fn secrets_come_from_files_and_the_environment_and_never_show() {
         ),
     )
     .unwrap();
-    let out = ftp_pooler()
-        .args(["check-config", "--config"])
-        .arg(&cfg)
-        .arg("--connections")
-        .arg(&conns)
-        .env("KAFKA_PW", "from-the-env-s3cret")
-        .output()
-        .unwrap();
+    let out = check(&cfg, &conns, &[("KAFKA_PW", "from-the-env-s3cret")]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -267,13 +276,7 @@ fn secrets_come_from_files_and_the_environment_and_never_show() {
     assert!(!stdout.contains("s3cret"), "{stdout}");
 
     // A reference to nothing is refused, naming the property and the variable.
-    let out = ftp_pooler()
-        .args(["check-config", "--config"])
-        .arg(&cfg)
-        .arg("--connections")
-        .arg(&conns)
-        .output()
-        .unwrap();
+    let out = check(&cfg, &conns, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(

@@ -474,7 +474,11 @@ pub async fn clean_run(exe: &Path, n: usize) {
 
 /// [`clean_run`], the service started with `env` (e.g. settings overrides).
 pub async fn clean_run_with_env(exe: &Path, n: usize, env: &[(&str, &str)]) {
-    let sc = Scenario::new(exe, n).await;
+    clean_run_of(&Scenario::new(exe, n).await, env).await
+}
+
+/// [`clean_run`] of a scenario made by the caller.
+pub async fn clean_run_of(sc: &Scenario, env: &[(&str, &str)]) {
     let watcher = Watcher::start(&sc.topics).await;
     let mut svc = sc.start_with_env("", env);
     svc.wait_ready(Duration::from_secs(60)).await;
