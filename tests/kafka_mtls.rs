@@ -17,14 +17,15 @@ async fn over_mutual_tls_every_task_gets_exactly_one_result_and_its_offset_commi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn over_mutual_tls_a_killed_transfer_worker_loses_nothing() {
+async fn over_mutual_tls_a_killed_ingest_loses_nothing() {
     use_secured_broker(Security::MutualTls);
-    kill_stage_mid_run(Path::new(EXE), "transfer:a").await;
+    kill_stage_mid_run(Path::new(EXE), "ingest").await;
 }
 
-/// Without its client certificate the service is refused, and `/ready` says why.
+/// With a client certificate the broker does not trust, the service is refused, and
+/// `/ready` says it is TLS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_a_client_certificate_ready_says_the_broker_refuses_it() {
+async fn an_untrusted_client_certificate_shows_in_ready_as_tls() {
     use_secured_broker(Security::MutualTls);
     let sc = Scenario::new(Path::new(EXE), 1).await;
     // The certificate and key of another (self-made, untrusted) client.

@@ -281,7 +281,14 @@ impl Registry {
                     continue;
                 }
                 Some(t) if t == "ftp" => {
-                    keys.retain(|k, _| own.contains(k) || FTP_KEYS.contains(&k.as_str()));
+                    // Active-mode keys inherited from [DEFAULT] by a passive connection
+                    // do not apply to it (set in the section itself, they are an error).
+                    let passive = keys.get("passive").and_then(|v| parse_bool(v)) != Some(false);
+                    keys.retain(|k, _| {
+                        own.contains(k)
+                            || (FTP_KEYS.contains(&k.as_str())
+                                && !(passive && k.starts_with("active_")))
+                    });
                     parse_ftp(&keys, &mut bad)
                 }
                 Some(t) if t == "local" => {

@@ -11,6 +11,7 @@
 mod active;
 mod connections;
 mod error;
+mod kafka;
 pub mod references;
 mod schema;
 mod settings;
@@ -20,10 +21,10 @@ pub use connections::{
     Connection, ConnectionKind, FtpConnection, LocalConnection, Registry, Secret, TlsMode,
 };
 pub use error::{ConfigError, ConfigErrors, Place};
+pub use kafka::{is_secret_property, no_kafka_check, KafkaCheck, KafkaMap, PropertyProblem};
 pub use settings::{
-    is_secret_property, no_kafka_check, ApiSettings, CircuitBreakerSettings, KafkaCheck, KafkaMap,
-    KafkaSettings, LoggingSettings, MetricsSettings, PoolSettings, PropertyProblem, Settings,
-    ShutdownSettings, SupervisorSettings, TransferSettings,
+    ApiSettings, CircuitBreakerSettings, KafkaSettings, LoggingSettings, MetricsSettings,
+    PoolSettings, Settings, ShutdownSettings, SupervisorSettings, TransferSettings,
 };
 
 use std::path::{Path, PathBuf};

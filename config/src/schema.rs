@@ -139,11 +139,11 @@ fn normalise_leaf(value: &mut Value, shape: &Shape) -> Result<(), String> {
             let mut out = Mapping::new();
             for (k, v) in m {
                 let (Some(k), Some(v)) = (scalar(k), scalar(v)) else {
+                    // The key only: a free map holds librdkafka properties, some secret.
                     return Err(format!(
-                        "expected {}, found an entry {}: {}",
+                        "expected {}, found an entry {} whose value is not text, a number or a boolean",
                         shape.expected(),
-                        show(k),
-                        show(v)
+                        show(k)
                     ));
                 };
                 out.insert(Value::String(k), Value::String(v));
@@ -169,6 +169,13 @@ pub(crate) fn from_env_text(text: &str, shape: &Shape) -> Result<Value, String> 
             return Err("is a section: set its keys one by one (SECTION__KEY)".into())
         }
         // Booleans, numbers, JSON lists and maps: YAML is a superset of JSON.
+        // A map may hold secrets: its text is never shown, only where it fails.
+        Shape::FreeMap => serde_yaml::from_str::<Value>(text).map_err(|e| {
+            let at = e.location().map_or(String::new(), |l| {
+                format!(" (line {}, column {})", l.line(), l.column())
+            });
+            format!("expected {}, cannot parse the value{at}", shape.expected())
+        })?,
         _ => serde_yaml::from_str::<Value>(text)
             .map_err(|e| format!("expected {}, cannot parse {text:?}: {e}", shape.expected()))?,
     };
@@ -222,7 +229,14 @@ fn join(path: &str, key: &str) -> String {
 }
 
 fn wrong(shape: &Shape, found: &Value) -> String {
-    format!("expected {}, found {}", shape.expected(), show(found))
+    let found = match (shape, found) {
+        // A free map holds librdkafka properties, some secret: name what was found, not
+        // its text.
+        (Shape::FreeMap, Value::String(_)) => "text".to_string(),
+        (Shape::FreeMap, Value::Number(_)) => "a number".to_string(),
+        _ => show(found),
+    };
+    format!("expected {}, found {found}", shape.expected())
 }
 
 /// A short rendering of a value for error messages.

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 
 use crate::error::{ConfigError, ConfigErrors, Place};
+use crate::kafka::{property_place, resolve_references, KafkaCheck, KafkaMap};
 use crate::schema::{self, Shape};
 use crate::ENV_PREFIX;
 
@@ -236,96 +237,6 @@ impl Default for ShutdownSettings {
     }
 }
 
-impl std::fmt::Debug for KafkaSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let redact = |map: &BTreeMap<String, String>| -> BTreeMap<String, String> {
-            map.iter()
-                .map(|(k, v)| {
-                    let v = if is_secret_property(k) {
-                        "***".to_string()
-                    } else {
-                        v.clone()
-                    };
-                    (k.clone(), v)
-                })
-                .collect()
-        };
-        f.debug_struct("KafkaSettings")
-            .field("bootstrap_servers", &self.bootstrap_servers)
-            .field("consumer_group", &self.consumer_group)
-            .field("input_topic", &self.input_topic)
-            .field("result_topic", &self.result_topic)
-            .field("fail_topic", &self.fail_topic)
-            .field("dlq_topic", &self.dlq_topic)
-            .field("max_retries", &self.max_retries)
-            .field("base_backoff_ms", &self.base_backoff_ms)
-            .field("max_backoff_ms", &self.max_backoff_ms)
-            .field("consumer_config", &redact(&self.consumer_config))
-            .field("producer_config", &redact(&self.producer_config))
-            .finish()
-    }
-}
-
-/// librdkafka properties that hold secrets (`sasl.password`, `ssl.key.password`,
-/// `sasl.oauthbearer.client.secret`, ...): never shown.
-pub fn is_secret_property(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    ["password", "secret", "pem", "credentials", "token"]
-        .iter()
-        .any(|w| n.contains(w))
-}
-
-/// librdkafka properties the delivery guarantees rest on, and the only value allowed.
-const PINNED_CONSUMER: &[(&str, &str)] = &[
-    ("enable.auto.commit", "false"),
-    ("enable.auto.offset.store", "false"),
-];
-const PINNED_PRODUCER: &[(&str, &str)] = &[("acks", "all"), ("enable.idempotence", "true")];
-
-impl KafkaSettings {
-    /// librdkafka consumer properties: the service's own, then `consumer_config`.
-    /// Offsets are committed by hand, after publish (auto commit and auto store off).
-    pub fn consumer_properties(&self) -> Vec<(String, String)> {
-        let mut props = vec![
-            (
-                "bootstrap.servers".to_string(),
-                self.bootstrap_servers.join(","),
-            ),
-            ("group.id".into(), self.consumer_group.clone()),
-            ("auto.offset.reset".into(), "earliest".into()),
-            ("enable.partition.eof".into(), "false".into()),
-            // Tasks are latency-sensitive and small: do not let an idle fetch sit for
-            // librdkafka's default 500 ms (some brokers hold it that long).
-            ("fetch.wait.max.ms".into(), "100".into()),
-        ];
-        props.extend(pinned(PINNED_CONSUMER));
-        props.extend(self.consumer_config.clone());
-        props
-    }
-
-    /// librdkafka producer properties: the service's own (acks=all, idempotence on),
-    /// then `producer_config`.
-    pub fn producer_properties(&self) -> Vec<(String, String)> {
-        let mut props = vec![
-            (
-                "bootstrap.servers".to_string(),
-                self.bootstrap_servers.join(","),
-            ),
-            // A DLQ record keeps the whole original value and a result echoes the task's
-            // paths: allow records far over librdkafka's 1 MB default. A broker or topic
-            // with a smaller limit refuses them; publish then cuts the record, visibly.
-            ("message.max.bytes".into(), (32 << 20).to_string()),
-        ];
-        props.extend(pinned(PINNED_PRODUCER));
-        props.extend(self.producer_config.clone());
-        props
-    }
-}
-
-fn pinned(list: &'static [(&'static str, &'static str)]) -> impl Iterator<Item = (String, String)> {
-    list.iter().map(|(k, v)| (k.to_string(), v.to_string()))
-}
-
 /// Loads the settings: defaults, then `file` (if any), then environment overrides.
 pub(crate) fn load(
     file: Option<&Path>,
@@ -443,80 +354,6 @@ pub(crate) fn load(
     errors.into_result(settings)
 }
 
-/// A check of the librdkafka properties by something that knows librdkafka (the kafka
-/// crate: this one does not link it); [`no_kafka_check`] checks nothing.
-pub type KafkaCheck<'a> = dyn Fn(&KafkaSettings) -> Vec<PropertyProblem> + 'a;
-
-/// Checks nothing (for callers that only read the settings).
-pub fn no_kafka_check(_: &KafkaSettings) -> Vec<PropertyProblem> {
-    Vec::new()
-}
-
-/// Which librdkafka map a property is in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum KafkaMap {
-    Consumer,
-    Producer,
-}
-
-impl KafkaMap {
-    /// Its dotted key in config.yaml.
-    pub fn key(self) -> &'static str {
-        match self {
-            KafkaMap::Consumer => "kafka.consumer_config",
-            KafkaMap::Producer => "kafka.producer_config",
-        }
-    }
-}
-
-/// A problem with a librdkafka property (or with a map as a whole). `problem` starts
-/// with the property's name and never shows a secret value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PropertyProblem {
-    pub map: KafkaMap,
-    pub property: Option<String>,
-    pub problem: String,
-}
-
-/// Replaces each `${file:...}` / `${env:...}` value of the librdkafka maps by what it
-/// names ([`crate::references`]); a problem names the property, never its value.
-/// Returns the properties that could not be resolved.
-fn resolve_references(
-    kafka: &mut KafkaSettings,
-    env: &[(String, String)],
-    at: &dyn Fn(&str) -> Place,
-    errors: &mut ConfigErrors,
-) -> Vec<(KafkaMap, String)> {
-    let mut unresolved = Vec::new();
-    for (which, map) in [
-        (KafkaMap::Consumer, &mut kafka.consumer_config),
-        (KafkaMap::Producer, &mut kafka.producer_config),
-    ] {
-        for (property, value) in map.iter_mut() {
-            match crate::references::resolve(value, env) {
-                Ok(v) => *value = v,
-                Err(problem) => {
-                    errors.push(ConfigError::new(
-                        property_place(at, which.key(), property),
-                        format!("{property}: {problem}"),
-                    ));
-                    unresolved.push((which, property.clone()));
-                }
-            }
-        }
-    }
-    unresolved
-}
-
-/// Where a librdkafka property was set: its own environment variable if it came from
-/// one, else where its map was written (the YAML file's key, or a variable).
-pub(crate) fn property_place(at: &dyn Fn(&str) -> Place, map_key: &str, property: &str) -> Place {
-    match at(&format!("{map_key}.{property}")) {
-        Place::Default(_) => at(map_key),
-        place => place,
-    }
-}
-
 fn read_yaml(path: &Path) -> Result<Value, ConfigErrors> {
     let file_err =
         |problem: String| ConfigErrors::from(ConfigError::new(Place::File(path.into()), problem));
@@ -585,37 +422,14 @@ fn validate(s: &Settings, at: &dyn Fn(&str) -> Place, errors: &mut ConfigErrors)
             format!("must be >= kafka.base_backoff_ms ({})", k.base_backoff_ms),
         );
     }
-    let mut pinned_errors = Vec::new();
-    for (map_key, map, pins) in [
-        ("kafka.consumer_config", &k.consumer_config, PINNED_CONSUMER),
-        ("kafka.producer_config", &k.producer_config, PINNED_PRODUCER),
-    ] {
-        for (prop, want) in pins {
-            if let Some(v) = map.get(*prop) {
-                let same = v.eq_ignore_ascii_case(want) || (*want == "all" && v == "-1");
-                if !same {
-                    pinned_errors.push(ConfigError::new(
-                        property_place(at, map_key, prop),
-                        format!("{prop} must stay {want}: the delivery guarantees depend on it"),
-                    ));
-                }
-            }
-        }
-        for prop in ["bootstrap.servers", "group.id"] {
-            if map.contains_key(prop) {
-                bad(
-                    map_key,
-                    format!(
-                        "{prop} is set by kafka.{}; do not repeat it here",
-                        if prop == "group.id" {
-                            "consumer_group"
-                        } else {
-                            "bootstrap_servers"
-                        }
-                    ),
-                );
-            }
-        }
+    // Pinned properties and keys set elsewhere, named where they were set.
+    let mut rule_errors = Vec::new();
+    for p in k.rule_problems() {
+        let place = match &p.property {
+            Some(property) => property_place(at, p.map.key(), property),
+            None => at(p.map.key()),
+        };
+        rule_errors.push(ConfigError::new(place, p.problem));
     }
 
     let p = &s.pool;
@@ -711,7 +525,7 @@ fn validate(s: &Settings, at: &dyn Fn(&str) -> Place, errors: &mut ConfigErrors)
             format!("{:?} is not a format (json or text)", s.logging.format),
         );
     }
-    for e in pinned_errors {
+    for e in rule_errors {
         errors.push(e);
     }
 }

@@ -149,3 +149,17 @@ passive = true
         "{errs:#?}"
     );
 }
+
+/// Active-mode keys in [DEFAULT] reach the active connections and leave the passive ones
+/// alone (in a passive section itself they are an error, above).
+#[test]
+fn default_active_keys_apply_to_active_connections_only() {
+    let r = registry(
+        "[DEFAULT]\nactive_port_range = 50000-50100\n\n[act]\ntype = ftp\nhost = h\npassive = false\n\n[pas]\ntype = ftp\nhost = h\n",
+    )
+    .unwrap();
+    let act = r.get("act").unwrap().as_ftp().unwrap();
+    assert!(act.active_port_range.is_some());
+    let pas = r.get("pas").unwrap().as_ftp().unwrap();
+    assert!(pas.passive && pas.active_port_range.is_none());
+}

@@ -157,7 +157,10 @@ fn env_beats_file_beats_defaults() {
     let props = s.kafka.consumer_properties();
     assert!(props.contains(&("bootstrap.servers".into(), "host1:9092,host2:9092".into())));
     assert!(props.contains(&("enable.auto.commit".into(), "false".into())));
-    assert!(props.contains(&("session.timeout.ms".into(), "6000".into())));
+    assert!(
+        !props.iter().any(|(k, _)| k == "session.timeout.ms"),
+        "the service's own only: the kafka crate adds the operator's"
+    );
 }
 
 #[test]
@@ -623,4 +626,55 @@ fn the_pod_session_budget_is_shared_between_connections() {
     s.pool.max_sessions_per_pod = 2;
     let b = session_budget(&s, &registry);
     assert!(b.values().all(|&v| v == 1), "at least one each: {b:?}");
+}
+
+#[test]
+fn a_malformed_librdkafka_map_never_shows_its_text() {
+    let e = env(&[(
+        "FTP_POOLER_KAFKA__CONSUMER_CONFIG",
+        "{\"sasl.password\": \"hunter2-map\", ",
+    )]);
+    let errs = errors_of(load_settings(None, &e));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(!errs[0].contains("hunter2-map"), "{errs:?}");
+    let e = env(&[(
+        "FTP_POOLER_KAFKA__PRODUCER_CONFIG",
+        "sasl.password=hunter2-text",
+    )]);
+    let errs = errors_of(load_settings(None, &e));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(!errs[0].contains("hunter2-text"), "{errs:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.yaml");
+    std::fs::write(
+        &f,
+        "kafka:\n  producer_config: {sasl.password: [hunter2-list]}\n",
+    )
+    .unwrap();
+    let errs = errors_of(load_settings(Some(&f), &[]));
+    assert!(!errs.iter().any(|e| e.contains("hunter2")), "{errs:?}");
+    assert!(
+        !format!("{:?}", load_settings(None, &env(&[("FTP_POOLER_KAFKA__CONSUMER_CONFIG__SASL_OAUTHBEARER_ASSERTION_PRIVATE_KEY_PASSPHRASE", "hunter2-pp")])).unwrap()).contains("hunter2-pp")
+    );
+}
+
+#[test]
+fn pinned_properties_accept_what_librdkafka_reads_as_the_same_value() {
+    for (k, v) in [
+        ("FTP_POOLER_KAFKA__CONSUMER_CONFIG__ENABLE_AUTO_COMMIT", "0"),
+        (
+            "FTP_POOLER_KAFKA__CONSUMER_CONFIG__ENABLE_AUTO_OFFSET_STORE",
+            "F",
+        ),
+        ("FTP_POOLER_KAFKA__PRODUCER_CONFIG__ENABLE_IDEMPOTENCE", "1"),
+        ("FTP_POOLER_KAFKA__PRODUCER_CONFIG__ACKS", "-1"),
+    ] {
+        assert!(load_settings(None, &env(&[(k, v)])).is_ok(), "{k}={v}");
+    }
+    for (k, v) in [
+        ("FTP_POOLER_KAFKA__CONSUMER_CONFIG__ENABLE_AUTO_COMMIT", "1"),
+        ("FTP_POOLER_KAFKA__PRODUCER_CONFIG__ACKS", "1"),
+    ] {
+        assert!(load_settings(None, &env(&[(k, v)])).is_err(), "{k}={v}");
+    }
 }

@@ -41,16 +41,17 @@ struct Cli {
     bootstrap: Option<String>,
     /// A librdkafka property for both the producer and the consumer, over the settings
     /// (repeatable), e.g. -X security.protocol=SASL_SSL.
-    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = property)]
-    properties: Vec<(String, String)>,
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    properties: Vec<String>,
     #[command(subcommand)]
     command: Cmd,
 }
 
-fn property(text: &str) -> Result<(String, String), String> {
+/// `KEY=VALUE`.
+fn property(text: &str) -> Result<(String, String), ()> {
     match text.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
-        _ => Err(format!("expected KEY=VALUE, not {text:?}")),
+        _ => Err(()),
     }
 }
 
@@ -71,19 +72,51 @@ impl Cli {
         if let Some(b) = &self.bootstrap {
             kafka.bootstrap_servers = b.split(',').map(|s| s.trim().to_string()).collect();
         }
-        for (k, v) in &self.properties {
-            kafka.consumer_config.insert(k.clone(), v.clone());
-            kafka.producer_config.insert(k.clone(), v.clone());
+        // As in config.yaml: ${file:...} / ${env:...} references, and the properties
+        // the guarantees pin keep their values.
+        let mut problems = Vec::new();
+        for (i, text) in self.properties.iter().enumerate() {
+            let Ok((k, v)) = property(text) else {
+                problems.push(format!(
+                    "-X number {}: expected KEY=VALUE (not shown: it may hold a secret)",
+                    i + 1
+                ));
+                continue;
+            };
+            match ftp_pooler_config::references::resolve(&v, &env) {
+                Ok(v) => {
+                    kafka.consumer_config.insert(k.clone(), v.clone());
+                    kafka.producer_config.insert(k, v);
+                }
+                Err(problem) => problems.push(format!("-X {k}: {problem}")),
+            }
         }
-        let problems = ftp_pooler_kafka::check(&kafka);
+        problems.extend(
+            kafka
+                .rule_problems()
+                .into_iter()
+                .chain(ftp_pooler_kafka::check(&kafka))
+                .map(|p| format!("{}: {}", p.map.key(), p.problem)),
+        );
         if !problems.is_empty() {
             for p in problems {
-                eprintln!("{}: {}", p.map.key(), p.problem);
+                eprintln!("{p}");
             }
             std::process::exit(2);
         }
         Ok(kafka)
     }
+}
+
+/// librdkafka's log and errors (broker unreachable, authentication failed) on standard
+/// error, at `RUST_LOG` (default warn), so that a refused client says why.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 #[derive(Subcommand)]
@@ -115,6 +148,7 @@ enum Cmd {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    init_logging();
     let kafka = cli.kafka()?;
     match cli.command {
         Cmd::Produce { topic } => {

@@ -30,9 +30,7 @@ use ftp_pooler_channel::{
 use ftp_pooler_config::{Config, Registry};
 use ftp_pooler_contract::{DlqRecord, Route, TransferResult, TransferTask};
 use ftp_pooler_kafka::{ClientLog, Role as KafkaRole};
-use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -221,25 +219,13 @@ struct ProbeContext {
 }
 
 impl ClientContext for ProbeContext {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        self.log.log(level, fac, log_message);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.log.error(&error, reason);
-    }
+    ftp_pooler_kafka::forward_client_log!(log);
 }
 
 impl ConsumerContext for ProbeContext {}
 
 impl ClientContext for IngestContext {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        self.log.log(level, fac, log_message);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.log.error(&error, reason);
-    }
+    ftp_pooler_kafka::forward_client_log!(log);
 }
 
 impl ConsumerContext for IngestContext {
@@ -712,9 +698,10 @@ fn probe_loop(
 /// Broker reachability (a metadata request) and the lag of each tracked partition
 /// (high watermark minus committed offset).
 fn probe(shared: &Shared, consumer: &BaseConsumer<ProbeContext>, topic: &str) {
-    // Serves the client's events (errors, logs) to its context: a client that is never
-    // subscribed gets no other poll.
-    let _ = consumer.poll(Duration::ZERO);
+    // Serves the client's queued events (errors, logs) to its context: a client that is
+    // never subscribed gets no other poll. A poll with a timeout serves every event that
+    // arrives until it expires (with no timeout it returns after the first log event).
+    let _ = consumer.poll(Duration::from_millis(20));
     let up = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(2))
         .is_ok();

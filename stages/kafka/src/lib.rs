@@ -23,6 +23,8 @@ mod log;
 
 pub use check::check;
 pub use log::{BrokerProblem, ClientLog};
+/// The librdkafka binding every client here is built with (for [`forward_client_log`]).
+pub use rdkafka;
 
 use ftp_pooler_config::{KafkaMap, KafkaSettings};
 use rdkafka::config::ClientConfig;
@@ -93,6 +95,7 @@ pub fn properties(kafka: &KafkaSettings, role: Role) -> Vec<(String, String)> {
         .into_iter()
         .filter(|(k, _)| !operator.contains_key(k))
         .collect();
+    debug_assert!(props.iter().all(|(k, _)| !operator.contains_key(k)));
     if !operator.contains_key("client.id") {
         props.push(("client.id".into(), client_id(role)));
     }

@@ -5,7 +5,10 @@
 //! from every client of every stage. [`ClientLog`] keeps, per client, one log event per
 //! kind of message per [`LOG_EVERY`] (with how many were held back), and remembers the
 //! last broker problem it saw, so that `/ready` can say *why* the broker is not usable
-//! ([`BrokerProblem`]).
+//! ([`BrokerProblem`]). A kind is the level, the facility (or error code) and the text
+//! with its numbers blanked ([`kind_of`]): the same failure repeated (other timings,
+//! ports, counts) is one kind; a different message, or the same one about another
+//! broker name, is another.
 //!
 //! Invariants: the first occurrence of a kind is always logged at once; later ones of the
 //! same kind within [`LOG_EVERY`] are counted, not logged; a problem older than
@@ -59,6 +62,26 @@ impl BrokerProblem {
     }
 }
 
+/// The body of a `ClientContext` impl that hands librdkafka's logs and errors to the
+/// [`ClientLog`] in field `$field`: `impl ClientContext for C { forward_client_log!(log); }`.
+#[macro_export]
+macro_rules! forward_client_log {
+    ($field:ident) => {
+        fn log(
+            &self,
+            level: $crate::rdkafka::config::RDKafkaLogLevel,
+            fac: &str,
+            log_message: &str,
+        ) {
+            self.$field.log(level, fac, log_message);
+        }
+
+        fn error(&self, error: $crate::rdkafka::error::KafkaError, reason: &str) {
+            self.$field.error(&error, reason);
+        }
+    };
+}
+
 /// The log and error sink of one Kafka client (use it from the client's context).
 pub struct ClientLog {
     role: Role,
@@ -70,6 +93,27 @@ struct State {
     problem: Option<(BrokerProblem, Instant)>,
     /// Per kind: when it was last logged, and how many were held back since.
     kinds: HashMap<String, (Instant, u64)>,
+}
+
+/// The kind of a message: `prefix` and the text with every run of digits as `#`
+/// ("after 59ms in state AUTH_REQ" and "after 71ms in state AUTH_REQ" are one kind).
+fn kind_of(prefix: &str, text: &str) -> String {
+    let mut kind = String::with_capacity(prefix.len() + text.len() + 1);
+    kind.push_str(prefix);
+    kind.push('|');
+    let mut in_digits = false;
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            if !in_digits {
+                kind.push('#');
+            }
+            in_digits = true;
+        } else {
+            kind.push(c);
+            in_digits = false;
+        }
+    }
+    kind
 }
 
 /// Whether to log an occurrence of a kind now, and how many were held back before it.
@@ -116,7 +160,7 @@ impl ClientLog {
                 .then_some(BrokerProblem::Authentication)
                 .or_else(|| tls.then_some(BrokerProblem::Tls))
         });
-        let kind = format!("error:{code:?}");
+        let kind = kind_of(&format!("error:{code:?}"), reason);
         let held = {
             let mut s = self.state.lock().expect("client log");
             if let Some(p) = problem {
@@ -151,7 +195,11 @@ impl ClientLog {
         let now = Instant::now();
         let held = {
             let mut s = self.state.lock().expect("client log");
-            throttle(&mut s.kinds, &format!("log:{level:?}:{facility}"), now)
+            throttle(
+                &mut s.kinds,
+                &kind_of(&format!("log:{level:?}:{facility}"), message),
+                now,
+            )
         };
         let Some(held) = held else { return };
         let role = self.role.name();
@@ -226,6 +274,31 @@ mod tests {
         );
         assert_eq!(throttle(&mut kinds, "a", t0 + LOG_EVERY), Some(5));
         assert_eq!(throttle(&mut kinds, "a", t0 + LOG_EVERY * 2), Some(0));
+    }
+
+    #[test]
+    fn a_kind_is_a_message_with_its_numbers_blanked() {
+        let a = kind_of(
+            "log:Error:FAIL",
+            "sasl_ssl://h:9093/bootstrap: failed (after 59ms in state AUTH_REQ)",
+        );
+        let b = kind_of(
+            "log:Error:FAIL",
+            "sasl_ssl://h:9093/bootstrap: failed (after 171ms in state AUTH_REQ)",
+        );
+        let other = kind_of(
+            "log:Error:FAIL",
+            "sasl_ssl://other:9093/bootstrap: failed (after 59ms in state AUTH_REQ)",
+        );
+        assert_eq!(a, b);
+        assert_ne!(a, other);
+        assert_ne!(
+            a,
+            kind_of(
+                "log:Warning:FAIL",
+                "sasl_ssl://h:9093/bootstrap: failed (after 59ms in state AUTH_REQ)"
+            )
+        );
     }
 
     #[test]

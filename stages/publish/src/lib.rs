@@ -18,7 +18,6 @@ use ftp_pooler_config::KafkaSettings;
 use ftp_pooler_contract::{DlqRecord, TransferResult};
 use ftp_pooler_kafka::{BrokerProblem, ClientLog, Role};
 use rdkafka::client::ClientContext;
-use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -36,13 +35,7 @@ struct Deliveries {
 }
 
 impl ClientContext for Deliveries {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        self.log.log(level, fac, log_message);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.log.error(&error, reason);
-    }
+    ftp_pooler_kafka::forward_client_log!(log);
 }
 
 impl ProducerContext for Deliveries {

@@ -11,7 +11,9 @@
 //! - a listener serves one transfer and is closed once the server has connected (or the
 //!   transfer failed); it binds the control connection's local address, on a free port of
 //!   `active_port_range` when set (port 0, any free port, otherwise); the server is told
-//!   `active_address` when set, else the bound address;
+//!   `active_address` when set, else the bound address; a port stays claimed by this
+//!   process until its transfer ends ([`PortClaim`]), so no second listener takes a port
+//!   whose data connection is still open;
 //! - only a connection from the control connection's peer address is taken as the data
 //!   connection: others are dropped (someone else could otherwise send or receive the
 //!   file), and the wait ends with the transfer's timeout either way;
@@ -94,10 +96,38 @@ pub(crate) fn port_order(range: PortRange, start: usize) -> impl Iterator<Item =
     (0..len).map(move |i| range.first() + ((start + i) % len) as u16)
 }
 
-/// A bound data listener and the address the server is told.
+/// A bound data listener, the address the server is told, and its claim on the port.
 struct DataListener {
     listener: TcpListener,
     announced: SocketAddr,
+    claim: PortClaim,
+}
+
+/// Local ports of this process's open active-mode data connections. `SO_REUSEADDR` lets
+/// a listener bind a port whose earlier data connection is still open; a server that
+/// connects from a fixed port (vsftpd's `connect_from_port_20`) would then open a second
+/// connection with the same address pair, and fail. So a port stays claimed until its
+/// transfer ends, and is skipped meanwhile.
+static HELD: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// A port in [`HELD`], released when dropped (at the end of its transfer).
+pub(crate) struct PortClaim(u16);
+
+impl PortClaim {
+    /// Claims `port`; None when a data connection of this process holds it.
+    fn take(port: u16) -> Option<PortClaim> {
+        // The guard is released before a claim exists: a claim dropped while it is held
+        // would lock it again.
+        let inserted = HELD.lock().expect("held ports").insert(port);
+        inserted.then(|| PortClaim(port))
+    }
+}
+
+impl Drop for PortClaim {
+    fn drop(&mut self) {
+        HELD.lock().expect("held ports").remove(&self.0);
+    }
 }
 
 /// Binds a data listener on `local`'s address (see the module's invariants).
@@ -118,14 +148,35 @@ fn bind(local: IpAddr, opts: &ActiveOptions) -> Result<DataListener, TransferErr
         socket.bind(SocketAddr::new(local, port))?;
         socket.listen(1)
     };
-    let listener = match opts.ports {
-        None => listen(0).map_err(failed)?,
+    let (listener, claim) = match opts.ports {
+        // The kernel's choice, unless a data connection of ours holds it (then again).
+        None => {
+            let mut tries = 0;
+            loop {
+                let l = listen(0).map_err(failed)?;
+                let port = l.local_addr().map_err(failed)?.port();
+                tries += 1;
+                match PortClaim::take(port) {
+                    Some(claim) => break (l, claim),
+                    None if tries < 16 => continue,
+                    None => {
+                        return Err(TransferError::new(
+                            ErrorCode::ConnectionError,
+                            format!("active mode: no free port on {local}"),
+                        ))
+                    }
+                }
+            }
+        }
         Some(range) => {
             let mut found = None;
             for port in port_order(range, fastrand::usize(..range.len())) {
+                let Some(claim) = PortClaim::take(port) else {
+                    continue;
+                };
                 match listen(port) {
                     Ok(l) => {
-                        found = Some(l);
+                        found = Some((l, claim));
                         break;
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
@@ -145,6 +196,7 @@ fn bind(local: IpAddr, opts: &ActiveOptions) -> Result<DataListener, TransferErr
     Ok(DataListener {
         listener,
         announced,
+        claim,
     })
 }
 
@@ -256,7 +308,7 @@ async fn open<T>(
     tls: Option<&DataTls>,
     cmd: &str,
     op: Duration,
-) -> Result<(String, Box<dyn DataIo>), TransferError>
+) -> Result<(String, Box<dyn DataIo>, PortClaim), TransferError>
 where
     T: TokioTlsStream + Send,
 {
@@ -271,6 +323,7 @@ where
     let DataListener {
         listener,
         announced,
+        claim,
     } = bind(local.ip(), active)?;
     announce(f, extended, announced, op).await?;
     let accepting = accept(listener, peer.ip(), tls.cloned(), op);
@@ -293,7 +346,11 @@ where
         Some(d) => d,
         None => accepting.await?,
     };
-    Ok((String::from_utf8_lossy(&reply.body).into_owned(), data))
+    Ok((
+        String::from_utf8_lossy(&reply.body).into_owned(),
+        data,
+        claim,
+    ))
 }
 
 /// Reads the transfer's final reply (226 or 250).
@@ -331,7 +388,9 @@ where
     T: TokioTlsStream + Send,
     W: AsyncWrite + Unpin,
 {
-    let (reply, mut data) = open(f, extended, active, tls, &format!("RETR {path}"), op).await?;
+    // `_claim` holds the port until the data connection is gone (end of this call).
+    let (reply, mut data, _claim) =
+        open(f, extended, active, tls, &format!("RETR {path}"), op).await?;
     let announced = announced_size(&reply);
     let mut total = 0u64;
     loop {
@@ -374,7 +433,7 @@ where
     T: TokioTlsStream + Send,
     R: AsyncRead + Unpin,
 {
-    let (_, mut data) = open(f, extended, active, tls, &format!("STOR {path}"), op).await?;
+    let (_, mut data, _claim) = open(f, extended, active, tls, &format!("STOR {path}"), op).await?;
     let mut total = 0u64;
     loop {
         let n = input
@@ -412,6 +471,21 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_port_is_claimed_once_until_its_transfer_ends() {
+        // A port no other test claims (they bind ranges of 20000-30000 or port 0).
+        let a = PortClaim::take(1999).expect("free");
+        assert!(
+            PortClaim::take(1999).is_none(),
+            "held by an open data connection"
+        );
+        drop(a);
+        assert!(
+            PortClaim::take(1999).is_some(),
+            "released at the end of its transfer"
+        );
+    }
 
     #[test]
     fn eprt_and_port_arguments() {
