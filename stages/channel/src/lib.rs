@@ -15,6 +15,7 @@
 //! - [`paced`]: the one writer of every pipeline socket ([`PacedWriter`]): at most one
 //!   write per [`PIPELINE_PACE`], carrying everything queued meanwhile, in order.
 //! - [`paths`]: where each socket lives inside the private runtime directory.
+//! - [`route`]: the [`Route`] a job carries to its worker (resolved by ingest).
 //! - [`link`]: reconnecting client links between stages (re-sending what the peer has
 //!   not confirmed), and the stage end of the supervisor channel.
 //!
@@ -28,6 +29,7 @@ pub mod link;
 pub mod messages;
 pub mod paced;
 pub mod paths;
+pub mod route;
 
 pub use conn::{Conn, Receiver, Sender};
 
@@ -41,3 +43,4 @@ pub use link::{
 pub use messages::*;
 pub use paced::{Outgoing, PacedWriter, Written, MAX_BATCH, PIPELINE_PACE};
 pub use paths::RuntimePaths;
+pub use route::{Direction, Route};

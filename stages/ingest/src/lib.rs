@@ -5,6 +5,7 @@
 //! is committed only by [`commit`], which the stage calls with the end of each partition's
 //! contiguous prefix of published results.
 
+pub mod route;
 pub mod stage;
 pub mod tracker;
 

@@ -28,7 +28,7 @@ use ftp_pooler_channel::{
     TransferToIngest, PIPELINE_PACE,
 };
 use ftp_pooler_config::{Config, Registry};
-use ftp_pooler_contract::{DlqRecord, Route, TransferResult, TransferTask};
+use ftp_pooler_contract::{DlqRecord, TransferResult, TransferTask};
 use ftp_pooler_kafka::{ClientLog, Role as KafkaRole};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -834,7 +834,7 @@ fn handle(
             }
             shared.with(|t| (t.track_direct(item), ()));
         }
-        Ok(task) => match Route::resolve(&task, &shared.registry.read().expect("registry")) {
+        Ok(task) => match crate::route::resolve(&task, &shared.registry.read().expect("registry")) {
             Err(e) => {
                 shared.stats.lock().expect("stats").invalid_tasks += 1;
                 tracing::info!(task_id = %task.task_id, error = %e, "invalid task: failure result");

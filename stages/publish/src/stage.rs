@@ -30,12 +30,12 @@ use std::time::{Duration, Instant};
 use std::borrow::Cow;
 
 use ftp_pooler_channel::{
-    accept_peer, accept_until, bind, ChannelError, FromPublish, MessageId, Outgoing, PacedWriter,
+    accept_peer, accept_until, bind, ChannelError, Direction, FromPublish, MessageId, Outgoing, PacedWriter,
     PublishDetail, Role, RuntimePaths, StageDetail, StageReport, SupervisorLink, ToPublish,
     PIPELINE_PACE,
 };
 use ftp_pooler_config::Config;
-use ftp_pooler_contract::{Direction, TransferResult};
+use ftp_pooler_contract::TransferResult;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch};
 
