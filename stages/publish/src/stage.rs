@@ -23,16 +23,16 @@
 //!   [`PIPELINE_PACE`]): under load one write carries every ack that came meanwhile.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use std::borrow::Cow;
 
 use ftp_pooler_channel::{
-    accept_peer, accept_until, bind, ChannelError, Direction, FromPublish, MessageId, Outgoing, PacedWriter,
-    PublishDetail, Role, RuntimePaths, StageDetail, StageReport, SupervisorLink, ToPublish,
-    PIPELINE_PACE,
+    accept_peer, accept_until, bind, ChannelError, Direction, FromPublish, MessageId, Outgoing,
+    PacedWriter, PublishDetail, Role, RuntimePaths, StageDetail, StageReport, SupervisorLink,
+    ToPublish, PIPELINE_PACE,
 };
 use ftp_pooler_config::Config;
 use ftp_pooler_contract::TransferResult;
@@ -110,7 +110,8 @@ impl Peers {
 struct Stage {
     publisher: Arc<Publisher>,
     peers: Mutex<Peers>,
-    in_flight: AtomicUsize,
+    /// Items received and not yet delivered (the drain waits for none).
+    in_flight: watch::Sender<usize>,
     stopping: watch::Receiver<bool>,
     metrics: PublishMetrics,
     broker_up: AtomicBool,
@@ -231,7 +232,7 @@ pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), PublishError
     let stage = Arc::new(Stage {
         publisher,
         peers: Mutex::new(Peers::default()),
-        in_flight: AtomicUsize::new(0),
+        in_flight: watch::Sender::new(0),
         stopping: stop_rx,
         metrics: PublishMetrics::new(),
         broker_up: AtomicBool::new(false),
@@ -262,14 +263,12 @@ pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), PublishError
     .await;
     tracing::info!(reason = why, "stopping: delivering what is in flight");
     drop(listener);
-    let deadline = Instant::now() + drain;
-    while stage.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut in_flight = stage.in_flight.subscribe();
+    let _ = tokio::time::timeout(drain, in_flight.wait_for(|n| *n == 0)).await;
     let _ = stop_tx.send(true);
     prober.abort();
     reporter.abort();
-    let left = stage.in_flight.load(Ordering::SeqCst);
+    let left = *stage.in_flight.borrow();
     if left > 0 {
         tracing::warn!(
             left,
@@ -298,7 +297,7 @@ fn report(stage: &Stage) -> StageReport {
             failures_sent: sent("fail"),
             dlq_messages_sent: m.dlq.get(),
             send_errors: m.send_errors.load(Ordering::Relaxed),
-            pending_count: stage.in_flight.load(Ordering::SeqCst) as u64,
+            pending_count: *stage.in_flight.borrow() as u64,
         }),
         metrics: prometheus::TextEncoder::new()
             .encode_to_string(&m.registry.gather())
@@ -363,7 +362,7 @@ async fn serve(stage: Arc<Stage>, stream: UnixStream) {
     loop {
         match reader.recv().await {
             Ok(Some(item)) => {
-                stage.in_flight.fetch_add(1, Ordering::SeqCst);
+                stage.in_flight.send_modify(|n| *n += 1);
                 let origin = (role == Role::Transfer).then(|| hello.name.clone());
                 tokio::spawn(deliver(stage.clone(), item, origin));
             }
@@ -429,7 +428,7 @@ async fn deliver(stage: Arc<Stage>, mut item: ToPublish, origin: Option<String>)
                 stage.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(message = %id, error = %e, "delivery failed; retrying");
                 if *stage.stopping.borrow() {
-                    stage.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    stage.in_flight.send_modify(|n| *n -= 1);
                     return;
                 }
                 tokio::time::sleep(pause).await;
@@ -444,7 +443,7 @@ async fn deliver(stage: Arc<Stage>, mut item: ToPublish, origin: Option<String>)
         ToPublish::Dlq { .. } => stage.metrics.dlq(),
     }
     stage.peers.lock().expect("peers").route_ack(id, origin);
-    stage.in_flight.fetch_sub(1, Ordering::SeqCst);
+    stage.in_flight.send_modify(|n| *n -= 1);
 }
 
 #[cfg(test)]

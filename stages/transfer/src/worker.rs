@@ -34,7 +34,7 @@ use ftp_pooler_channel::{
 };
 use ftp_pooler_config::Config;
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
 
 use crate::engine::Engine;
 
@@ -86,6 +86,9 @@ struct Worker {
     state: Arc<Mutex<State>>,
     to_publish: mpsc::UnboundedSender<ToPublish>,
     slots: Semaphore,
+    /// Told whenever a job ends, a result is acked or ingest goes: what the drain waits
+    /// on (running jobs and held results).
+    settled: Arc<Notify>,
     stopping: AtomicBool,
     abort_on: Option<String>,
 }
@@ -104,6 +107,7 @@ pub async fn run(
     let listener = bind(&paths.transfer(&connection_id))?;
 
     let state = Arc::new(Mutex::new(State::default()));
+    let settled = Arc::new(Notify::new());
     let (to_publish, publish_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
     let limit = engine.pool().limit();
@@ -119,6 +123,7 @@ pub async fn run(
         // data, then its rename), and four times the sessions held small downloads to
         // about 3,000 files/s, eight let the first round reach 4,200 (docs/BENCHMARKS.md).
         slots: Semaphore::new(slots),
+        settled: settled.clone(),
         stopping: AtomicBool::new(false),
         abort_on: std::env::var("FTP_POOLER_TEST_ABORT_ON")
             .ok()
@@ -145,6 +150,7 @@ pub async fn run(
         move |ev: LinkEvent<FromPublish>| match ev {
             LinkEvent::Received(FromPublish::Acked(id)) => {
                 link_state.lock().expect("state").held.remove(&id);
+                settled.notify_waiters();
             }
             LinkEvent::Connected => tracing::info!("connected to publish"),
             LinkEvent::Lost => tracing::warn!("lost publish; results will be re-sent"),
@@ -205,6 +211,10 @@ pub async fn run(
     drop(listener);
     let deadline = Instant::now() + drain;
     loop {
+        // Registered before the check: a change between the check and the wait wakes it.
+        let settled = worker.settled.notified();
+        tokio::pin!(settled);
+        settled.as_mut().enable();
         let (running, held) = {
             let s = state.lock().expect("state");
             let running = slots - worker.slots.available_permits();
@@ -229,7 +239,7 @@ pub async fn run(
             );
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = tokio::time::timeout_at(deadline.into(), settled).await;
     }
     let _ = stop_tx.send(true);
     let _ = publish_link.await;
@@ -373,6 +383,7 @@ async fn serve_ingest(worker: Arc<Worker>, stream: UnixStream) {
     let mut s = worker.state.lock().expect("state");
     if s.to_ingest.as_ref().is_some_and(|t| t.same_channel(&tx)) {
         s.to_ingest = None;
+        worker.settled.notify_waiters();
     }
 }
 
@@ -391,6 +402,8 @@ async fn run_job(worker: Arc<Worker>, job: Job) {
     };
     if !current {
         worker.state.lock().expect("state").known.remove(&job.id);
+        drop(permit);
+        worker.settled.notify_waiters();
         return;
     }
     // For a suspect (it was here when a worker died), `Started` is on the socket before
@@ -406,7 +419,6 @@ async fn run_job(worker: Arc<Worker>, job: Job) {
         }
     }
     let result = worker.engine.run(&job.task, &job.route).await;
-    drop(permit);
     tracing::info!(
         task_id = %result.task_id,
         direction = job.route.direction.as_str(),
@@ -424,9 +436,14 @@ async fn run_job(worker: Arc<Worker>, job: Job) {
         direction: Some(job.route.direction),
     };
     // Held until publish confirms; `Finished` follows once the result is written to
-    // publish (the link's `on_written`, in `run`).
-    let mut s = worker.state.lock().expect("state");
-    s.known.remove(&job.id);
-    s.held.insert(job.id, outcome.clone());
-    let _ = worker.to_publish.send(outcome);
+    // publish (the link's `on_written`, in `run`). The slot is freed once the result is
+    // held, so the drain never sees neither.
+    {
+        let mut s = worker.state.lock().expect("state");
+        s.known.remove(&job.id);
+        s.held.insert(job.id, outcome.clone());
+        let _ = worker.to_publish.send(outcome);
+    }
+    drop(permit);
+    worker.settled.notify_waiters();
 }
