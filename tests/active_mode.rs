@@ -10,9 +10,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use ftp_pooler_channel::Route;
 use ftp_pooler_config::TransferSettings;
 use ftp_pooler_config::{Config, FtpConnection, PortRange, Registry, Secret, Settings, TlsMode};
-use ftp_pooler_contract::{ErrorCode, Route, Status, TransferResult, TransferTask};
+use ftp_pooler_contract::{ErrorCode, Status, TransferResult, TransferTask};
+use ftp_pooler_ingest::route::resolve;
 use ftp_pooler_testbed::{
     announced_address, free_port_range, scripted_active_server, FtpKind, FtpServer,
 };
@@ -68,7 +70,7 @@ impl Bed {
             dst_id: dst.0.into(),
             dst_path: dst.1.into(),
         };
-        let route = Route::resolve(&task, &self.config.registry).unwrap();
+        let route = resolve(&task, &self.config.registry).unwrap();
         (task, route)
     }
 

@@ -10,8 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ftp_pooler_channel::Route;
 use ftp_pooler_config::{Config, Registry, Settings};
-use ftp_pooler_contract::{ErrorCode, Route, TransferResult, TransferTask};
+use ftp_pooler_contract::{ErrorCode, TransferResult, TransferTask};
+use ftp_pooler_ingest::route::resolve;
 use ftp_pooler_testbed::{scripted_server, FtpKind, FtpServer};
 use ftp_pooler_transfer::Engine;
 
@@ -117,7 +119,7 @@ impl Bed {
             dst_id: dst.0.into(),
             dst_path: dst.1.into(),
         };
-        let route = Route::resolve(&task, &self.config.registry).unwrap();
+        let route = resolve(&task, &self.config.registry).unwrap();
         (task, route)
     }
 

@@ -6,7 +6,7 @@
 //! - `parse` never panics: it returns a task or an `InvalidMessage`;
 //! - a task it returns has non-blank required fields and a task_id of at most
 //!   MAX_TASK_ID_CHARS characters, and survives `to_json` -> `parse` unchanged;
-//! - `Route::resolve` of that task against a small registry (one local and two ftp
+//! - ingest's `route::resolve` of that task against a small registry (one local and two ftp
 //!   connections) never panics; a route joins an ftp id to a local id, and paths over
 //!   MAX_PATH_BYTES are refused; the failure result of a refused task has a bounded
 //!   error message, and survives a JSON round trip before and after `shrink`;
@@ -22,9 +22,10 @@ use std::sync::OnceLock;
 use ftp_pooler_config::Registry;
 use ftp_pooler_contract::limits::{MAX_ERROR_MESSAGE_BYTES, MAX_PATH_BYTES, SHRUNK_VALUE_BYTES};
 use ftp_pooler_contract::{
-    DlqRecord, Encoding, ErrorCode, InvalidMessage, Route, TransferResult, TransferTask,
+    DlqRecord, Encoding, ErrorCode, InvalidMessage, TransferResult, TransferTask,
     MAX_TASK_ID_CHARS,
 };
+use ftp_pooler_ingest::route::resolve;
 use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -62,7 +63,7 @@ fn check_task(task: &TransferTask) {
     assert_eq!(&again, task, "task changed by to_json -> parse");
 
     let registry = registry();
-    match Route::resolve(task, registry) {
+    match resolve(task, registry) {
         Ok(route) => {
             assert!(registry.get(&route.remote_id).unwrap().as_ftp().is_some());
             assert!(registry.get(&route.local_id).unwrap().is_local());

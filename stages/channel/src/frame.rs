@@ -247,13 +247,10 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         Ok(())
     }
 
-    /// Sends several messages in one write.
-    pub async fn send_all<T: Serialize>(&mut self, msgs: &[T]) -> Result<(), ChannelError> {
-        let mut bytes = Vec::new();
-        for m in msgs {
-            bytes.extend_from_slice(&encode_frame(m)?);
-        }
-        self.inner.write_all(&bytes).await?;
+    /// Writes whole frames made by [`encode_frame`] in one write (several messages in one
+    /// write: [`crate::Sender::send_all`]).
+    pub(crate) async fn write_bytes(&mut self, frames: &[u8]) -> Result<(), ChannelError> {
+        self.inner.write_all(frames).await?;
         Ok(())
     }
 }

@@ -1,6 +1,6 @@
 //! ftp-pooler-channel: the wire between the supervisor and the stage processes.
 //!
-//! Owns three things, and nothing else:
+//! Owns these things, and nothing else:
 //! - [`frame`]: the byte format. A connection opens with a fixed 12-byte handshake
 //!   (magic, protocol version, role) read *before* any bincode, so a stranger or an
 //!   incompatible build is refused with a clear error; then each message is a frame:
@@ -10,7 +10,12 @@
 //! - [`messages`]: the typed messages of each direction (ingest -> transfer,
 //!   transfer -> ingest, ingest/transfer -> publish, publish -> ingest/transfer,
 //!   stage <-> supervisor, ctl <-> supervisor).
+//! - [`conn`]: typed channel ends ([`Conn<Tx, Rx>`]): a connection sends only its own
+//!   outgoing message type and receives only its own incoming one.
+//! - [`paced`]: the one writer of every pipeline socket ([`PacedWriter`]): at most one
+//!   write per [`PIPELINE_PACE`], carrying everything queued meanwhile, in order.
 //! - [`paths`]: where each socket lives inside the private runtime directory.
+//! - [`route`]: the [`Route`] a job carries to its worker (resolved by ingest).
 //! - [`link`]: reconnecting client links between stages (re-sending what the peer has
 //!   not confirmed), and the stage end of the supervisor channel.
 //!
@@ -18,18 +23,24 @@
 //! any message type bumps [`frame::PROTOCOL_VERSION`]; peers of different versions never
 //! exchange a frame.
 
+pub mod conn;
 pub mod frame;
 pub mod link;
 pub mod messages;
+pub mod paced;
 pub mod paths;
+pub mod route;
+
+pub use conn::{Conn, Receiver, Sender};
 
 pub use frame::{
     accept, bind, connect, ChannelError, FrameReader, FrameWriter, Handshake, Role, MAX_FRAME,
     PROTOCOL_VERSION,
 };
 pub use link::{
-    accept_peer, accept_until, run_link, Accepted, LinkEvent, LinkSpec, Pacer, SupervisorLink,
-    PIPELINE_PACE,
+    accept_peer, accept_until, run_link, Accepted, LinkEvent, LinkSpec, SupervisorLink,
 };
 pub use messages::*;
+pub use paced::{Outgoing, PacedWriter, Written, MAX_BATCH, PIPELINE_PACE};
 pub use paths::RuntimePaths;
+pub use route::{Direction, Route};

@@ -8,7 +8,8 @@
 //! Invariant (nothing lost, nothing doubled on a reconnect): callers put an item into
 //! their shared state *and* push it into the link's queue while holding the state's lock;
 //! on connect the link, under the same lock, empties its queue and takes the snapshot of
-//! what is held. Every held item is therefore sent exactly once per connection.
+//! what is held. Every held item is therefore sent exactly once per connection. Every
+//! write goes through the connection's [`PacedWriter`].
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -16,11 +17,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use crate::frame::{connect, ChannelError, FrameWriter, Role};
-use crate::messages::{Hello, StageReport, StageToSupervisor};
+use crate::conn::{Conn, Sender};
+use crate::frame::{ChannelError, FrameWriter, Role};
+use crate::messages::{Hello, StageReport, StageToSupervisor, SupervisorToStage};
+use crate::paced::{Outgoing, PacedWriter};
 use crate::RuntimePaths;
 
 /// Where a link goes, and who it says it is.
@@ -30,10 +32,8 @@ pub struct LinkSpec {
     pub me: Role,
     pub peer: Role,
     pub hello: Hello,
-    /// Least time between two writes ([`Duration::ZERO`]: none). A message that comes
-    /// sooner waits for the rest of it, and goes out with whatever else came meanwhile:
-    /// under load the peer wakes once per batch instead of once per message, and an idle
-    /// link writes at once.
+    /// Least time between two writes ([`Duration::ZERO`]: none; pipeline links use
+    /// [`crate::PIPELINE_PACE`]): see [`PacedWriter`].
     pub pace: Duration,
 }
 
@@ -60,14 +60,14 @@ pub async fn run_link<S, T, R>(
     mut on_written: impl FnMut(&[T]),
     mut stop: watch::Receiver<bool>,
 ) where
-    T: Serialize,
+    T: Outgoing<Frame = T> + serde::Serialize + Clone,
     R: DeserializeOwned + Send + 'static,
 {
     let mut delay = Duration::from_millis(20);
     let mut warned = false;
     while !*stop.borrow() {
-        let (mut reader, mut writer) = match connect(&spec.path, spec.me, spec.peer).await {
-            Ok(rw) => rw,
+        let conn = match Conn::<T, R>::connect(&spec.path, spec.me, spec.peer, &spec.hello).await {
+            Ok(c) => c,
             Err(e) => {
                 if !warned && delay >= Duration::from_secs(1) {
                     tracing::warn!(peer = ?spec.peer, path = %spec.path.display(), error = %e, "peer not reachable yet; retrying");
@@ -83,31 +83,23 @@ pub async fn run_link<S, T, R>(
         };
         delay = Duration::from_millis(20);
         warned = false;
+        let (tx, mut reader) = conn.split();
+        let mut writer = PacedWriter::new(tx, spec.pace);
         let held = {
             let mut s = state.lock().expect("link state lock");
             while rx.try_recv().is_ok() {}
             snapshot(&mut s)
         };
-        let sent = async {
-            writer.send(&spec.hello).await?;
-            for chunk in held.chunks(256) {
-                writer.send_all(chunk).await?;
-                on_written(chunk);
-            }
-            Ok::<_, ChannelError>(())
-        }
-        .await;
-        if let Err(e) = sent {
+        if let Err(e) = writer.write_now(&held, &mut on_written).await {
             tracing::debug!(peer = ?spec.peer, error = %e, "link broke while re-sending");
             on_event(LinkEvent::Lost);
             continue;
         }
         on_event(LinkEvent::Connected);
         let (in_tx, mut in_rx) = mpsc::unbounded_channel::<R>();
-        let mut pacer = Pacer::new(spec.pace);
         let read_task = tokio::spawn(async move {
             loop {
-                match reader.recv::<R>().await {
+                match reader.recv().await {
                     Ok(Some(m)) => {
                         if in_tx.send(m).is_err() {
                             return;
@@ -125,19 +117,13 @@ pub async fn run_link<S, T, R>(
             tokio::select! {
                 m = rx.recv() => {
                     let Some(m) = m else { break false };
-                    pacer.wait().await;
-                    let mut batch = vec![m];
-                    while batch.len() < 256 {
-                        match rx.try_recv() {
-                            Ok(m) => batch.push(m),
-                            Err(_) => break,
+                    match writer.write(m, &mut rx).await {
+                        Ok(batch) => on_written(&batch),
+                        Err((_, e)) => {
+                            tracing::debug!(peer = ?spec.peer, error = %e, "link write failed");
+                            break true;
                         }
                     }
-                    if let Err(e) = writer.send_all(&batch).await {
-                        tracing::debug!(peer = ?spec.peer, error = %e, "link write failed");
-                        break true;
-                    }
-                    on_written(&batch);
                 }
                 r = in_rx.recv() => match r {
                     Some(m) => on_event(LinkEvent::Received(m)),
@@ -157,41 +143,19 @@ pub async fn run_link<S, T, R>(
     }
 }
 
-/// The least time between two writes on a pipeline socket (see [`LinkSpec::pace`]).
-/// Under load a batch of jobs, notices, results or acks then wakes the peer once instead
-/// of once per message, which on two CPUs shared by a dozen processes was worth about a
-/// tenth of the small-upload rate (docs/BENCHMARKS.md); an idle link writes at once, so
-/// at low rates it adds nothing, and under load at most this much per hop.
-pub const PIPELINE_PACE: Duration = Duration::from_millis(1);
-
-/// Spaces a writer's writes at least `pace` apart (see [`LinkSpec::pace`]).
-pub struct Pacer {
-    pace: Duration,
-    last: Option<tokio::time::Instant>,
-}
-
-impl Pacer {
-    pub fn new(pace: Duration) -> Pacer {
-        Pacer { pace, last: None }
-    }
-
-    /// Waits until `pace` has passed since the previous call returned.
-    pub async fn wait(&mut self) {
-        if let Some(next) = self.last.map(|l| l + self.pace) {
-            if next > tokio::time::Instant::now() {
-                tokio::time::sleep_until(next).await;
-            }
-        }
-        self.last = (!self.pace.is_zero()).then(tokio::time::Instant::now);
-    }
-}
-
 /// A peer that connected, completed the handshake and said hello.
 pub struct Accepted {
     pub role: Role,
     pub hello: Hello,
     pub reader: crate::FrameReader,
     pub writer: FrameWriter,
+}
+
+impl Accepted {
+    /// The typed ends of the connection: `Tx` to the peer, `Rx` from it.
+    pub fn into_conn<Tx: serde::Serialize, Rx: DeserializeOwned>(self) -> Conn<Tx, Rx> {
+        Conn::new(self.reader, self.writer)
+    }
 }
 
 /// Completes an accepted connection: the handshake (the peer must be one of `allowed`),
@@ -244,7 +208,7 @@ where
 
 /// The stage end of the supervisor channel.
 pub struct SupervisorLink {
-    writer: tokio::sync::Mutex<FrameWriter>,
+    writer: tokio::sync::Mutex<Sender<StageToSupervisor>>,
     lost: watch::Receiver<bool>,
 }
 
@@ -256,17 +220,22 @@ impl SupervisorLink {
         name: &str,
         generation: u64,
     ) -> Result<SupervisorLink, ChannelError> {
-        let (mut reader, mut writer) = connect(&paths.supervisor(), me, Role::Supervisor).await?;
-        writer
-            .send(&Hello {
-                name: name.to_string(),
-                pid: std::process::id(),
-                generation,
-            })
-            .await?;
+        let hello = Hello {
+            name: name.to_string(),
+            pid: std::process::id(),
+            generation,
+        };
+        let conn = Conn::<StageToSupervisor, SupervisorToStage>::connect(
+            &paths.supervisor(),
+            me,
+            Role::Supervisor,
+            &hello,
+        )
+        .await?;
+        let (writer, mut reader) = conn.split();
         let (tx, lost) = watch::channel(false);
         tokio::spawn(async move {
-            while let Ok(Some(_)) = reader.recv::<crate::SupervisorToStage>().await {}
+            while let Ok(Some(_)) = reader.recv().await {}
             let _ = tx.send(true);
         });
         Ok(SupervisorLink {
@@ -328,29 +297,121 @@ impl SupervisorLink {
 
 #[cfg(test)]
 mod tests {
-    use super::Pacer;
-    use std::time::Duration;
-    use tokio::time::Instant;
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::messages::FromPublish;
+    use crate::paced::tests::ack;
+
+    fn offset(m: &FromPublish) -> i64 {
+        let FromPublish::Acked(id) = m;
+        id.offset
+    }
+
+    /// Held items (by offset) and the link's queue, changed together under one lock.
+    struct Held {
+        items: BTreeMap<i64, FromPublish>,
+        queue: mpsc::UnboundedSender<FromPublish>,
+    }
+
+    fn hold(state: &Mutex<Held>, o: i64) {
+        let mut s = state.lock().unwrap();
+        s.items.insert(o, ack(o));
+        let _ = s.queue.send(ack(o));
+    }
+
+    /// Accepts one link connection as its peer.
+    async fn accept_one(
+        listener: &tokio::net::UnixListener,
+    ) -> (Sender<FromPublish>, crate::Receiver<FromPublish>) {
+        let (stream, _) = listener.accept().await.unwrap();
+        let a = accept_peer(stream, Role::Publish, &[Role::Transfer])
+            .await
+            .unwrap();
+        assert_eq!(a.hello.name, "t");
+        a.into_conn::<FromPublish, FromPublish>().split()
+    }
 
     #[tokio::test]
-    async fn a_pacer_spaces_writes_and_lets_an_idle_link_write_at_once() {
-        let pace = Duration::from_millis(200);
-        let mut p = Pacer::new(pace);
-        let t0 = Instant::now();
-        p.wait().await;
-        assert!(t0.elapsed() < pace, "the first write waits for nothing");
-        p.wait().await;
-        assert!(t0.elapsed() >= pace, "the next one waits out the pace");
-        tokio::time::sleep(pace).await;
-        let t1 = Instant::now();
-        p.wait().await;
-        assert!(t1.elapsed() < pace, "after a pause a write goes at once");
-
-        let mut none = Pacer::new(Duration::ZERO);
-        let t2 = Instant::now();
-        for _ in 0..100 {
-            none.wait().await;
+    async fn a_reconnected_link_resends_what_is_held_once_and_then_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("peer.sock");
+        let (qtx, qrx) = mpsc::unbounded_channel();
+        let state = Arc::new(Mutex::new(Held {
+            items: BTreeMap::new(),
+            queue: qtx,
+        }));
+        let (events_tx, mut events) = mpsc::unbounded_channel::<String>();
+        let (written_tx, mut written) = mpsc::unbounded_channel::<Vec<i64>>();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        // Held (and queued) while the peer is down: the link keeps retrying.
+        for o in 1..=3 {
+            hold(&state, o);
         }
-        assert!(t2.elapsed() < pace, "no pace, no wait");
+        let s2 = state.clone();
+        let link = tokio::spawn(run_link(
+            LinkSpec {
+                path: path.clone(),
+                me: Role::Transfer,
+                peer: Role::Publish,
+                hello: Hello {
+                    name: "t".into(),
+                    pid: 1,
+                    generation: 0,
+                },
+                pace: crate::PIPELINE_PACE,
+            },
+            state.clone(),
+            qrx,
+            |s: &mut Held| s.items.values().cloned().collect(),
+            move |ev: LinkEvent<FromPublish>| {
+                let text = match ev {
+                    LinkEvent::Received(m) => {
+                        s2.lock().unwrap().items.remove(&offset(&m));
+                        format!("acked {}", offset(&m))
+                    }
+                    LinkEvent::Connected => "connected".into(),
+                    LinkEvent::Lost => "lost".into(),
+                };
+                let _ = events_tx.send(text);
+            },
+            move |w: &[FromPublish]| {
+                let _ = written_tx.send(w.iter().map(offset).collect());
+            },
+            stop_rx,
+        ));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let listener = crate::bind(&path).unwrap();
+
+        // First peer: the held items once (the queue was emptied), then new ones.
+        let (mut tx, mut rx) = accept_one(&listener).await;
+        for o in 1..=3 {
+            assert_eq!(rx.recv().await.unwrap(), Some(ack(o)));
+        }
+        assert_eq!(events.recv().await.unwrap(), "connected");
+        assert_eq!(written.recv().await.unwrap(), [1, 2, 3]);
+        hold(&state, 4);
+        assert_eq!(rx.recv().await.unwrap(), Some(ack(4)));
+        assert_eq!(written.recv().await.unwrap(), [4]);
+        tx.send(&ack(1)).await.unwrap();
+        assert_eq!(events.recv().await.unwrap(), "acked 1");
+        // The peer dies; what it had not confirmed is held, plus what came meanwhile.
+        drop((tx, rx));
+        assert_eq!(events.recv().await.unwrap(), "lost");
+        hold(&state, 5);
+
+        let (_tx, mut rx) = accept_one(&listener).await;
+        for o in 2..=5 {
+            assert_eq!(rx.recv().await.unwrap(), Some(ack(o)), "re-sent in order");
+        }
+        assert_eq!(events.recv().await.unwrap(), "connected");
+        hold(&state, 6);
+        assert_eq!(
+            rx.recv().await.unwrap(),
+            Some(ack(6)),
+            "5 was not sent twice"
+        );
+        let _ = stop_tx.send(true);
+        link.await.unwrap();
     }
 }

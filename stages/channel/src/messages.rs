@@ -16,8 +16,10 @@
 
 use std::collections::BTreeMap;
 
-use ftp_pooler_contract::{Direction, DlqRecord, Route, TransferResult, TransferTask};
+use ftp_pooler_contract::{DlqRecord, TransferResult, TransferTask};
 use serde::{Deserialize, Serialize};
+
+use crate::route::{Direction, Route};
 
 /// Which Kafka message a piece of work belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -4,7 +4,7 @@
 
 use ftp_pooler_channel::frame::{check_len, decode_payload, encode_frame, Handshake, MAGIC};
 use ftp_pooler_channel::*;
-use ftp_pooler_contract::{Direction, Route, TransferTask};
+use ftp_pooler_contract::TransferTask;
 
 fn id() -> MessageId {
     MessageId {

@@ -2,7 +2,8 @@
 //!
 //! Owns the JSON shapes that clients written by others depend on: [`TransferTask`] on
 //! `ftp-tasks`, [`TransferResult`] on `ftp-results` / `ftp-failures`, [`DlqRecord`] on
-//! `ftp-tasks-dlq`, the [`ErrorCode`]s, and direction resolution ([`Route`]).
+//! `ftp-tasks-dlq`, the [`ErrorCode`]s and the size [`limits`]. It knows no configuration:
+//! routing a task through the connection registry is ingest's (`ftp_pooler_ingest::route`).
 //! Invariants:
 //! - a payload either parses into a valid task or yields an [`InvalidMessage`] that sends
 //!   it to the DLQ whole; nothing is dropped;
@@ -14,13 +15,11 @@ mod dlq;
 mod error_code;
 pub mod limits;
 mod result;
-mod route;
 mod task;
 mod timestamp;
 
 pub use dlq::{DlqRecord, Encoding, TruncatedValue};
 pub use error_code::ErrorCode;
 pub use result::{Status, TransferResult};
-pub use route::{Direction, Route, RouteError};
 pub use task::{InvalidMessage, TransferTask, MAX_TASK_ID_CHARS};
 pub use timestamp::Timestamp;

@@ -3,10 +3,8 @@
 //! only by adding fields.
 
 use chrono::TimeZone;
-use ftp_pooler_config::Registry;
 use ftp_pooler_contract::{
-    Direction, DlqRecord, Encoding, ErrorCode, InvalidMessage, Route, Status, Timestamp,
-    TransferResult, TransferTask,
+    DlqRecord, Encoding, ErrorCode, InvalidMessage, Status, Timestamp, TransferResult, TransferTask,
 };
 use serde_json::{json, Value};
 
@@ -201,61 +199,6 @@ fn every_dlq_rule_of_section_8() {
 }
 
 #[test]
-fn routes_resolve_direction_or_invalid_config() {
-    let base = tempfile::tempdir().unwrap();
-    let registry = Registry::parse(
-        std::path::Path::new("connections.ini"),
-        &format!("[ftp-a]\ntype=ftp\nhost=h\nuser=u\n[ftp-b]\ntype=ftp\nhost=h\nuser=u\n[disk]\ntype=local\nbase_path={}\n[disk2]\ntype=local\nbase_path={}\n",
-            base.path().display(), base.path().display()),
-    ).unwrap();
-    let t = |src: &str, dst: &str| TransferTask {
-        task_id: "t".into(),
-        src_id: src.into(),
-        src_path: "/s".into(),
-        dst_id: dst.into(),
-        dst_path: "/d".into(),
-    };
-    let down = Route::resolve(&t("ftp-a", "disk"), &registry).unwrap();
-    assert_eq!(
-        (
-            down.direction,
-            down.remote_id.as_str(),
-            down.remote_path.as_str(),
-            down.local_path.as_str()
-        ),
-        (Direction::Download, "ftp-a", "/s", "/d")
-    );
-    let up = Route::resolve(&t("disk", "ftp-b"), &registry).unwrap();
-    assert_eq!(
-        (
-            up.direction,
-            up.remote_id.as_str(),
-            up.remote_path.as_str(),
-            up.local_path.as_str()
-        ),
-        (Direction::Upload, "ftp-b", "/d", "/s")
-    );
-    for (src, dst, want) in [
-        (
-            "disk",
-            "disk2",
-            "both src_id \"disk\" and dst_id \"disk2\" are local connections",
-        ),
-        (
-            "ftp-a",
-            "ftp-b",
-            "both src_id \"ftp-a\" and dst_id \"ftp-b\" are ftp connections",
-        ),
-        ("nope", "disk", "unknown connection id \"nope\" (src_id)"),
-        ("ftp-a", "gone", "unknown connection id \"gone\" (dst_id)"),
-    ] {
-        let e = Route::resolve(&t(src, dst), &registry).unwrap_err();
-        assert_eq!(e.code, ErrorCode::InvalidConfig);
-        assert!(e.message.starts_with(want), "{}", e.message);
-    }
-}
-
-#[test]
 fn long_error_messages_are_excerpts() {
     let r = TransferResult::failure(&task(), ErrorCode::IoError, "x".repeat(10_000), 1, 1);
     let msg = r.error_message.unwrap();
@@ -302,40 +245,4 @@ fn a_dlq_record_too_large_for_kafka_keeps_a_prefix_size_and_digest() {
     assert!(String::from_utf8(small.to_json())
         .unwrap()
         .ends_with(r#""original_value_truncated":null}"#));
-}
-
-#[test]
-fn a_path_over_path_max_is_refused_before_routing() {
-    let base = tempfile::tempdir().unwrap();
-    let registry = Registry::parse(
-        std::path::Path::new("connections.ini"),
-        &format!(
-            "[ftp-a]\ntype=ftp\nhost=h\nuser=u\n[disk]\ntype=local\nbase_path={}\n",
-            base.path().display()
-        ),
-    )
-    .unwrap();
-    let mut t = TransferTask {
-        task_id: "t".into(),
-        src_id: "ftp-a".into(),
-        src_path: "s".repeat(4096),
-        dst_id: "disk".into(),
-        dst_path: "/d".into(),
-    };
-    assert!(
-        Route::resolve(&t, &registry).is_ok(),
-        "4096 bytes is allowed"
-    );
-    t.dst_path = "d".repeat(4097);
-    let e = Route::resolve(&t, &registry).unwrap_err();
-    assert_eq!(e.code, ErrorCode::PathNotAllowed);
-    assert_eq!(
-        e.message,
-        "dst_path is 4097 bytes long; at most 4096 are allowed"
-    );
-    t.dst_path = "/d".into();
-    t.src_id = "x".repeat(100_000);
-    let e = Route::resolve(&t, &registry).unwrap_err();
-    assert_eq!(e.code, ErrorCode::InvalidConfig);
-    assert!(e.message.len() < 400, "{}", e.message.len());
 }

@@ -28,7 +28,7 @@ use ftp_pooler_channel::{
     TransferToIngest, PIPELINE_PACE,
 };
 use ftp_pooler_config::{Config, Registry};
-use ftp_pooler_contract::{DlqRecord, Route, TransferResult, TransferTask};
+use ftp_pooler_contract::{DlqRecord, TransferResult, TransferTask};
 use ftp_pooler_kafka::{ClientLog, Role as KafkaRole};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{BorrowedMessage, Message};
@@ -99,8 +99,9 @@ struct Shared {
     revoke_wait: Duration,
     /// The connections tasks are routed by (replaced on reload).
     registry: RwLock<Registry>,
-    /// Connections removed by a reload whose worker has not stopped yet.
-    retiring: Mutex<std::collections::HashSet<String>>,
+    /// Connections removed by a reload whose worker has not stopped yet (watched by
+    /// [`TransferLink::retire`]).
+    retiring: watch::Sender<std::collections::HashSet<String>>,
     /// Set once the final drain is over: a revoke while closing does not wait again.
     closing: AtomicBool,
     stats: Mutex<IngestDetail>,
@@ -350,7 +351,7 @@ pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), IngestError>
         topic: settings.kafka.input_topic.clone(),
         revoke_wait: drain,
         registry: RwLock::new(config.registry.clone()),
-        retiring: Mutex::new(Default::default()),
+        retiring: watch::Sender::new(Default::default()),
         closing: AtomicBool::new(false),
         stats: Mutex::new(IngestDetail::default()),
         metrics: IngestMetrics::new(),
@@ -507,7 +508,7 @@ impl TransferLink {
                 LinkEvent::Connected => {
                     tracing::info!(connection = %conn2, "connected to transfer worker")
                 }
-                LinkEvent::Lost if sh.retiring.lock().expect("retiring").contains(&conn2) => {
+                LinkEvent::Lost if sh.retiring.borrow().contains(&conn2) => {
                     // Removed by a reload: its worker finished what it was running. Give
                     // the last acks a moment to arrive, then fail what never ran.
                     tracing::info!(connection = %conn2, "worker of a removed connection stopped");
@@ -517,7 +518,9 @@ impl TransferLink {
                         tokio::time::sleep(Duration::from_secs(1)).await;
                         sh.with(|t| (t.connection_removed(&conn), ()));
                         sh.acked.notify_all();
-                        sh.retiring.lock().expect("retiring").remove(&conn);
+                        sh.retiring.send_modify(|r| {
+                            r.remove(&conn);
+                        });
                     });
                 }
                 LinkEvent::Lost => {
@@ -534,6 +537,24 @@ impl TransferLink {
 
     fn stop(&self) {
         let _ = self.stop.send(true);
+    }
+
+    /// Marks `conn` (removed by a reload) as retiring: the link keeps its connection
+    /// until the worker stops (its `Lost` then fails what never ran and ends the
+    /// retirement); then the link stops and its outlet goes.
+    fn retire(&self, shared: &Arc<Shared>, conn: &str) {
+        shared.retiring.send_modify(|r| {
+            r.insert(conn.to_string());
+        });
+        let mut retiring = shared.retiring.subscribe();
+        let task_stop = self.stop.clone();
+        let sh = shared.clone();
+        let conn = conn.to_string();
+        tokio::spawn(async move {
+            let _ = retiring.wait_for(|r| !r.contains(&conn)).await;
+            let _ = task_stop.send(true);
+            sh.outlets.transfers.write().expect("outlets").remove(&conn);
+        });
     }
 }
 
@@ -563,23 +584,11 @@ fn reload(
         links.insert(id.clone(), TransferLink::spawn(shared, paths, hello, id));
     }
     for id in old.difference(&new) {
-        shared.retiring.lock().expect("retiring").insert(id.clone());
         if let Some(link) = links.get(id) {
-            // The link keeps its connection until the worker stops; then it goes.
-            let task_stop = link.stop.clone();
-            let sh = shared.clone();
-            let id = id.clone();
-            tokio::spawn(async move {
-                while sh.retiring.lock().expect("retiring").contains(&id) {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                let _ = task_stop.send(true);
-                sh.outlets.transfers.write().expect("outlets").remove(&id);
-            });
+            link.retire(shared, id);
         }
     }
-    links
-        .retain(|id, _| new.contains(id) || shared.retiring.lock().expect("retiring").contains(id));
+    links.retain(|id, _| new.contains(id) || shared.retiring.borrow().contains(id));
     let window: HashMap<String, usize> =
         ftp_pooler_config::session_budget(&config.settings, &registry)
             .into_iter()
@@ -821,33 +830,35 @@ fn handle(
             }
             shared.with(|t| (t.track_direct(item), ()));
         }
-        Ok(task) => match Route::resolve(&task, &shared.registry.read().expect("registry")) {
-            Err(e) => {
-                shared.stats.lock().expect("stats").invalid_tasks += 1;
-                tracing::info!(task_id = %task.task_id, error = %e, "invalid task: failure result");
-                let result = TransferResult::failure(&task, e.code, e.message, 0, 0);
-                let mut item = ToPublish::Result {
-                    id,
-                    result,
-                    direction: None,
-                };
-                if item.fit_in_frame() {
-                    tracing::error!(message = %id, "result too large for a channel frame: cut");
-                }
-                shared.with(|t| (t.track_direct(item), ()));
-            }
-            Ok(route) => {
-                let conn = route.remote_id.clone();
-                shared.with(|t| {
-                    let job = Job {
+        Ok(task) => {
+            match crate::route::resolve(&task, &shared.registry.read().expect("registry")) {
+                Err(e) => {
+                    shared.stats.lock().expect("stats").invalid_tasks += 1;
+                    tracing::info!(task_id = %task.task_id, error = %e, "invalid task: failure result");
+                    let result = TransferResult::failure(&task, e.code, e.message, 0, 0);
+                    let mut item = ToPublish::Result {
                         id,
-                        task,
-                        route,
-                        suspect: false,
+                        result,
+                        direction: None,
                     };
-                    (t.track_job(&conn, job), ())
-                });
+                    if item.fit_in_frame() {
+                        tracing::error!(message = %id, "result too large for a channel frame: cut");
+                    }
+                    shared.with(|t| (t.track_direct(item), ()));
+                }
+                Ok(route) => {
+                    let conn = route.remote_id.clone();
+                    shared.with(|t| {
+                        let job = Job {
+                            id,
+                            task,
+                            route,
+                            suspect: false,
+                        };
+                        (t.track_job(&conn, job), ())
+                    });
+                }
             }
-        },
+        }
     }
 }

@@ -701,7 +701,8 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ftp_pooler_contract::{Direction, DlqRecord, InvalidMessage, Route, TransferTask};
+    use ftp_pooler_channel::{Direction, Route};
+    use ftp_pooler_contract::{DlqRecord, InvalidMessage, TransferTask};
 
     const GEN: u64 = 42;
 

@@ -19,21 +19,23 @@
 //!   otherwise only the workers are acked;
 //! - on stop: no new connections, deliveries in flight get the drain deadline, then the
 //!   producer is flushed;
-//! - acks to a peer are written paced ([`PIPELINE_PACE`]): under load one write carries
-//!   every ack that came meanwhile.
+//! - acks to a peer go through the channel's paced writer ([`PacedWriter`],
+//!   [`PIPELINE_PACE`]): under load one write carries every ack that came meanwhile.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use std::borrow::Cow;
 
 use ftp_pooler_channel::{
-    accept_peer, accept_until, bind, Accepted, ChannelError, FromPublish, MessageId, Pacer,
-    PublishDetail, Role, RuntimePaths, StageDetail, StageReport, SupervisorLink, ToPublish,
-    PIPELINE_PACE,
+    accept_peer, accept_until, bind, ChannelError, Direction, FromPublish, MessageId, Outgoing,
+    PacedWriter, PublishDetail, Role, RuntimePaths, StageDetail, StageReport, SupervisorLink,
+    ToPublish, PIPELINE_PACE,
 };
 use ftp_pooler_config::Config;
-use ftp_pooler_contract::{Direction, TransferResult};
+use ftp_pooler_contract::TransferResult;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch};
 
@@ -51,19 +53,26 @@ pub enum PublishError {
 
 /// An ack on its way to a peer; `then_ack`: the transfer worker to ack once this one is
 /// written (see [`Peers::route_ack`]).
-struct Outgoing {
+struct Ack {
     ack: MessageId,
     then_ack: Option<String>,
+}
+
+impl Outgoing for Ack {
+    type Frame = FromPublish;
+    fn frame(&self) -> Cow<'_, FromPublish> {
+        Cow::Owned(FromPublish::Acked(self.ack))
+    }
 }
 
 #[derive(Default)]
 struct Peers {
     /// The connected ingest: its generation, connection number and outbox.
-    ingest: Option<(u64, u64, mpsc::UnboundedSender<Outgoing>)>,
+    ingest: Option<(u64, u64, mpsc::UnboundedSender<Ack>)>,
     /// Acks produced while no ingest was connected, with the worker each result came from.
     pending_acks: Vec<(MessageId, Option<String>)>,
     /// Connected transfer workers by name (a newer connection replaces an older one).
-    transfers: HashMap<String, (u64, mpsc::UnboundedSender<Outgoing>)>,
+    transfers: HashMap<String, (u64, mpsc::UnboundedSender<Ack>)>,
     next_conn: u64,
 }
 
@@ -78,7 +87,7 @@ impl Peers {
     fn route_ack(&mut self, id: MessageId, origin: Option<String>) {
         match &self.ingest {
             Some((generation, _, tx)) if *generation == id.generation => {
-                let _ = tx.send(Outgoing {
+                let _ = tx.send(Ack {
                     ack: id,
                     then_ack: origin,
                 });
@@ -90,7 +99,7 @@ impl Peers {
 
     fn ack_worker(&self, id: MessageId, origin: Option<String>) {
         if let Some((_, tx)) = origin.and_then(|name| self.transfers.get(&name)) {
-            let _ = tx.send(Outgoing {
+            let _ = tx.send(Ack {
                 ack: id,
                 then_ack: None,
             });
@@ -101,7 +110,8 @@ impl Peers {
 struct Stage {
     publisher: Arc<Publisher>,
     peers: Mutex<Peers>,
-    in_flight: AtomicUsize,
+    /// Items received and not yet delivered (the drain waits for none).
+    in_flight: watch::Sender<usize>,
     stopping: watch::Receiver<bool>,
     metrics: PublishMetrics,
     broker_up: AtomicBool,
@@ -222,7 +232,7 @@ pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), PublishError
     let stage = Arc::new(Stage {
         publisher,
         peers: Mutex::new(Peers::default()),
-        in_flight: AtomicUsize::new(0),
+        in_flight: watch::Sender::new(0),
         stopping: stop_rx,
         metrics: PublishMetrics::new(),
         broker_up: AtomicBool::new(false),
@@ -253,14 +263,12 @@ pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), PublishError
     .await;
     tracing::info!(reason = why, "stopping: delivering what is in flight");
     drop(listener);
-    let deadline = Instant::now() + drain;
-    while stage.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut in_flight = stage.in_flight.subscribe();
+    let _ = tokio::time::timeout(drain, in_flight.wait_for(|n| *n == 0)).await;
     let _ = stop_tx.send(true);
     prober.abort();
     reporter.abort();
-    let left = stage.in_flight.load(Ordering::SeqCst);
+    let left = *stage.in_flight.borrow();
     if left > 0 {
         tracing::warn!(
             left,
@@ -289,7 +297,7 @@ fn report(stage: &Stage) -> StageReport {
             failures_sent: sent("fail"),
             dlq_messages_sent: m.dlq.get(),
             send_errors: m.send_errors.load(Ordering::Relaxed),
-            pending_count: stage.in_flight.load(Ordering::SeqCst) as u64,
+            pending_count: *stage.in_flight.borrow() as u64,
         }),
         metrics: prometheus::TextEncoder::new()
             .encode_to_string(&m.registry.gather())
@@ -298,16 +306,13 @@ fn report(stage: &Stage) -> StageReport {
 }
 
 async fn serve(stage: Arc<Stage>, stream: UnixStream) {
-    let Some(Accepted {
-        role,
-        hello,
-        mut reader,
-        mut writer,
-    }) = accept_peer(stream, Role::Publish, &[Role::Ingest, Role::Transfer]).await
+    let Some(accepted) = accept_peer(stream, Role::Publish, &[Role::Ingest, Role::Transfer]).await
     else {
         return;
     };
-    let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
+    let (role, hello) = (accepted.role, accepted.hello.clone());
+    let (writer, mut reader) = accepted.into_conn::<FromPublish, ToPublish>().split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Ack>();
     let conn = {
         let mut peers = stage.peers.lock().expect("peers");
         peers.next_conn += 1;
@@ -326,21 +331,13 @@ async fn serve(stage: Arc<Stage>, stream: UnixStream) {
     let write_task = {
         let stage = stage.clone();
         tokio::spawn(async move {
-            let mut pacer = Pacer::new(PIPELINE_PACE);
-            let mut broken = false;
-            while let Some(m) = rx.recv().await {
-                let mut batch = vec![m];
-                if !broken {
-                    pacer.wait().await;
-                }
-                while let Ok(m) = rx.try_recv() {
-                    batch.push(m);
-                }
-                if !broken {
-                    let msgs: Vec<FromPublish> =
-                        batch.iter().map(|o| FromPublish::Acked(o.ack)).collect();
-                    broken = writer.send_all(&msgs).await.is_err();
-                }
+            let mut writer = PacedWriter::new(writer, PIPELINE_PACE);
+            // Once a write failed, every later batch comes back unwritten at once.
+            while let Some(written) = writer.next(&mut rx).await {
+                let (broken, batch) = match written {
+                    Ok(batch) => (false, batch),
+                    Err((batch, _)) => (true, batch),
+                };
                 let mut peers = stage.peers.lock().expect("peers");
                 if broken && matches!(&peers.ingest, Some((_, c, _)) if *c == conn) {
                     peers.ingest = None;
@@ -363,9 +360,9 @@ async fn serve(stage: Arc<Stage>, stream: UnixStream) {
         })
     };
     loop {
-        match reader.recv::<ToPublish>().await {
+        match reader.recv().await {
             Ok(Some(item)) => {
-                stage.in_flight.fetch_add(1, Ordering::SeqCst);
+                stage.in_flight.send_modify(|n| *n += 1);
                 let origin = (role == Role::Transfer).then(|| hello.name.clone());
                 tokio::spawn(deliver(stage.clone(), item, origin));
             }
@@ -431,7 +428,7 @@ async fn deliver(stage: Arc<Stage>, mut item: ToPublish, origin: Option<String>)
                 stage.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(message = %id, error = %e, "delivery failed; retrying");
                 if *stage.stopping.borrow() {
-                    stage.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    stage.in_flight.send_modify(|n| *n -= 1);
                     return;
                 }
                 tokio::time::sleep(pause).await;
@@ -446,12 +443,12 @@ async fn deliver(stage: Arc<Stage>, mut item: ToPublish, origin: Option<String>)
         ToPublish::Dlq { .. } => stage.metrics.dlq(),
     }
     stage.peers.lock().expect("peers").route_ack(id, origin);
-    stage.in_flight.fetch_sub(1, Ordering::SeqCst);
+    stage.in_flight.send_modify(|n| *n -= 1);
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Outgoing, Peers};
+    use super::{Ack, Peers};
     use ftp_pooler_channel::MessageId;
     use tokio::sync::mpsc;
 
@@ -463,7 +460,7 @@ mod tests {
         }
     }
 
-    fn drain(rx: &mut mpsc::UnboundedReceiver<Outgoing>) -> Vec<(i64, Option<String>)> {
+    fn drain(rx: &mut mpsc::UnboundedReceiver<Ack>) -> Vec<(i64, Option<String>)> {
         let mut v = Vec::new();
         while let Ok(o) = rx.try_recv() {
             v.push((o.ack.offset, o.then_ack));

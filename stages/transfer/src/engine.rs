@@ -22,8 +22,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use ftp_pooler_channel::{Direction, Route};
 use ftp_pooler_config::{Config, ConnectionKind};
-use ftp_pooler_contract::{Direction, ErrorCode, Route, TransferResult, TransferTask};
+use ftp_pooler_contract::{ErrorCode, TransferResult, TransferTask};
 
 use crate::breaker::{BreakerState, CircuitBreaker};
 use crate::claim::Claims;

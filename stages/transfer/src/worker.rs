@@ -13,8 +13,9 @@
 //! - a suspect job's `Started` goes to ingest before its first byte moves, so a crash
 //!   during it counts against it (poison detection lives in ingest); other jobs say
 //!   nothing until they finish (a crash counts against every job the worker had);
-//! - writes to ingest and to publish are paced ([`PIPELINE_PACE`]): under load one write
-//!   carries every notice and result that came meanwhile.
+//! - writes to ingest and to publish go through the channel's paced writer
+//!   ([`PacedWriter`], [`PIPELINE_PACE`]): under load one write carries every notice and
+//!   result that came meanwhile.
 //!
 //! Test hook: when `FTP_POOLER_TEST_ABORT_ON` is set, a job whose remote path contains its
 //! value aborts the process when it starts (used to prove poison-task handling).
@@ -24,14 +25,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use std::borrow::Cow;
+
 use ftp_pooler_channel::{
-    accept_peer, accept_until, bind, run_link, Accepted, ChannelError, FromPublish, Hello,
-    IngestToTransfer, Job, LinkEvent, LinkSpec, MessageId, Pacer, Role, RuntimePaths, StageDetail,
+    accept_peer, accept_until, bind, run_link, ChannelError, FromPublish, Hello, IngestToTransfer,
+    Job, LinkEvent, LinkSpec, MessageId, Outgoing, PacedWriter, Role, RuntimePaths, StageDetail,
     StageReport, SupervisorLink, ToPublish, TransferDetail, TransferToIngest, PIPELINE_PACE,
 };
 use ftp_pooler_config::Config;
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
 
 use crate::engine::Engine;
 
@@ -54,9 +57,28 @@ struct State {
     known: HashSet<MessageId>,
     /// Results not yet confirmed by publish.
     held: BTreeMap<MessageId, ToPublish>,
-    /// The current ingest connection's outbox; the sender is told once the message is
-    /// written to the socket.
-    to_ingest: Option<mpsc::UnboundedSender<(TransferToIngest, oneshot::Sender<()>)>>,
+    /// The current ingest connection's outbox.
+    to_ingest: Option<mpsc::UnboundedSender<Notice>>,
+}
+
+/// A notice to ingest; `written` is told once it is written to the socket.
+struct Notice {
+    msg: TransferToIngest,
+    written: oneshot::Sender<()>,
+}
+
+impl Notice {
+    fn new(msg: TransferToIngest) -> (Notice, oneshot::Receiver<()>) {
+        let (written, rx) = oneshot::channel();
+        (Notice { msg, written }, rx)
+    }
+}
+
+impl Outgoing for Notice {
+    type Frame = TransferToIngest;
+    fn frame(&self) -> Cow<'_, TransferToIngest> {
+        Cow::Borrowed(&self.msg)
+    }
 }
 
 struct Worker {
@@ -64,6 +86,9 @@ struct Worker {
     state: Arc<Mutex<State>>,
     to_publish: mpsc::UnboundedSender<ToPublish>,
     slots: Semaphore,
+    /// Told whenever a job ends, a result is acked or ingest goes: what the drain waits
+    /// on (running jobs and held results).
+    settled: Arc<Notify>,
     stopping: AtomicBool,
     abort_on: Option<String>,
 }
@@ -82,6 +107,7 @@ pub async fn run(
     let listener = bind(&paths.transfer(&connection_id))?;
 
     let state = Arc::new(Mutex::new(State::default()));
+    let settled = Arc::new(Notify::new());
     let (to_publish, publish_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
     let limit = engine.pool().limit();
@@ -97,6 +123,7 @@ pub async fn run(
         // data, then its rename), and four times the sessions held small downloads to
         // about 3,000 files/s, eight let the first round reach 4,200 (docs/BENCHMARKS.md).
         slots: Semaphore::new(slots),
+        settled: settled.clone(),
         stopping: AtomicBool::new(false),
         abort_on: std::env::var("FTP_POOLER_TEST_ABORT_ON")
             .ok()
@@ -123,6 +150,7 @@ pub async fn run(
         move |ev: LinkEvent<FromPublish>| match ev {
             LinkEvent::Received(FromPublish::Acked(id)) => {
                 link_state.lock().expect("state").held.remove(&id);
+                settled.notify_waiters();
             }
             LinkEvent::Connected => tracing::info!("connected to publish"),
             LinkEvent::Lost => tracing::warn!("lost publish; results will be re-sent"),
@@ -136,8 +164,7 @@ pub async fn run(
             for item in sent {
                 if let ToPublish::Result { id, .. } = item {
                     if id.generation == s.generation {
-                        let (done, _) = oneshot::channel();
-                        let _ = tx.send((TransferToIngest::Finished(*id), done));
+                        let _ = tx.send(Notice::new(TransferToIngest::Finished(*id)).0);
                     }
                 }
             }
@@ -184,6 +211,10 @@ pub async fn run(
     drop(listener);
     let deadline = Instant::now() + drain;
     loop {
+        // Registered before the check: a change between the check and the wait wakes it.
+        let settled = worker.settled.notified();
+        tokio::pin!(settled);
+        settled.as_mut().enable();
         let (running, held) = {
             let s = state.lock().expect("state");
             let running = slots - worker.slots.available_permits();
@@ -208,7 +239,7 @@ pub async fn run(
             );
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = tokio::time::timeout_at(deadline.into(), settled).await;
     }
     let _ = stop_tx.send(true);
     let _ = publish_link.await;
@@ -303,17 +334,14 @@ fn report(worker: &Worker, metrics: &WorkerMetrics, limit: usize) -> StageReport
 
 /// One ingest connection: jobs in, `Started` (suspects) and `Finished` out.
 async fn serve_ingest(worker: Arc<Worker>, stream: UnixStream) {
-    let Some(Accepted {
-        hello,
-        mut reader,
-        mut writer,
-        ..
-    }) = accept_peer(stream, Role::Transfer, &[Role::Ingest]).await
-    else {
+    let Some(accepted) = accept_peer(stream, Role::Transfer, &[Role::Ingest]).await else {
         return;
     };
-    let generation = hello.generation;
-    let (tx, mut rx) = mpsc::unbounded_channel::<(TransferToIngest, oneshot::Sender<()>)>();
+    let generation = accepted.hello.generation;
+    let (writer, mut reader) = accepted
+        .into_conn::<TransferToIngest, IngestToTransfer>()
+        .split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Notice>();
     {
         let mut s = worker.state.lock().expect("state");
         if s.generation != generation {
@@ -326,24 +354,15 @@ async fn serve_ingest(worker: Arc<Worker>, stream: UnixStream) {
         s.to_ingest = Some(tx.clone());
     }
     let write_task = tokio::spawn(async move {
-        let mut pacer = Pacer::new(PIPELINE_PACE);
-        while let Some(m) = rx.recv().await {
-            pacer.wait().await;
-            let mut batch = vec![m];
-            while let Ok(m) = rx.try_recv() {
-                batch.push(m);
-            }
-            let (msgs, written): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-            if writer.send_all(&msgs).await.is_err() {
-                return;
-            }
-            for w in written {
-                let _ = w.send(());
+        let mut writer = PacedWriter::new(writer, PIPELINE_PACE);
+        while let Some(Ok(batch)) = writer.next(&mut rx).await {
+            for n in batch {
+                let _ = n.written.send(());
             }
         }
     });
     loop {
-        match reader.recv::<IngestToTransfer>().await {
+        match reader.recv().await {
             Ok(Some(IngestToTransfer::Job(job))) => {
                 let fresh = {
                     let mut s = worker.state.lock().expect("state");
@@ -364,24 +383,27 @@ async fn serve_ingest(worker: Arc<Worker>, stream: UnixStream) {
     let mut s = worker.state.lock().expect("state");
     if s.to_ingest.as_ref().is_some_and(|t| t.same_channel(&tx)) {
         s.to_ingest = None;
+        worker.settled.notify_waiters();
     }
 }
 
 async fn run_job(worker: Arc<Worker>, job: Job) {
     let permit = worker.slots.acquire().await.expect("slots never close");
-    let (written_tx, written) = oneshot::channel();
+    let (started, written) = Notice::new(TransferToIngest::Started(job.id));
     let current = {
         let s = worker.state.lock().expect("state");
         let current = s.generation == job.id.generation && !worker.stopping.load(Ordering::SeqCst);
         if current && job.suspect {
             if let Some(tx) = &s.to_ingest {
-                let _ = tx.send((TransferToIngest::Started(job.id), written_tx));
+                let _ = tx.send(started);
             }
         }
         current
     };
     if !current {
         worker.state.lock().expect("state").known.remove(&job.id);
+        drop(permit);
+        worker.settled.notify_waiters();
         return;
     }
     // For a suspect (it was here when a worker died), `Started` is on the socket before
@@ -397,7 +419,6 @@ async fn run_job(worker: Arc<Worker>, job: Job) {
         }
     }
     let result = worker.engine.run(&job.task, &job.route).await;
-    drop(permit);
     tracing::info!(
         task_id = %result.task_id,
         direction = job.route.direction.as_str(),
@@ -415,9 +436,14 @@ async fn run_job(worker: Arc<Worker>, job: Job) {
         direction: Some(job.route.direction),
     };
     // Held until publish confirms; `Finished` follows once the result is written to
-    // publish (the link's `on_written`, in `run`).
-    let mut s = worker.state.lock().expect("state");
-    s.known.remove(&job.id);
-    s.held.insert(job.id, outcome.clone());
-    let _ = worker.to_publish.send(outcome);
+    // publish (the link's `on_written`, in `run`). The slot is freed once the result is
+    // held, so the drain never sees neither.
+    {
+        let mut s = worker.state.lock().expect("state");
+        s.known.remove(&job.id);
+        s.held.insert(job.id, outcome.clone());
+        let _ = worker.to_publish.send(outcome);
+    }
+    drop(permit);
+    worker.settled.notify_waiters();
 }
