@@ -11,6 +11,7 @@
 //!   transfer -> ingest, ingest/transfer -> publish, publish -> ingest/transfer,
 //!   stage <-> supervisor, ctl <-> supervisor).
 //! - [`paths`]: where each socket lives inside the private runtime directory.
+//! - [`stage_id`]: the typed names ([`StageId`]) and states ([`StageState`]) of stages.
 //! - [`link`]: reconnecting client links between stages (re-sending what the peer has
 //!   not confirmed), and the stage end of the supervisor channel.
 //!
@@ -22,6 +23,7 @@ pub mod frame;
 pub mod link;
 pub mod messages;
 pub mod paths;
+pub mod stage_id;
 
 pub use frame::{
     accept, bind, connect, ChannelError, FrameReader, FrameWriter, Handshake, Role, MAX_FRAME,
@@ -33,3 +35,4 @@ pub use link::{
 };
 pub use messages::*;
 pub use paths::RuntimePaths;
+pub use stage_id::{StageId, StageState};
