@@ -6,6 +6,9 @@
 //! can never start ends the service (`/live` 503, exit non-zero) with the default
 //! settings, within 3 minutes.
 //!
+//! Outages of the broker and of an FTP server are not crashes (with a give-up rule
+//! scaled down to the first crash, 20 s of each end nothing).
+//!
 //! Configurations are written whole (typed connections rendered by [`Ini`]); tests assert
 //! on Kafka results, files, the API and /metrics.
 
@@ -107,6 +110,17 @@ impl Bed {
             &self.work.path().join("svc"),
             &self.yaml(&self.topics),
             &ini.render(),
+        )
+    }
+
+    /// As [`Bed::start`], with more config.yaml and environment variables.
+    fn start_with(&self, ini: &Ini, extra_yaml: &str, env: &[(&str, &str)]) -> Service {
+        Service::start_with_env(
+            Path::new(EXE),
+            &self.work.path().join("svc"),
+            &format!("{}{extra_yaml}", self.yaml(&self.topics)),
+            &ini.render(),
+            env,
         )
     }
 
@@ -491,4 +505,61 @@ async fn stage_states_on_the_wire_and_in_the_api_are_the_contract_strings() {
     assert_eq!(code, 404, "{body}");
     let (code, _) = get(&svc, "/live").await;
     assert_eq!(code, 200);
+}
+
+/// A give-up rule so strict that any crash, or any stage down for 3 s, ends the service.
+const STRICT: &str = "supervisor:\n  max_failed_starts: 1\n  max_down_seconds: 3\n";
+
+/// Asserts that the service runs, every stage is running and none was restarted.
+async fn assert_untouched(svc: &mut Service, pids: &std::collections::HashMap<String, u32>) {
+    assert!(
+        svc.try_wait().is_none(),
+        "the service ended:\n{}",
+        svc.log()
+    );
+    assert_eq!(&svc.wait_ready(Duration::from_secs(5)).await, pids);
+    for s in svc.status().await.unwrap() {
+        assert_eq!(s.restarts, 0, "{} restarted:\n{}", s.name, svc.log());
+    }
+    assert_eq!(get(svc, "/live").await.0, 200);
+}
+
+/// An unreachable broker and a dead FTP server are not crashes: with a give-up rule that
+/// ends the service at the first crash or after 3 s down, 20 s of each end nothing (the
+/// defaults, which allow far more, are proven on the policy's and the core's unit tests;
+/// an outage of any length is the same as these 20 s: no stage goes down).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outages_of_the_broker_and_of_an_ftp_server_are_not_crashes() {
+    let mut bed = Bed::new().await;
+    let watcher = Watcher::start(&bed.topics).await;
+
+    // The broker unreachable from the start, for 20 s.
+    let dead = ftp_pooler_testbed::free_port().to_string();
+    let bootstrap = format!("127.0.0.1:{dead}");
+    let mut svc = bed.start_with(
+        &bed.ini(vec![Ftp::of("a", &bed.a)]),
+        STRICT,
+        &[("FTP_POOLER_KAFKA__BOOTSTRAP_SERVERS", bootstrap.as_str())],
+    );
+    let pids = svc.wait_ready(Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_untouched(&mut svc, &pids).await;
+    let (code, body) = get(&svc, "/ready").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("broker_unreachable"), "{body}");
+    svc.kill_all();
+
+    // The FTP server down for 20 s while tasks for it arrive.
+    let mut svc = bed.start_with(&bed.ini(vec![Ftp::of("a", &bed.a)]), STRICT, &[]);
+    let pids = svc.wait_ready(Duration::from_secs(60)).await;
+    bed.a.stop();
+    let r = run_task(&bed, &watcher, &svc, "server-down", "a").await;
+    assert_eq!(r["error_code"], "CONNECTION_ERROR", "{r}");
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_untouched(&mut svc, &pids).await;
+    bed.a.restart();
+    bed.a.put("r/f.bin", b"from a");
+    let r = run_task(&bed, &watcher, &svc, "server-back", "a").await;
+    assert_eq!(r["status"], "success", "{r}");
+    assert_untouched(&mut svc, &pids).await;
 }
