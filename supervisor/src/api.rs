@@ -32,6 +32,17 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub use crate::observed::{LastReload, Observed, REPORT_STALE};
 use crate::shell::Inbound;
 
+/// The configuration in force, read through its `Arc`.
+struct ConfigRef(Arc<ConfigInForce>);
+
+impl std::ops::Deref for ConfigRef {
+    type Target = Config;
+
+    fn deref(&self) -> &Config {
+        &self.0.config
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct ApiState {
     pub observed: Arc<Mutex<Observed>>,
@@ -45,8 +56,9 @@ impl ApiState {
         self.config.borrow().clone()
     }
 
-    fn config(&self) -> Config {
-        self.in_force().config.clone()
+    /// The configuration in force (shared, not copied).
+    fn config(&self) -> ConfigRef {
+        ConfigRef(self.in_force())
     }
 }
 
