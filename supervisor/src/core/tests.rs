@@ -212,6 +212,7 @@ pub(super) fn is_error(r: &CtlResponse) -> bool {
 }
 
 mod draining;
+mod matrix;
 mod reloading;
 
 // ---- starting ----
