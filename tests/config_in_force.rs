@@ -549,17 +549,23 @@ async fn outages_of_the_broker_and_of_an_ftp_server_are_not_crashes() {
     assert!(body.contains("broker_unreachable"), "{body}");
     svc.kill_all();
 
-    // The FTP server down for 20 s while tasks for it arrive.
-    let mut svc = bed.start_with(&bed.ini(vec![Ftp::of("a", &bed.a)]), STRICT, &[]);
+    // The FTP server down for 20 s while tasks for it arrive (the circuit breaker kept
+    // closed, so the first task after the outage is tried at once).
+    let mut svc = bed.start_with(
+        &bed.ini(vec![Ftp::of("b", &bed.b)]),
+        &format!("{STRICT}circuit_breaker:\n  failure_threshold: 1000\n"),
+        &[],
+    );
     let pids = svc.wait_ready(Duration::from_secs(60)).await;
-    bed.a.stop();
-    let r = run_task(&bed, &watcher, &svc, "server-down", "a").await;
+    // pyftpdlib: one process, so its sessions go with it.
+    bed.b.stop();
+    let r = run_task(&bed, &watcher, &svc, "server-down", "b").await;
     assert_eq!(r["error_code"], "CONNECTION_ERROR", "{r}");
     tokio::time::sleep(Duration::from_secs(20)).await;
     assert_untouched(&mut svc, &pids).await;
-    bed.a.restart();
-    bed.a.put("r/f.bin", b"from a");
-    let r = run_task(&bed, &watcher, &svc, "server-back", "a").await;
+    bed.b.restart();
+    bed.b.put("r/f.bin", b"from b");
+    let r = run_task(&bed, &watcher, &svc, "server-back", "b").await;
     assert_eq!(r["status"], "success", "{r}");
     assert_untouched(&mut svc, &pids).await;
 }
