@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use ftp_pooler_channel::{CtlRequest, CtlResponse, Role, RuntimePaths, SupervisorLink};
+use ftp_pooler_channel::{CtlRequest, CtlResponse, Role, RuntimePaths, StageId, SupervisorLink};
 use ftp_pooler_config::Config;
 use ftp_pooler_supervisor::{Outcome, ENV_RUNTIME_DIR};
 
@@ -264,13 +264,15 @@ fn stage_main(stage: StageKind) -> anyhow::Result<ExitCode> {
     let dir = std::env::var_os(ENV_RUNTIME_DIR)
         .context("FTP_POOLER_RUNTIME_DIR is not set: stages are started by `ftp-pooler run`")?;
     let paths = RuntimePaths::new(PathBuf::from(dir));
-    let (name, role) = match &stage {
-        StageKind::Ingest => ("ingest".to_string(), Role::Ingest),
-        StageKind::Publish => ("publish".to_string(), Role::Publish),
-        StageKind::Transfer { connection_id } => {
-            (format!("transfer:{connection_id}"), Role::Transfer)
-        }
+    let (id, role) = match &stage {
+        StageKind::Ingest => (StageId::Ingest, Role::Ingest),
+        StageKind::Publish => (StageId::Publish, Role::Publish),
+        StageKind::Transfer { connection_id } => (
+            StageId::Transfer(connection_id.parse().map_err(anyhow::Error::msg)?),
+            Role::Transfer,
+        ),
     };
+    let name = id.to_string();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -142,7 +142,7 @@ impl Observed {
         let mut problems = Vec::new();
         let ingest = self.ingest().map(|i| (i.broker_up, &i.broker_problem));
         let publish = self.publish().map(|p| (p.broker_up, &p.broker_problem));
-        for (name, seen) in [("ingest", ingest), ("publish", publish)] {
+        for (name, seen) in [(StageId::Ingest, ingest), (StageId::Publish, publish)] {
             match seen {
                 Some((true, _)) => {}
                 Some((false, Some(problem))) => problems.push(problem.as_str()),
