@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use ftp_pooler_channel::{CtlRequest, CtlResponse, RuntimePaths};
+use ftp_pooler_channel::{CtlRequest, CtlResponse, Role, RuntimePaths, StageId, SupervisorLink};
 use ftp_pooler_config::Config;
 use ftp_pooler_supervisor::{Outcome, ENV_RUNTIME_DIR};
 
@@ -69,8 +69,9 @@ enum CtlAction {
     /// Restart one stage (`ingest`, `publish`, `transfer:<connection-id>`) while the
     /// others keep running; returns when its new process is ready.
     Restart { stage: String },
-    /// Re-read connections.ini (as SIGHUP does): new connections get workers, removed
-    /// ones stop, changed ones restart; an invalid file is rejected.
+    /// Re-read config.yaml and connections.ini (as SIGHUP does) and apply them to every
+    /// stage: new connections get workers, removed ones stop, stages whose settings or
+    /// connection changed restart; an invalid edit is rejected and changes nothing.
     Reload,
 }
 
@@ -164,21 +165,31 @@ fn load(sources: &ftp_pooler_config::Sources) -> Result<Config, ExitCode> {
 }
 
 fn run(args: &ConfigArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
-    let mut config = match load(&args.sources()) {
+    let mut sources = args.sources();
+    let config = match load(&sources) {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    // Children re-read the same files, whatever their working directory.
+    // A reload reads the same files, whatever the working directory has become.
     if let Some(f) = &config.config_file {
-        config.config_file =
+        sources.config_file =
             Some(std::fs::canonicalize(f).with_context(|| f.display().to_string())?);
     }
-    config.connections_file = std::fs::canonicalize(&config.connections_file)
-        .with_context(|| config.connections_file.display().to_string())?;
+    sources.connections_file = Some(
+        std::fs::canonicalize(&config.connections_file)
+            .with_context(|| config.connections_file.display().to_string())?,
+    );
+    let config = match load(&sources) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
     let _logs = logging::init(&config.settings.logging, "supervisor");
     let opts = ftp_pooler_supervisor::Options {
         exe: std::env::current_exe().context("locating the ftp-pooler executable")?,
         runtime_dir: runtime.dir(),
+        // The supervisor owns the configuration: it reads the files at start and at each
+        // reload, checked as at start (librdkafka included); stages never read them.
+        load: std::sync::Arc::new(move || sources.load_checked(&ftp_pooler_kafka::check)),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -216,7 +227,11 @@ fn ctl(runtime: &RuntimeArgs, action: CtlAction) -> anyhow::Result<ExitCode> {
                 let pid = s.pid.map_or("-".to_string(), |p| p.to_string());
                 println!(
                     "{:<28} {:>8} {:<10} {:>8} {:>10}",
-                    s.name, pid, s.state, s.restarts, s.uptime_seconds
+                    s.name.to_string(),
+                    pid,
+                    s.state,
+                    s.restarts,
+                    s.uptime_seconds
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -226,12 +241,13 @@ fn ctl(runtime: &RuntimeArgs, action: CtlAction) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         CtlResponse::Reloaded {
+            generation,
             added,
             removed,
             restarted,
         } => {
             println!(
-                "connections reloaded: added {added:?}, removed {removed:?}, restarted {restarted:?}"
+                "configuration generation {generation} in force: connections added {added:?}, removed {removed:?}; stages restarted {restarted:?}"
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -242,30 +258,35 @@ fn ctl(runtime: &RuntimeArgs, action: CtlAction) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A stage process: it connects to the supervisor, which hands it the configuration in
+/// force (stages never read the configuration files), then runs.
 fn stage_main(stage: StageKind) -> anyhow::Result<ExitCode> {
-    let config = match load(&ftp_pooler_config::Sources::from_env(None, None)) {
-        Ok(c) => c,
-        Err(code) => return Ok(code),
-    };
     let dir = std::env::var_os(ENV_RUNTIME_DIR)
         .context("FTP_POOLER_RUNTIME_DIR is not set: stages are started by `ftp-pooler run`")?;
     let paths = RuntimePaths::new(PathBuf::from(dir));
-    let name = match &stage {
-        StageKind::Ingest => "ingest".to_string(),
-        StageKind::Publish => "publish".to_string(),
-        StageKind::Transfer { connection_id } => format!("transfer:{connection_id}"),
+    let (id, role) = match &stage {
+        StageKind::Ingest => (StageId::Ingest, Role::Ingest),
+        StageKind::Publish => (StageId::Publish, Role::Publish),
+        StageKind::Transfer { connection_id } => (
+            StageId::Transfer(connection_id.parse().map_err(anyhow::Error::msg)?),
+            Role::Transfer,
+        ),
     };
-    let _logs = logging::init(&config.settings.logging, &name);
+    let name = id.to_string();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let supervisor = rt
+        .block_on(SupervisorLink::connect(&paths, role, &name, 0))
+        .with_context(|| format!("{name}: no configuration from the supervisor"))?;
+    let _logs = logging::init(&supervisor.config().config.settings.logging, &name);
     let result: anyhow::Result<()> = rt.block_on(async move {
         match stage {
-            StageKind::Ingest => ftp_pooler_ingest::stage::run(config, paths).await?,
-            StageKind::Publish => ftp_pooler_publish::stage::run(config, paths).await?,
+            StageKind::Ingest => ftp_pooler_ingest::stage::run(supervisor, paths).await?,
+            StageKind::Publish => ftp_pooler_publish::stage::run(supervisor, paths).await?,
             StageKind::Transfer { connection_id } => {
-                ftp_pooler_transfer::worker::run(config, connection_id, paths).await?
+                ftp_pooler_transfer::worker::run(supervisor, connection_id, paths).await?
             }
         }
         Ok(())

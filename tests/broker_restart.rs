@@ -882,7 +882,10 @@ async fn broker_killed_and_restarted_mid_run_the_service_reconnects_and_loses_no
     let status = svc.status().await.expect("ctl status");
     let restarted: Vec<String> = status
         .iter()
-        .filter(|s| s.restarts > 0 || pids.get(&s.name) != after.get(&s.name))
+        .filter(|s| {
+            let name = s.name.to_string();
+            s.restarts > 0 || pids.get(&name) != after.get(&name)
+        })
         .map(|s| format!("{} ({} restarts)", s.name, s.restarts))
         .collect();
     let mut duplicated: Vec<&str> = seen

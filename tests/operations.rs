@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use ftp_pooler_channel::{StageId, StageState};
 use ftp_pooler_testbed::http::{get_json, request};
 use ftp_pooler_testbed::service::{produce, Seen, Service, Topics, Watcher};
 use ftp_pooler_testbed::{ftp_password, FtpKind, FtpServer};
@@ -588,6 +589,7 @@ async fn systemd_hears_ready_watchdog_and_stopping() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_adds_and_removes_connections_without_touching_the_others() {
     let bed = Bed::new().await;
+    let transfer_b: StageId = "transfer:b".parse().unwrap();
     let b = FtpServer::start(FtpKind::Pyftpdlib, false);
     b.put("r/f.bin", b"from b");
     bed.server.put("r/f.bin", b"from a");
@@ -634,7 +636,7 @@ async fn sighup_adds_and_removes_connections_without_touching_the_others() {
         let stages = svc.status().await.unwrap_or_default();
         if stages
             .iter()
-            .any(|s| s.name == "transfer:b" && s.state == "running")
+            .any(|s| s.name == transfer_b && s.state == StageState::Running)
         {
             break svc.wait_ready(Duration::from_secs(10)).await;
         }
@@ -683,6 +685,7 @@ async fn sighup_adds_and_removes_connections_without_touching_the_others() {
     assert_eq!(
         reply,
         ftp_pooler_channel::CtlResponse::Reloaded {
+            generation: 3,
             added: vec![],
             removed: vec!["b".into()],
             restarted: vec![]
@@ -694,7 +697,7 @@ async fn sighup_adds_and_removes_connections_without_touching_the_others() {
         .await
         .unwrap_or_default()
         .iter()
-        .any(|s| s.name == "transfer:b")
+        .any(|s| s.name == transfer_b)
     {
         assert!(
             start.elapsed() < Duration::from_secs(30),

@@ -335,7 +335,7 @@ async fn a_task_that_keeps_killing_its_worker_ends_as_a_failure() {
     let status = svc.status().await.unwrap();
     let a = status
         .iter()
-        .find(|s| s.name == format!("transfer:{conn}"))
+        .find(|s| s.name == ftp_pooler_channel::StageId::Transfer(conn.parse().unwrap()))
         .unwrap();
     assert!(a.restarts >= 3, "{a:?}");
 }

@@ -38,7 +38,7 @@ async fn memory(svc: &Service) -> BTreeMap<String, (u32, u64)> {
     out.insert("supervisor".to_string(), (svc.pid(), rss_kib(svc.pid())));
     for s in svc.status().await.expect("status") {
         if let Some(pid) = s.pid {
-            out.insert(s.name, (pid, rss_kib(pid)));
+            out.insert(s.name.to_string(), (pid, rss_kib(pid)));
         }
     }
     out
@@ -89,7 +89,7 @@ async fn soak_with_a_stage_killed_every_few_seconds_loses_nothing_and_memory_sta
         )
         .replace(
             "supervisor:\n",
-            "supervisor:\n  max_restarts: 1000\n  restart_window_seconds: 10\n",
+            "supervisor:\n  max_restarts: 1000\n  restart_window_seconds: 10\n  max_failed_starts: 1000\n",
         );
     let mut svc = sc.start_instance("soak", &yaml);
     svc.wait_ready(Duration::from_secs(60)).await;
@@ -132,7 +132,7 @@ async fn soak_with_a_stage_killed_every_few_seconds_loses_nothing_and_memory_sta
             .await
             .expect("status")
             .into_iter()
-            .find(|s| s.name == victim)
+            .find(|s| s.name.to_string() == victim)
             .and_then(|s| s.pid);
         if let Some(pid) = pid {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);

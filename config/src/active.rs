@@ -14,7 +14,9 @@ use std::str::FromStr;
 pub const MIN_ACTIVE_PORT: u16 = 1024;
 
 /// The local ports active-mode data listeners bind, both ends included (`50000-50100`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Serialised as `(first, last)`; deserialising checks the invariants again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "(u16, u16)", into = "(u16, u16)")]
 pub struct PortRange {
     first: u16,
     last: u16,
@@ -50,6 +52,21 @@ impl PortRange {
 
     pub fn ports(self) -> RangeInclusive<u16> {
         self.first..=self.last
+    }
+}
+
+impl From<PortRange> for (u16, u16) {
+    fn from(r: PortRange) -> (u16, u16) {
+        (r.first, r.last)
+    }
+}
+
+impl TryFrom<(u16, u16)> for PortRange {
+    type Error = String;
+
+    fn try_from((first, last): (u16, u16)) -> Result<PortRange, String> {
+        PortRange::new(first, last)
+            .ok_or_else(|| format!("{first}-{last}: not a port range from {MIN_ACTIVE_PORT} up"))
     }
 }
 

@@ -13,13 +13,18 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use ini::{Ini, ParseOption};
+use serde::{Deserialize, Serialize};
 
 use crate::active::{parse_active_address, PortRange};
 use crate::error::{ConfigError, ConfigErrors, Place};
 use crate::schema::unknown;
 
 /// A password: shown as `***` by `Debug` and `Display`; read it with [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq, Default)]
+/// It serialises as itself: the supervisor hands the configuration in force to its
+/// stages over the private (0700) runtime socket. Never serialise it into a log, a
+/// result, a metric or an API body.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Secret(String);
 
 impl Secret {
@@ -47,7 +52,7 @@ impl fmt::Display for Secret {
 }
 
 /// How an FTP connection uses TLS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TlsMode {
     /// Plain FTP.
     None,
@@ -67,7 +72,7 @@ impl TlsMode {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FtpConnection {
     pub host: String,
     pub port: u16,
@@ -94,19 +99,19 @@ pub struct FtpConnection {
     pub max_sessions: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocalConnection {
     /// Absolute; every local path of a task resolves inside it.
     pub base_path: PathBuf,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConnectionKind {
     Ftp(FtpConnection),
     Local(LocalConnection),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Connection {
     pub id: String,
     pub kind: ConnectionKind,
@@ -166,8 +171,10 @@ impl Connection {
     }
 }
 
-/// All connections of `connections.ini`, in file order.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// All connections of `connections.ini`, in file order. Serialised as the list of its
+/// connections; deserialising checks the ids again (valid, unique).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "Vec<Connection>", into = "Vec<Connection>")]
 pub struct Registry {
     connections: BTreeMap<String, Connection>,
     order: Vec<String>,
@@ -344,8 +351,38 @@ impl Registry {
     }
 }
 
+impl From<Registry> for Vec<Connection> {
+    fn from(r: Registry) -> Vec<Connection> {
+        let Registry {
+            mut connections,
+            order,
+        } = r;
+        order
+            .iter()
+            .filter_map(|id| connections.remove(id))
+            .collect()
+    }
+}
+
+impl TryFrom<Vec<Connection>> for Registry {
+    type Error = String;
+
+    fn try_from(list: Vec<Connection>) -> Result<Registry, String> {
+        let mut registry = Registry::default();
+        for c in list {
+            check_id(&c.id).map_err(|e| format!("[{}]: {e}", c.id))?;
+            if registry.connections.contains_key(&c.id) {
+                return Err(format!("[{}]: duplicate connection id", c.id));
+            }
+            registry.order.push(c.id.clone());
+            registry.connections.insert(c.id.clone(), c);
+        }
+        Ok(registry)
+    }
+}
+
 /// Connection ids name processes and sockets: no whitespace, control characters or `/`.
-fn check_id(id: &str) -> Result<(), String> {
+pub(crate) fn check_id(id: &str) -> Result<(), String> {
     if id.trim().is_empty() {
         return Err("empty connection id".into());
     }

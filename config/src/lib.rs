@@ -11,6 +11,7 @@
 mod active;
 mod connections;
 mod error;
+mod id;
 mod kafka;
 pub mod references;
 mod schema;
@@ -21,6 +22,7 @@ pub use connections::{
     Connection, ConnectionKind, FtpConnection, LocalConnection, Registry, Secret, TlsMode,
 };
 pub use error::{ConfigError, ConfigErrors, Place};
+pub use id::ConnectionId;
 pub use kafka::{is_secret_property, no_kafka_check, KafkaCheck, KafkaMap, PropertyProblem};
 pub use settings::{
     ApiSettings, CircuitBreakerSettings, KafkaSettings, LoggingSettings, MetricsSettings,
@@ -36,8 +38,11 @@ pub const ENV_CONNECTIONS: &str = "FTP_POOLER_CONNECTIONS";
 /// Prefix of setting overrides such as `FTP_POOLER_KAFKA__BOOTSTRAP_SERVERS`.
 pub const ENV_PREFIX: &str = "FTP_POOLER_";
 
-/// Both configuration files, loaded and validated together.
-#[derive(Debug, Clone)]
+/// Both configuration files, loaded and validated together. Serialisable (serde, and so
+/// bincode): the supervisor hands the configuration in force to each stage over its
+/// private channel, so stages never read the files (DESIGN.md section 9). It holds
+/// secrets: never log or publish its serialised form.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Config {
     pub settings: Settings,
     pub registry: Registry,

@@ -201,10 +201,13 @@ impl Default for LoggingSettings {
 }
 
 /// Restart policy of the supervisor: exponential backoff from `restart_base_ms` to
-/// `restart_max_ms` (with jitter), reset after `restart_reset_seconds` of healthy uptime;
-/// more than `max_restarts` restarts of one stage within `restart_window_seconds` and the
-/// supervisor stops everything and exits non-zero. A stage must report ready within
-/// `ready_timeout_seconds` of its start.
+/// `restart_max_ms` (with jitter), reset after `restart_reset_seconds` of healthy uptime.
+/// A stage must report ready within `ready_timeout_seconds` of its start. The supervisor
+/// gives up (stops everything, `/live` 503, exit non-zero) when one stage
+/// - fails `max_failed_starts` starts in a row (a failed start: it exited before it was
+///   ready, or within `failed_start_seconds` of being ready), or
+/// - stays down (not ready) for `max_down_seconds`, or
+/// - is restarted more than `max_restarts` times within `restart_window_seconds`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SupervisorSettings {
@@ -214,6 +217,12 @@ pub struct SupervisorSettings {
     pub max_restarts: u64,
     pub restart_window_seconds: u64,
     pub ready_timeout_seconds: u64,
+    /// New: an exit this soon after ready (or before it) is a failed start.
+    pub failed_start_seconds: u64,
+    /// New: this many failed starts in a row: give up.
+    pub max_failed_starts: u64,
+    /// New: a stage down (not ready) this long: give up.
+    pub max_down_seconds: u64,
 }
 
 impl Default for SupervisorSettings {
@@ -225,6 +234,9 @@ impl Default for SupervisorSettings {
             max_restarts: 10,
             restart_window_seconds: 60,
             ready_timeout_seconds: 60,
+            failed_start_seconds: 30,
+            max_failed_starts: 5,
+            max_down_seconds: 150,
         }
     }
 }
@@ -470,6 +482,11 @@ fn validate(s: &Settings, at: &dyn Fn(&str) -> Place, errors: &mut ConfigErrors)
             "supervisor.ready_timeout_seconds",
             s.supervisor.ready_timeout_seconds,
         ),
+        (
+            "supervisor.max_failed_starts",
+            s.supervisor.max_failed_starts,
+        ),
+        ("supervisor.max_down_seconds", s.supervisor.max_down_seconds),
     ] {
         if v == 0 {
             bad(key, "must be at least 1".into());

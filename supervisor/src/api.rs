@@ -10,8 +10,12 @@
 //! (`broker_authentication_failed` or `broker_tls_failed` when a Kafka client saw the
 //! broker refuse it, `broker_unreachable` when it simply does not answer). A connection
 //! whose server rejects logins does not hold readiness back; it shows in `/pool/health`.
+//!
+//! Liveness: `/live` (and `/health`) answer 503 once the supervisor has given up on a
+//! stage that cannot stay up (so Kubernetes restarts the pod while the supervisor stops).
+//! `GET /config` shows the configuration in force (its generation, the files) and the
+//! last reload (applied, or rejected with every error); no secret.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,119 +24,41 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use ftp_pooler_channel::{
-    CtlRequest, CtlResponse, IngestDetail, PublishDetail, StageDetail, StageStatus, TransferDetail,
-};
+use ftp_pooler_channel::{ConfigInForce, CtlRequest, CtlResponse, StageId, TransferDetail};
 use ftp_pooler_config::{Config, ConnectionKind};
 use serde_json::{json, Map, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::metrics::Aggregator;
-use crate::Event;
+pub use crate::observed::{LastReload, Observed, REPORT_STALE};
+use crate::shell::Inbound;
 
-/// A stage is unresponsive when it has not reported for this long.
-pub const REPORT_STALE: Duration = Duration::from_secs(5);
+/// The configuration in force, read through its `Arc`.
+struct ConfigRef(Arc<ConfigInForce>);
 
-/// What the supervisor knows, shared with the HTTP handlers.
-#[derive(Default)]
-pub struct Observed {
-    /// False once the service is draining.
-    pub running: bool,
-    pub stages: Vec<StageStatus>,
-    /// Latest report detail of each stage, with when it arrived.
-    pub details: HashMap<String, (Instant, StageDetail)>,
-    pub metrics: Aggregator,
-}
+impl std::ops::Deref for ConfigRef {
+    type Target = Config;
 
-impl Observed {
-    fn transfer(&self, id: &str) -> Option<&TransferDetail> {
-        match self.details.get(&format!("transfer:{id}")) {
-            Some((_, StageDetail::Transfer(t))) => Some(t),
-            _ => None,
-        }
-    }
-
-    fn ingest(&self) -> Option<&IngestDetail> {
-        match self.details.get("ingest") {
-            Some((_, StageDetail::Ingest(i))) => Some(i),
-            _ => None,
-        }
-    }
-
-    fn publish(&self) -> Option<&PublishDetail> {
-        match self.details.get("publish") {
-            Some((_, StageDetail::Publish(p))) => Some(p),
-            _ => None,
-        }
-    }
-
-    /// Ok when ready; else the reason and what it concerns.
-    pub fn readiness(&self, now: Instant) -> Result<(), (&'static str, Vec<String>)> {
-        if !self.running {
-            return Err(("application_not_running", Vec::new()));
-        }
-        let down: Vec<String> = self
-            .stages
-            .iter()
-            .filter(|s| s.state != "running")
-            .map(|s| s.name.clone())
-            .collect();
-        if !down.is_empty() {
-            return Err(("stage_down", down));
-        }
-        let silent: Vec<String> = self
-            .stages
-            .iter()
-            .filter(|s| {
-                self.details
-                    .get(&s.name)
-                    .is_none_or(|(at, _)| now.duration_since(*at) > REPORT_STALE)
-            })
-            .map(|s| s.name.clone())
-            .collect();
-        if !silent.is_empty() {
-            return Err(("stage_unresponsive", silent));
-        }
-        let mut unreachable = Vec::new();
-        let mut problems = Vec::new();
-        let ingest = self.ingest().map(|i| (i.broker_up, &i.broker_problem));
-        let publish = self.publish().map(|p| (p.broker_up, &p.broker_problem));
-        for (name, seen) in [("ingest", ingest), ("publish", publish)] {
-            match seen {
-                Some((true, _)) => {}
-                Some((false, Some(problem))) => problems.push(problem.as_str()),
-                _ => {}
-            }
-            if !seen.is_some_and(|(up, _)| up) {
-                unreachable.push(name.to_string());
-            }
-        }
-        if !unreachable.is_empty() {
-            // A client that saw why says so: a wrong password is not a network outage.
-            let reason = if problems.contains(&"authentication") {
-                "broker_authentication_failed"
-            } else if problems.contains(&"tls") {
-                "broker_tls_failed"
-            } else {
-                "broker_unreachable"
-            };
-            return Err((reason, unreachable));
-        }
-        Ok(())
+    fn deref(&self) -> &Config {
+        &self.0.config
     }
 }
 
 #[derive(Clone)]
 pub(crate) struct ApiState {
     pub observed: Arc<Mutex<Observed>>,
-    pub events: mpsc::UnboundedSender<Event>,
-    /// The configuration in force (a reload replaces the registry).
-    pub config: Arc<Mutex<Arc<Config>>>,
+    pub events: mpsc::UnboundedSender<Inbound>,
+    /// The configuration in force (an applied reload replaces it).
+    pub config: watch::Receiver<Arc<ConfigInForce>>,
 }
 
 impl ApiState {
-    fn config(&self) -> Arc<Config> {
-        self.config.lock().expect("config").clone()
+    fn in_force(&self) -> Arc<ConfigInForce> {
+        self.config.borrow().clone()
+    }
+
+    /// The configuration in force (shared, not copied).
+    fn config(&self) -> ConfigRef {
+        ConfigRef(self.in_force())
     }
 }
 
@@ -149,6 +75,7 @@ pub(crate) fn api_router(state: ApiState) -> Router {
         .route("/pool/connections/{id}/health", get(connection_health))
         .route("/stages", get(stages))
         .route("/stages/{name}/restart", post(restart))
+        .route("/config", get(config_in_force))
         .fallback(|| async { (StatusCode::NOT_FOUND, Json(json!({"detail": "Not Found"}))) })
         .with_state(state)
 }
@@ -161,17 +88,47 @@ pub(crate) fn metrics_router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-async fn health() -> Json<Value> {
-    Json(json!({"status": "healthy", "version": env!("CARGO_PKG_VERSION")}))
+async fn health(State(s): State<ApiState>) -> Response {
+    let gave_up = s.observed.lock().expect("observed").gave_up.clone();
+    match gave_up {
+        None => Json(json!({"status": "healthy", "version": env!("CARGO_PKG_VERSION")}))
+            .into_response(),
+        Some(stage) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unhealthy", "version": env!("CARGO_PKG_VERSION"), "gave_up_on": stage})),
+        )
+            .into_response(),
+    }
 }
 
-async fn live() -> Json<Value> {
-    Json(json!({"status": "alive"}))
+async fn live(State(s): State<ApiState>) -> Response {
+    let gave_up = s.observed.lock().expect("observed").gave_up.clone();
+    match gave_up {
+        None => Json(json!({"status": "alive"})).into_response(),
+        Some(stage) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "gave_up", "stage": stage})),
+        )
+            .into_response(),
+    }
+}
+
+/// The configuration in force and the last reload (no secret: files and generation).
+async fn config_in_force(State(s): State<ApiState>) -> Json<Value> {
+    let c = s.in_force();
+    let o = s.observed.lock().expect("observed");
+    Json(json!({
+        "generation": c.generation,
+        "config_file": c.config.config_file.as_ref().map(|f| f.display().to_string()),
+        "connections_file": c.config.connections_file.display().to_string(),
+        "connections": c.config.registry.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
+        "last_reload": o.last_reload.as_ref().map(|r| r.body.clone()),
+    }))
 }
 
 async fn ready(State(s): State<ApiState>) -> Response {
     let o = s.observed.lock().expect("observed");
-    match o.readiness(Instant::now()) {
+    match o.readiness(Instant::now(), &s.in_force().config) {
         Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))).into_response(),
         Err((reason, which)) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -383,9 +340,24 @@ async fn stages(State(s): State<ApiState>) -> Json<Value> {
 }
 
 async fn restart(State(s): State<ApiState>, Path(name): Path<String>) -> Response {
+    let listed = name.parse::<StageId>().ok().is_some_and(|id| {
+        s.observed
+            .lock()
+            .expect("observed")
+            .stages
+            .iter()
+            .any(|st| st.name == id)
+    });
+    if !listed {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"detail": format!("no stage named {name:?}")})),
+        )
+            .into_response();
+    }
     let (tx, rx) = oneshot::channel();
     if s.events
-        .send(Event::Ctl(
+        .send(Inbound::Ctl(
             CtlRequest::Restart {
                 stage: name.clone(),
             },
@@ -402,9 +374,6 @@ async fn restart(State(s): State<ApiState>, Path(name): Path<String>) -> Respons
     match tokio::time::timeout(Duration::from_secs(120), rx).await {
         Ok(Ok(CtlResponse::Restarted { stage, pid })) => {
             Json(json!({"stage": stage, "pid": pid, "status": "restarted"})).into_response()
-        }
-        Ok(Ok(CtlResponse::Error(e))) if e.starts_with("no stage named") => {
-            (StatusCode::NOT_FOUND, Json(json!({"detail": e}))).into_response()
         }
         Ok(Ok(CtlResponse::Error(e))) => {
             (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"detail": e}))).into_response()

@@ -16,6 +16,7 @@
 //!   write per [`PIPELINE_PACE`], carrying everything queued meanwhile, in order.
 //! - [`paths`]: where each socket lives inside the private runtime directory.
 //! - [`route`]: the [`Route`] a job carries to its worker (resolved by ingest).
+//! - [`stage_id`]: the typed names ([`StageId`]) and states ([`StageState`]) of stages.
 //! - [`link`]: reconnecting client links between stages (re-sending what the peer has
 //!   not confirmed), and the stage end of the supervisor channel.
 //!
@@ -30,6 +31,7 @@ pub mod messages;
 pub mod paced;
 pub mod paths;
 pub mod route;
+pub mod stage_id;
 
 pub use conn::{Conn, Receiver, Sender};
 
@@ -44,3 +46,4 @@ pub use messages::*;
 pub use paced::{Outgoing, PacedWriter, Written, MAX_BATCH, PIPELINE_PACE};
 pub use paths::RuntimePaths;
 pub use route::{Direction, Route};
+pub use stage_id::{StageId, StageState};

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::conn::{Conn, Sender};
 use crate::frame::{ChannelError, FrameWriter, Role};
-use crate::messages::{Hello, StageReport, StageToSupervisor, SupervisorToStage};
+use crate::messages::{ConfigInForce, Hello, StageReport, StageToSupervisor, SupervisorToStage};
 use crate::paced::{Outgoing, PacedWriter};
 use crate::RuntimePaths;
 
@@ -206,14 +206,18 @@ where
     }
 }
 
-/// The stage end of the supervisor channel.
+/// The stage end of the supervisor channel. The supervisor answers the hello with the
+/// configuration in force and sends each new one after a reload: a stage runs on what it
+/// receives here and never reads the configuration files.
 pub struct SupervisorLink {
     writer: tokio::sync::Mutex<Sender<StageToSupervisor>>,
     lost: watch::Receiver<bool>,
+    config: watch::Receiver<Arc<ConfigInForce>>,
 }
 
 impl SupervisorLink {
-    /// Connects to the supervisor and says hello as `name`.
+    /// Connects to the supervisor, says hello as `name` and waits for the configuration
+    /// in force (the supervisor's first frame).
     pub async fn connect(
         paths: &RuntimePaths,
         me: Role,
@@ -233,15 +237,43 @@ impl SupervisorLink {
         )
         .await?;
         let (writer, mut reader) = conn.split();
+        let first = loop {
+            match reader.recv().await? {
+                Some(SupervisorToStage::Config(c)) => break c,
+                Some(SupervisorToStage::Ping) => continue,
+                None => {
+                    return Err(ChannelError::Io(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the supervisor closed the channel before sending the configuration",
+                    )))
+                }
+            }
+        };
+        let (config_tx, config) = watch::channel(Arc::new(*first));
         let (tx, lost) = watch::channel(false);
         tokio::spawn(async move {
-            while let Ok(Some(_)) = reader.recv().await {}
+            while let Ok(Some(msg)) = reader.recv().await {
+                if let SupervisorToStage::Config(c) = msg {
+                    config_tx.send_replace(Arc::new(*c));
+                }
+            }
             let _ = tx.send(true);
         });
         Ok(SupervisorLink {
             writer: tokio::sync::Mutex::new(writer),
             lost,
+            config,
         })
+    }
+
+    /// The configuration in force (the latest the supervisor sent).
+    pub fn config(&self) -> Arc<ConfigInForce> {
+        self.config.borrow().clone()
+    }
+
+    /// Changes when the supervisor sends a new configuration (a reload).
+    pub fn config_changes(&self) -> watch::Receiver<Arc<ConfigInForce>> {
+        self.config.clone()
     }
 
     /// Tells the supervisor this stage is initialised.

@@ -5,7 +5,7 @@
 //! ingest  <--TransferToIngest--  transfer[conn]      (a job started)
 //! ingest / transfer --ToPublish--> publish           (results, DLQ records)
 //! ingest / transfer <--FromPublish-- publish         (acknowledged by Kafka)
-//! stage   <-> supervisor                             (hello, ready)
+//! stage   <-> supervisor                             (hello, config in force, ready)
 //! ctl     <-> supervisor                             (status, restart)
 //! ```
 //!
@@ -222,17 +222,30 @@ pub struct PublishDetail {
     pub pending_count: u64,
 }
 
-/// The supervisor to a stage (nothing yet: stop is SIGTERM, as from systemd or kubelet).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The supervisor to a stage (stop is SIGTERM, as from systemd or kubelet).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum SupervisorToStage {
     Ping,
+    /// The configuration in force: the first frame after the stage's hello, and again
+    /// after each reload that was applied.
+    Config(Box<ConfigInForce>),
+}
+
+/// The configuration in force and its generation (1 at start, +1 per applied reload).
+/// It holds secrets: this channel is the runtime directory's private socket, and the
+/// value is never logged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigInForce {
+    pub generation: u64,
+    pub config: ftp_pooler_config::Config,
 }
 
 /// `ftp-pooler ctl` to the supervisor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CtlRequest {
     Status,
-    /// Re-read connections.ini (as SIGHUP does).
+    /// Re-read and validate config.yaml and connections.ini, and apply them to every
+    /// stage (as SIGHUP does).
     Reload,
     /// Restart one stage (`ingest`, `publish`, `transfer:<id>`) while the others run.
     Restart {
@@ -240,13 +253,13 @@ pub enum CtlRequest {
     },
 }
 
-/// The state of one stage, as `ctl status` (and later `GET /stages`) shows it.
+/// The state of one stage, as `ctl status` and `GET /stages` show it (in JSON:
+/// `{name, pid, state, restarts, uptime_seconds}` with the names and states as strings).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StageStatus {
-    pub name: String,
+    pub name: crate::StageId,
     pub pid: Option<u32>,
-    /// `starting`, `running`, `backoff`, `stopping`, `stopped`.
-    pub state: String,
+    pub state: crate::StageState,
     pub restarts: u32,
     pub uptime_seconds: u64,
 }
@@ -262,8 +275,11 @@ pub enum CtlResponse {
         stage: String,
         pid: u32,
     },
-    /// A reload was applied: connection ids added, removed, restarted (changed).
+    /// A reload was applied (configuration `generation` is now in force): connection
+    /// ids added and removed, stages restarted to take it (`transfer:<id>` of a changed
+    /// connection; every stage the changed settings concern).
     Reloaded {
+        generation: u64,
         added: Vec<String>,
         removed: Vec<String>,
         restarted: Vec<String>,

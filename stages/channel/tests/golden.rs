@@ -17,7 +17,7 @@ fn id() -> MessageId {
 #[test]
 fn handshake_bytes() {
     let h = Handshake::new(Role::Transfer).to_bytes();
-    assert_eq!(&h, b"FTPPOOLR\x00\x05\x03\x00");
+    assert_eq!(&h, b"FTPPOOLR\x00\x06\x03\x00");
     assert_eq!(Handshake::parse(&h).unwrap().role, Role::Transfer);
 }
 
@@ -173,4 +173,43 @@ async fn a_connection_carries_frames_both_ways_and_refuses_wrong_roles() {
     }
     let _ = connect(&path, Role::Ctl, Role::Publish).await;
     server.await.unwrap();
+}
+
+#[test]
+fn the_configuration_in_force_crosses_a_frame_whole() {
+    use ftp_pooler_config::{Registry, Settings};
+    let dir = tempfile::tempdir().unwrap();
+    let ini = format!(
+        "[a]\ntype = ftp\nhost = h\nport = 2121\nuser = u\npass = s3cret\ntls = explicit\npassive = false\nactive_port_range = 50000-50010\nmax_sessions = 3\n\n[l]\ntype = local\nbase_path = {}\n",
+        dir.path().display()
+    );
+    let mut settings = Settings::default();
+    settings
+        .kafka
+        .consumer_config
+        .insert("sasl.password".into(), "p".into());
+    let config = ftp_pooler_config::Config {
+        settings,
+        registry: Registry::parse(std::path::Path::new("c.ini"), &ini).unwrap(),
+        config_file: Some("/etc/ftp-pooler/config.yaml".into()),
+        connections_file: "/etc/ftp-pooler/connections.ini".into(),
+    };
+    let msg = SupervisorToStage::Config(Box::new(ConfigInForce {
+        generation: 3,
+        config,
+    }));
+    let frame = encode_frame(&msg).unwrap();
+    let back: SupervisorToStage = decode_payload(&frame[4..]).unwrap();
+    assert_eq!(back, msg);
+    let SupervisorToStage::Config(c) = back else {
+        unreachable!()
+    };
+    let ids: Vec<&str> = c.config.registry.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["a", "l"], "file order kept");
+    // Debug (what a log could show) never holds the secrets.
+    let shown = format!("{c:?}");
+    assert!(
+        !shown.contains("s3cret") && !shown.contains("\"p\""),
+        "{shown}"
+    );
 }

@@ -301,21 +301,24 @@ fn window_for(sessions: u64) -> usize {
     (16 * sessions as usize).max(32)
 }
 
-/// Runs the stage until asked to stop.
-pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), IngestError> {
+/// Runs the stage until asked to stop, on the configuration in force that `supervisor`
+/// received; a new one from it (a reload) is applied with [`reload`].
+pub async fn run(supervisor: SupervisorLink, paths: RuntimePaths) -> Result<(), IngestError> {
+    let mut configs = supervisor.config_changes();
+    let config: Config = configs.borrow_and_update().config.clone();
+    let supervisor = Arc::new(supervisor);
     let generation = loop {
         let g = fastrand::u64(..);
         if g != 0 {
             break g;
         }
     };
-    // SIGHUP (reload) is handled from the start: its default action would end the process.
+    // SIGHUP is ignored (reloads come from the supervisor): its default action would end
+    // the process.
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .expect("SIGHUP handler");
     let settings = &config.settings;
     let drain = Duration::from_secs(settings.shutdown.drain_timeout_seconds);
-    let supervisor =
-        Arc::new(SupervisorLink::connect(&paths, Role::Ingest, "ingest", generation).await?);
 
     // Bounds: eight jobs per session a worker may open (its share of the pod budget); the
     // pod bound twice the pod's sessions, and at least MIN_POD_TRACKED.
@@ -431,7 +434,11 @@ pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), IngestError>
     let why = loop {
         tokio::select! {
             why = &mut shutdown => break why,
-            _ = hup.recv() => reload(&shared, &config, &paths, &hello, &mut transfer_links),
+            _ = hup.recv() => {}
+            Ok(()) = configs.changed() => {
+                let new = configs.borrow_and_update().clone();
+                reload(&shared, &new.config, &paths, &hello, &mut transfer_links);
+            }
         }
     };
     tracing::info!(
@@ -558,9 +565,9 @@ impl TransferLink {
     }
 }
 
-/// SIGHUP: re-reads connections.ini. New connections get a link, removed ones are failed
-/// (INVALID_CONFIG) once their worker has stopped, windows follow the new budget. An
-/// invalid file changes nothing.
+/// A new configuration in force from the supervisor (it validated it): new connections
+/// get a link, removed ones are failed (INVALID_CONFIG) once their worker has stopped,
+/// windows follow the new budget.
 fn reload(
     shared: &Arc<Shared>,
     config: &Config,
@@ -568,15 +575,7 @@ fn reload(
     hello: &Hello,
     links: &mut HashMap<String, TransferLink>,
 ) {
-    let registry = match Registry::load(&config.connections_file) {
-        Ok(r) => r,
-        Err(errors) => {
-            for e in errors.iter() {
-                tracing::error!(error = %e, "reload rejected; the running connections stay");
-            }
-            return;
-        }
-    };
+    let registry = config.registry.clone();
     let new: std::collections::BTreeSet<String> =
         registry.ftp().map(|(id, _)| id.to_string()).collect();
     let old: std::collections::BTreeSet<String> = links.keys().cloned().collect();

@@ -222,11 +222,13 @@ impl PublishMetrics {
     }
 }
 
-/// Runs the stage until asked to stop.
-pub async fn run(config: Config, paths: RuntimePaths) -> Result<(), PublishError> {
+/// Runs the stage until asked to stop, on the configuration in force that `supervisor`
+/// received (never the files).
+pub async fn run(supervisor: SupervisorLink, paths: RuntimePaths) -> Result<(), PublishError> {
+    let config: Config = supervisor.config().config.clone();
+    let supervisor = Arc::new(supervisor);
     let publisher = Arc::new(Publisher::new(&config.settings.kafka)?);
     let drain = Duration::from_secs(config.settings.shutdown.drain_timeout_seconds);
-    let supervisor = Arc::new(SupervisorLink::connect(&paths, Role::Publish, "publish", 0).await?);
     let listener = bind(&paths.publish())?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stage = Arc::new(Stage {

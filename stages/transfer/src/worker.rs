@@ -93,17 +93,19 @@ struct Worker {
     abort_on: Option<String>,
 }
 
-/// Runs the stage until asked to stop; in-flight jobs get up to the drain deadline.
+/// Runs the stage until asked to stop; in-flight jobs get up to the drain deadline. It
+/// runs on the configuration in force that `supervisor` received (never the files).
 pub async fn run(
-    config: Config,
+    supervisor: SupervisorLink,
     connection_id: String,
     paths: RuntimePaths,
 ) -> Result<(), WorkerError> {
     let name = format!("transfer:{connection_id}");
+    let config: Config = supervisor.config().config.clone();
+    let supervisor = Arc::new(supervisor);
     let engine = Engine::new(&config, &connection_id)
         .map_err(|e| WorkerError::Setup(connection_id.clone(), e.message))?;
     let drain = Duration::from_secs(config.settings.shutdown.drain_timeout_seconds);
-    let supervisor = Arc::new(SupervisorLink::connect(&paths, Role::Transfer, &name, 0).await?);
     let listener = bind(&paths.transfer(&connection_id))?;
 
     let state = Arc::new(Mutex::new(State::default()));

@@ -459,7 +459,8 @@ pub async fn kill_stage_mid_run(exe: &Path, stage: &str) -> usize {
     let after = svc.wait_ready(Duration::from_secs(30)).await;
     assert_ne!(after[stage], victim, "{stage} was restarted");
     let status = svc.status().await.unwrap();
-    let restarted = status.iter().find(|s| s.name == stage).unwrap();
+    let stage_id: ftp_pooler_channel::StageId = stage.parse().unwrap();
+    let restarted = status.iter().find(|s| s.name == stage_id).unwrap();
     assert!(restarted.restarts >= 1);
     sc.wait_committed(&deliveries, Duration::from_secs(30))
         .await;

@@ -221,10 +221,13 @@ impl Service {
                 );
             }
             if let Some(stages) = self.status().await {
-                if stages.iter().all(|s| s.state == "running") {
+                if stages
+                    .iter()
+                    .all(|s| s.state == ftp_pooler_channel::StageState::Running)
+                {
                     return stages
                         .into_iter()
-                        .map(|s| (s.name, s.pid.unwrap_or(0)))
+                        .map(|s| (s.name.to_string(), s.pid.unwrap_or(0)))
                         .collect();
                 }
             }
