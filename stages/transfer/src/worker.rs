@@ -100,7 +100,9 @@ pub async fn run(
     connection_id: String,
     paths: RuntimePaths,
 ) -> Result<(), WorkerError> {
-    let name = format!("transfer:{connection_id}");
+    let name = ftp_pooler_config::ConnectionId::new(connection_id.as_str())
+        .map(|id| ftp_pooler_channel::StageId::Transfer(id).to_string())
+        .map_err(|e| WorkerError::Setup(connection_id.clone(), e))?;
     let config: Config = supervisor.config().config.clone();
     let supervisor = Arc::new(supervisor);
     let engine = Engine::new(&config, &connection_id)
