@@ -7,90 +7,29 @@
 //! `active_address` as the server sees them, and the fallback from EPRT to PORT. And the
 //! whole service (`ftp-pooler run`, Kafka in and out) with its connections in active mode.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ftp_pooler_channel::Route;
 use ftp_pooler_config::TransferSettings;
-use ftp_pooler_config::{Config, FtpConnection, PortRange, Registry, Secret, Settings, TlsMode};
-use ftp_pooler_contract::{ErrorCode, Status, TransferResult, TransferTask};
-use ftp_pooler_ingest::route::resolve;
+use ftp_pooler_config::{FtpConnection, PortRange, Secret, Settings, TlsMode};
+use ftp_pooler_contract::{ErrorCode, Status};
+use ftp_pooler_testbed::engine_bed::{data, run_all, temp_files, EngineBed};
 use ftp_pooler_testbed::{
     announced_address, free_port_range, scripted_active_server, FtpKind, FtpServer,
 };
-use ftp_pooler_transfer::{Engine, FtpSession, SessionOptions};
+use ftp_pooler_transfer::{FtpSession, SessionOptions};
 
-const TEMP_SUFFIX: &str = ".ftp-pooler.part";
-
-/// An engine for connection `a` (`section`, in active mode) and a local storage.
-struct Bed {
-    storage: tempfile::TempDir,
-    config: Config,
-}
-
-impl Bed {
-    fn new(section: &str, sessions: u64, retries: u64) -> Bed {
-        let storage = tempfile::Builder::new()
-            .prefix("storage-")
-            .tempdir()
-            .unwrap();
-        let mut settings = Settings::default();
-        settings.kafka.max_retries = retries;
-        settings.kafka.base_backoff_ms = 50;
-        settings.kafka.max_backoff_ms = 200;
-        settings.transfer.transfer_timeout_seconds = 60;
-        settings.transfer.connect_timeout_seconds = 10;
-        settings.pool.prewarm_enabled = false;
-        settings.pool.max_sessions_per_connection = sessions;
-        let ini = format!(
-            "{section}passive = false\n\n[local]\ntype = local\nbase_path = {}\n",
-            storage.path().display()
-        );
-        let registry = Registry::parse(Path::new("connections.ini"), &ini).unwrap();
-        Bed {
-            storage,
-            config: Config {
-                settings,
-                registry,
-                config_file: None,
-                connections_file: PathBuf::from("connections.ini"),
-            },
-        }
-    }
-
-    fn engine(&self) -> Engine {
-        Engine::new(&self.config, "a").unwrap()
-    }
-
-    fn task(&self, id: &str, src: (&str, &str), dst: (&str, &str)) -> (TransferTask, Route) {
-        let task = TransferTask {
-            task_id: id.into(),
-            src_id: src.0.into(),
-            src_path: src.1.into(),
-            dst_id: dst.0.into(),
-            dst_path: dst.1.into(),
-        };
-        let route = resolve(&task, &self.config.registry).unwrap();
-        (task, route)
-    }
-
-    fn local(&self, rel: &str) -> PathBuf {
-        self.storage.path().join(rel)
-    }
-}
-
-async fn run_all(engine: &Engine, tasks: &[(TransferTask, Route)]) -> Vec<TransferResult> {
-    futures::future::join_all(tasks.iter().map(|(t, r)| engine.run(t, r))).await
-}
-
-fn data(i: usize, size: usize) -> Vec<u8> {
-    (0..size)
-        .map(|j| ((i * 131 + j * 17) % 253) as u8)
-        .collect()
-}
-
-fn temp_files(root: &Path) -> Vec<PathBuf> {
-    ftp_pooler_testbed::service::files_ending_with(root, TEMP_SUFFIX)
+/// A bed with connection `a` (`section`, in active mode) and a local storage.
+fn active_bed(section: &str, sessions: u64, retries: u64) -> EngineBed {
+    let mut settings = Settings::default();
+    settings.kafka.max_retries = retries;
+    settings.kafka.base_backoff_ms = 50;
+    settings.kafka.max_backoff_ms = 200;
+    settings.transfer.transfer_timeout_seconds = 60;
+    settings.transfer.connect_timeout_seconds = 10;
+    settings.pool.prewarm_enabled = false;
+    settings.pool.max_sessions_per_connection = sessions;
+    EngineBed::new(settings, &format!("{section}passive = false\n"))
 }
 
 /// `FILES` uploads, then `FILES` downloads of what was uploaded, all at once on 4 active
@@ -100,8 +39,8 @@ async fn concurrent_round_trips(kind: FtpKind, tls: bool) {
     const FILES: usize = 60;
     let server = FtpServer::start(kind, tls);
     let label = format!("{} tls={tls}", kind.name());
-    let bed = Bed::new(&server.ini_section("a"), 4, 2);
-    let engine = bed.engine();
+    let bed = active_bed(&server.ini_section("a"), 4, 2);
+    let engine = bed.engine("a");
     let size = |i: usize| [0, 1, 4096, 70_000, 300_000][i % 5];
     let mut ups = Vec::new();
     for i in 0..FILES {
@@ -194,8 +133,8 @@ async fn a_server_that_never_connects_back_fails_retryably_and_leaves_no_file() 
         std::thread::sleep(Duration::from_secs(4));
         "425 Could not open data connection.\r\n".into()
     });
-    let bed = Bed::new(&scripted_section(silent.port, 1), 2, 2);
-    let engine = bed.engine();
+    let bed = active_bed(&scripted_section(silent.port, 1), 2, 2);
+    let engine = bed.engine("a");
     let task = bed.task("t1", ("a", "/remote/f.bin"), ("local", "in/f.bin"));
     let r = engine.run(&task.0, &task.1).await;
     assert_eq!(r.status, Status::Failed, "{r:?}");
@@ -214,8 +153,8 @@ async fn a_server_that_never_connects_back_fails_retryably_and_leaves_no_file() 
     let refusing = scripted_active_server(false, |_, _, _| {
         "425 Could not open data connection.\r\n".into()
     });
-    let bed = Bed::new(&scripted_section(refusing.port, 5), 2, 2);
-    let engine = bed.engine();
+    let bed = active_bed(&scripted_section(refusing.port, 5), 2, 2);
+    let engine = bed.engine("a");
     std::fs::create_dir_all(bed.local("out")).unwrap();
     std::fs::write(bed.local("out/f.bin"), data(1, 5000)).unwrap();
     for task in [

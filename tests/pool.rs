@@ -10,14 +10,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ftp_pooler_channel::Route;
-use ftp_pooler_config::{Config, Registry, Settings};
-use ftp_pooler_contract::{ErrorCode, TransferResult, TransferTask};
-use ftp_pooler_ingest::route::resolve;
+use ftp_pooler_config::Settings;
+use ftp_pooler_contract::{ErrorCode, TransferResult};
+use ftp_pooler_testbed::engine_bed::{data, run_all, temp_files, EngineBed};
 use ftp_pooler_testbed::{scripted_server, FtpKind, FtpServer};
 use ftp_pooler_transfer::Engine;
-
-const TEMP_SUFFIX: &str = ".ftp-pooler.part";
 
 /// Server-side view of a port: ESTABLISHED connections whose local port is the server's
 /// control port, sampled every 2 ms from /proc/net/tcp.
@@ -66,87 +63,30 @@ impl ServerSide {
     }
 }
 
-struct Bed {
-    storage: tempfile::TempDir,
-    config: Config,
-}
-
-impl Bed {
-    /// A configuration with `servers` as connections `a`, `b`, ... and `local`.
-    fn new(servers: &[&FtpServer], tweak: impl FnOnce(&mut Settings, &mut String)) -> Bed {
-        let storage = tempfile::Builder::new()
-            .prefix("storage-")
-            .tempdir()
-            .unwrap();
-        let mut ini = String::new();
-        for (i, s) in servers.iter().enumerate() {
-            ini.push_str(&s.ini_section(&((b'a' + i as u8) as char).to_string()));
-            ini.push('\n');
-        }
-        let mut settings = Settings::default();
-        settings.kafka.max_retries = 5;
-        settings.kafka.base_backoff_ms = 100;
-        settings.kafka.max_backoff_ms = 1000;
-        settings.transfer.transfer_timeout_seconds = 60;
-        settings.transfer.connect_timeout_seconds = 10;
-        settings.pool.prewarm_enabled = false;
-        tweak(&mut settings, &mut ini);
-        ini.push_str(&format!(
-            "[local]\ntype = local\nbase_path = {}\n",
-            storage.path().display()
-        ));
-        let registry = Registry::parse(Path::new("connections.ini"), &ini).unwrap();
-        Bed {
-            storage,
-            config: Config {
-                settings,
-                registry,
-                config_file: None,
-                connections_file: PathBuf::from("connections.ini"),
-            },
-        }
+/// A bed with `servers` as connections `a`, `b`, ... and `local`; `tweak` adjusts the
+/// settings and the ftp sections.
+fn bed(servers: &[&FtpServer], tweak: impl FnOnce(&mut Settings, &mut String)) -> EngineBed {
+    let mut ini = String::new();
+    for (i, s) in servers.iter().enumerate() {
+        ini.push_str(&s.ini_section(&((b'a' + i as u8) as char).to_string()));
+        ini.push('\n');
     }
-
-    fn engine(&self, conn: &str) -> Engine {
-        Engine::new(&self.config, conn).unwrap()
-    }
-
-    fn task(&self, id: &str, src: (&str, &str), dst: (&str, &str)) -> (TransferTask, Route) {
-        let task = TransferTask {
-            task_id: id.into(),
-            src_id: src.0.into(),
-            src_path: src.1.into(),
-            dst_id: dst.0.into(),
-            dst_path: dst.1.into(),
-        };
-        let route = resolve(&task, &self.config.registry).unwrap();
-        (task, route)
-    }
-
-    fn local(&self, rel: &str) -> PathBuf {
-        self.storage.path().join(rel)
-    }
-}
-
-async fn run_all(engine: &Engine, tasks: &[(TransferTask, Route)]) -> Vec<TransferResult> {
-    futures::future::join_all(tasks.iter().map(|(t, r)| engine.run(t, r))).await
-}
-
-fn data(i: usize, size: usize) -> Vec<u8> {
-    (0..size)
-        .map(|j| ((i * 131 + j * 17) % 253) as u8)
-        .collect()
-}
-
-fn temp_files(root: &Path) -> Vec<PathBuf> {
-    ftp_pooler_testbed::service::files_ending_with(root, TEMP_SUFFIX)
+    let mut settings = Settings::default();
+    settings.kafka.max_retries = 5;
+    settings.kafka.base_backoff_ms = 100;
+    settings.kafka.max_backoff_ms = 1000;
+    settings.transfer.transfer_timeout_seconds = 60;
+    settings.transfer.connect_timeout_seconds = 10;
+    settings.pool.prewarm_enabled = false;
+    tweak(&mut settings, &mut ini);
+    EngineBed::new(settings, &ini)
 }
 
 /// Puts `n` files of `size` bytes at `{dir}/f{i}.bin` on `server`, downloads each to the
 /// same local path through `engine`, and checks that every task succeeded with the
 /// server's bytes; returns the results.
 async fn download_all(
-    bed: &Bed,
+    bed: &EngineBed,
     server: &FtpServer,
     engine: &Engine,
     dir: &str,
@@ -185,7 +125,7 @@ fn assert_success(results: &[TransferResult]) {
 /// 200 downloads and 200 uploads through one pool of 4.
 async fn pool_of_four(kind: FtpKind) {
     let server = FtpServer::start(kind, false);
-    let bed = Bed::new(&[&server], |s, _| s.pool.max_sessions_per_connection = 4);
+    let bed = bed(&[&server], |s, _| s.pool.max_sessions_per_connection = 4);
     let engine = bed.engine("a");
     let mut tasks = Vec::new();
     for i in 0..200 {
@@ -243,7 +183,7 @@ async fn pyftpdlib_400_tasks_through_a_pool_of_4_use_at_most_4_sessions() {
 #[tokio::test]
 async fn a_server_allowing_two_connections_gets_fewer_sessions_and_no_task_fails() {
     let server = FtpServer::start_with(FtpKind::Vsftpd, false, &["max_per_ip=2"]);
-    let bed = Bed::new(&[&server], |s, _| s.pool.max_sessions_per_connection = 8);
+    let bed = bed(&[&server], |s, _| s.pool.max_sessions_per_connection = 8);
     let engine = bed.engine("a");
     let results = download_all(&bed, &server, &engine, "lim", 150, 20_000).await;
     let stats = engine.pool().stats();
@@ -262,7 +202,7 @@ async fn a_server_allowing_two_connections_gets_fewer_sessions_and_no_task_fails
 async fn a_server_killed_mid_transfer_and_restarted_leaves_no_partial_file() {
     // pyftpdlib serves from one process: killing it cuts every transfer.
     let mut server = FtpServer::start(FtpKind::Pyftpdlib, false);
-    let bed = Bed::new(&[&server], |s, _| {
+    let bed = bed(&[&server], |s, _| {
         s.pool.max_sessions_per_connection = 4;
         // This test is about the pool and partial files; the breaker has its own.
         s.circuit_breaker.failure_threshold = 1000;
@@ -348,7 +288,7 @@ async fn a_server_killed_mid_transfer_and_restarted_leaves_no_partial_file() {
 #[tokio::test]
 async fn pre_warmed_sessions_are_open_before_the_first_task() {
     let server = FtpServer::start(FtpKind::Vsftpd, false);
-    let bed = Bed::new(&[&server], |s, _| s.pool.max_sessions_per_connection = 4);
+    let bed = bed(&[&server], |s, _| s.pool.max_sessions_per_connection = 4);
     let engine = bed.engine("a");
     let side = ServerSide::watch(server.port);
     let opened = engine.pool().prewarm(2, Duration::from_secs(10)).await;
@@ -378,7 +318,7 @@ async fn pre_warmed_sessions_are_open_before_the_first_task() {
 #[tokio::test]
 async fn a_session_idle_past_the_server_timeout_is_replaced_not_reported() {
     let server = FtpServer::start_with(FtpKind::Vsftpd, false, &["idle_session_timeout=2"]);
-    let bed = Bed::new(&[&server], |s, _| s.pool.max_sessions_per_connection = 2);
+    let bed = bed(&[&server], |s, _| s.pool.max_sessions_per_connection = 2);
     let engine = bed.engine("a");
     server.put("idle/f.bin", b"idle");
     let (t1, r1) = bed.task("i1", ("a", "idle/f.bin"), ("local", "idle/1.bin"));
@@ -395,7 +335,7 @@ async fn a_session_idle_past_the_server_timeout_is_replaced_not_reported() {
 async fn explicit_ftps_with_tls_session_reuse_required_downloads_and_uploads() {
     // The test bed's FTPS vsftpd has require_ssl_reuse=YES.
     let server = FtpServer::start(FtpKind::Vsftpd, true);
-    let bed = Bed::new(&[&server], |s, _| s.pool.max_sessions_per_connection = 2);
+    let bed = bed(&[&server], |s, _| s.pool.max_sessions_per_connection = 2);
     let engine = bed.engine("a");
     let mut tasks = Vec::new();
     for i in 0..10 {
@@ -429,7 +369,7 @@ async fn explicit_ftps_with_tls_session_reuse_required_downloads_and_uploads() {
 #[tokio::test]
 async fn a_server_refusing_epsv_is_used_through_pasv() {
     let server = FtpServer::start_with(FtpKind::Pyftpdlib, false, &["noepsv"]);
-    let bed = Bed::new(&[&server], |s, _| s.pool.max_sessions_per_connection = 1);
+    let bed = bed(&[&server], |s, _| s.pool.max_sessions_per_connection = 1);
     let engine = bed.engine("a");
     server.put("p/f.bin", &data(1, 10_000));
     let tasks = vec![
@@ -454,7 +394,7 @@ async fn a_server_refusing_epsv_is_used_through_pasv() {
 async fn local_paths_cannot_leave_the_base_path() {
     let server = FtpServer::start(FtpKind::Pyftpdlib, false);
     let outside = tempfile::tempdir().unwrap();
-    let bed = Bed::new(&[&server], |_, _| {});
+    let bed = bed(&[&server], |_, _| {});
     std::fs::create_dir_all(bed.local("in")).unwrap();
     std::os::unix::fs::symlink(outside.path(), bed.local("in/escape")).unwrap();
     std::fs::write(outside.path().join("secret"), b"secret").unwrap();
@@ -502,7 +442,7 @@ async fn local_paths_cannot_leave_the_base_path() {
 #[tokio::test]
 async fn the_circuit_breaker_fails_fast_while_a_server_is_down() {
     let mut server = FtpServer::start(FtpKind::Pyftpdlib, false);
-    let bed = Bed::new(&[&server], |s, _| {
+    let bed = bed(&[&server], |s, _| {
         s.kafka.max_retries = 0;
         s.circuit_breaker.failure_threshold = 3;
         s.circuit_breaker.timeout_seconds = 2;
@@ -555,7 +495,7 @@ async fn a_server_that_never_greets_is_a_connection_error_after_the_connect_time
         }
     });
     let server = FtpServer::start(FtpKind::Pyftpdlib, false);
-    let bed = Bed::new(&[&server], |s, ini| {
+    let bed = bed(&[&server], |s, ini| {
         s.kafka.max_retries = 0;
         s.transfer.connect_timeout_seconds = 1;
         *ini = ini.replace(
@@ -580,7 +520,7 @@ async fn a_server_that_never_greets_is_a_connection_error_after_the_connect_time
 #[tokio::test]
 async fn a_stalled_data_connection_is_a_transfer_timeout_and_leaves_no_temp_file() {
     let server = FtpServer::start(FtpKind::Pyftpdlib, false);
-    let bed = Bed::new(&[&server], |s, ini| {
+    let bed = bed(&[&server], |s, ini| {
         s.kafka.max_retries = 0;
         *ini = ini.replace("[a]\n", "[a]\ntimeout = 2\n");
     });
@@ -624,7 +564,7 @@ async fn a_stalled_data_connection_is_a_transfer_timeout_and_leaves_no_temp_file
 #[tokio::test]
 async fn without_reuse_every_task_logs_in() {
     let server = FtpServer::start(FtpKind::Pyftpdlib, false);
-    let bed = Bed::new(&[&server], |s, _| {
+    let bed = bed(&[&server], |s, _| {
         s.pool.max_sessions_per_connection = 4;
         s.pool.reuse_sessions = false;
     });
@@ -639,7 +579,7 @@ async fn without_reuse_every_task_logs_in() {
 async fn per_file_fsync_commits_every_download() {
     // `transfer.fsync: per_file` (every other test runs the default group commit).
     let server = FtpServer::start(FtpKind::Vsftpd, false);
-    let bed = Bed::new(&[&server], |s, _| {
+    let bed = bed(&[&server], |s, _| {
         s.pool.max_sessions_per_connection = 4;
         s.transfer.fsync = "per_file".into();
     });
@@ -653,8 +593,8 @@ async fn per_file_fsync_commits_every_download() {
 
 /// A bed whose connection `a` is the scripted server on `port` (`server` only lends its
 /// connection section), with `retries` retries 10 ms apart.
-fn scripted_bed(port: u16, server: &FtpServer, retries: u64) -> Bed {
-    Bed::new(&[server], |s, ini| {
+fn scripted_bed(port: u16, server: &FtpServer, retries: u64) -> EngineBed {
+    bed(&[server], |s, ini| {
         s.kafka.max_retries = retries;
         s.kafka.base_backoff_ms = 10;
         *ini = ini.replace(
@@ -778,7 +718,7 @@ async fn plain_downloads_leave_no_time_wait_on_the_servers_passive_ports() {
     // Every server of the test bed takes the reset for what it is: a 226 each time.
     for kind in FtpKind::ALL {
         let server = FtpServer::start(kind, false);
-        let bed = Bed::new(&[&server], |s, _| s.pool.max_sessions_per_connection = 4);
+        let bed = bed(&[&server], |s, _| s.pool.max_sessions_per_connection = 4);
         let engine = bed.engine("a");
         // The ports may still hold TIME_WAIT sockets of an earlier server (they last
         // 60 s): only new ones count.

@@ -265,36 +265,22 @@ async fn accept(
             tracing::warn!(%from, "active mode: dropped a data connection from an address other than the server's");
         }
     };
-    let tcp = match timeout(op, wait).await {
-        Ok(Ok(tcp)) => tcp,
-        Ok(Err(e)) => {
-            return Err(TransferError::new(
-                ErrorCode::ConnectionError,
-                format!("active mode: accept: {e}"),
-            ))
-        }
-        Err(_) => {
-            return Err(TransferError::timeout(
-                "active mode: the server's data connection",
-                op.as_secs_f64(),
-            ))
-        }
-    };
+    let tcp =
+        TransferError::connecting("active mode: the server's data connection", op, wait).await?;
     drop(listener);
     let _ = tcp.set_nodelay(true);
     match tls {
         None => Ok(Box::new(tcp)),
-        Some(t) => match timeout(op, TlsConnector::from(t.config).connect(t.name, tcp)).await {
-            Ok(Ok(s)) => Ok(Box::new(s)),
-            Ok(Err(e)) => Err(TransferError::new(
-                ErrorCode::ConnectionError,
-                format!("active mode: data connection TLS handshake: {e}"),
-            )),
-            Err(_) => Err(TransferError::timeout(
+        Some(t) => {
+            let handshake = TlsConnector::from(t.config).connect(t.name, tcp);
+            let tls = TransferError::connecting(
                 "active mode: data connection TLS handshake",
-                op.as_secs_f64(),
-            )),
-        },
+                op,
+                handshake,
+            )
+            .await?;
+            Ok(Box::new(tls))
+        }
     }
 }
 

@@ -43,6 +43,24 @@ impl TransferError {
         }
     }
 
+    /// Runs one step of opening a connection (connect, accept, TLS handshake) within
+    /// `limit`: its error is a `CONNECTION_ERROR` "`what`: error", running out of time a
+    /// `TRANSFER_TIMEOUT`.
+    pub(crate) async fn connecting<T, E: std::fmt::Display>(
+        what: &str,
+        limit: std::time::Duration,
+        step: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, TransferError> {
+        match tokio::time::timeout(limit, step).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(TransferError::new(
+                ErrorCode::ConnectionError,
+                format!("{what}: {e}"),
+            )),
+            Err(_) => Err(TransferError::timeout(what, limit.as_secs_f64())),
+        }
+    }
+
     pub fn timeout(what: &str, secs: f64) -> Self {
         TransferError::new(
             ErrorCode::TransferTimeout,

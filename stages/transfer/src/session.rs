@@ -317,39 +317,16 @@ impl FtpSession {
         let op = self.opts.op_timeout;
         self.ensure_buffer();
         let tls = self.data_tls.as_ref();
-        let r = match (&mut self.ftp, &self.opts.active) {
-            (Ftp::Plain(f), Some(a)) => {
-                active::stor(
-                    f,
-                    &mut self.extended,
-                    a,
-                    tls,
-                    input,
-                    &path,
-                    op,
-                    &mut self.buf,
-                )
-                .await
+        let r = match &self.opts.active {
+            Some(a) => {
+                with_ftp!(self, f => active::stor(f, &mut self.extended, a, tls, input, &path, op, &mut self.buf).await)
             }
-            (Ftp::Tls(f), Some(a)) => {
-                active::stor(
-                    f,
-                    &mut self.extended,
-                    a,
-                    tls,
-                    input,
-                    &path,
-                    op,
-                    &mut self.buf,
-                )
-                .await
-            }
-            (Ftp::Plain(f), None) => {
-                stor_plain(f, &mut self.extended, input, &path, op, &mut self.buf).await
-            }
-            (Ftp::Tls(f), None) => {
-                stor(f, &mut self.extended, input, &path, op, &mut self.buf).await
-            }
+            None => match &mut self.ftp {
+                Ftp::Plain(f) => {
+                    stor_plain(f, &mut self.extended, input, &path, op, &mut self.buf).await
+                }
+                Ftp::Tls(f) => stor(f, &mut self.extended, input, &path, op, &mut self.buf).await,
+            },
         };
         if r.is_err() {
             self.poisoned = true;
@@ -767,21 +744,12 @@ where
     R: AsyncRead + Unpin,
 {
     let addr = passive_address(f, epsv, op).await?;
-    let mut data = match timeout(op, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            return Err(TransferError::new(
-                ErrorCode::ConnectionError,
-                format!("STOR data connection to {addr}: {e}"),
-            ))
-        }
-        Err(_) => {
-            return Err(TransferError::timeout(
-                "STOR data connection",
-                op.as_secs_f64(),
-            ))
-        }
-    };
+    let mut data = TransferError::connecting(
+        &format!("STOR data connection to {addr}"),
+        op,
+        TcpStream::connect(addr),
+    )
+    .await?;
     let _ = data.set_nodelay(true);
     timed(op, send_raw(f, &format!("STOR {path}\r\n")))
         .await

@@ -22,6 +22,7 @@
 //! test process even when it is killed. Nothing here skips: a server that is not installed
 //! or not reachable panics with what to do (`scripts/testbed/install.sh`).
 
+pub mod engine_bed;
 pub mod http;
 mod kafka;
 mod process;
