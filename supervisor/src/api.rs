@@ -24,7 +24,9 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use ftp_pooler_channel::{ConfigInForce, CtlRequest, CtlResponse, StageId, TransferDetail};
+use ftp_pooler_channel::{
+    BrokerProblem, ConfigInForce, CtlRequest, CtlResponse, StageId, TransferDetail,
+};
 use ftp_pooler_config::{Config, ConnectionKind};
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -230,7 +232,7 @@ async fn stats(State(s): State<ApiState>) -> Json<Value> {
             "paused_partitions": i.paused_partitions,
             "committed_offsets": i.committed.iter().map(|(p, c)| (p.to_string(), json!(c))).collect::<Map<_, _>>(),
             "broker_reachable": i.broker_up,
-            "broker_problem": i.broker_problem,
+            "broker_problem": i.broker_problem.map(BrokerProblem::as_str),
         })
     });
     let producer = o.publish().map(|p| {
@@ -242,7 +244,7 @@ async fn stats(State(s): State<ApiState>) -> Json<Value> {
             "result_topic": k.result_topic,
             "fail_topic": k.fail_topic,
             "broker_reachable": p.broker_up,
-            "broker_problem": p.broker_problem,
+            "broker_problem": p.broker_problem.map(BrokerProblem::as_str),
         })
     });
     let dlq = o

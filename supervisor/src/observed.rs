@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use ftp_pooler_channel::{
-    IngestDetail, PublishDetail, StageDetail, StageId, StageState, StageStatus, TransferDetail,
+    BrokerProblem, IngestDetail, PublishDetail, StageDetail, StageId, StageState, StageStatus,
+    TransferDetail,
 };
 use ftp_pooler_config::{Config, ConnectionId};
 use serde_json::{json, Value};
@@ -140,13 +141,11 @@ impl Observed {
         }
         let mut unreachable = Vec::new();
         let mut problems = Vec::new();
-        let ingest = self.ingest().map(|i| (i.broker_up, &i.broker_problem));
-        let publish = self.publish().map(|p| (p.broker_up, &p.broker_problem));
+        let ingest = self.ingest().map(|i| (i.broker_up, i.broker_problem));
+        let publish = self.publish().map(|p| (p.broker_up, p.broker_problem));
         for (name, seen) in [(StageId::Ingest, ingest), (StageId::Publish, publish)] {
-            match seen {
-                Some((true, _)) => {}
-                Some((false, Some(problem))) => problems.push(problem.as_str()),
-                _ => {}
+            if let Some((false, Some(problem))) = seen {
+                problems.push(problem);
             }
             if !seen.is_some_and(|(up, _)| up) {
                 unreachable.push(name.to_string());
@@ -154,9 +153,9 @@ impl Observed {
         }
         if !unreachable.is_empty() {
             // A client that saw why says so: a wrong password is not a network outage.
-            let reason = if problems.contains(&"authentication") {
+            let reason = if problems.contains(&BrokerProblem::Authentication) {
                 "broker_authentication_failed"
-            } else if problems.contains(&"tls") {
+            } else if problems.contains(&BrokerProblem::Tls) {
                 "broker_tls_failed"
             } else {
                 "broker_unreachable"

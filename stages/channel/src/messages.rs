@@ -159,13 +159,33 @@ pub enum StageDetail {
     Publish(PublishDetail),
 }
 
+/// Why a Kafka client cannot use the broker, as far as it can tell (`/ready`'s reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BrokerProblem {
+    /// SASL authentication failed (wrong user, password, token), or the broker refused
+    /// the client as not authorised.
+    Authentication,
+    /// The TLS handshake failed (the broker's certificate, or the client's, refused).
+    Tls,
+}
+
+impl BrokerProblem {
+    /// Its name in API bodies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BrokerProblem::Authentication => "authentication",
+            BrokerProblem::Tls => "tls",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct IngestDetail {
     /// The last metadata request to the broker succeeded.
     pub broker_up: bool,
-    /// Why the broker is not usable, when a client has seen why (`authentication`,
-    /// `tls`); None when it is up or simply not answering.
-    pub broker_problem: Option<String>,
+    /// Why the broker is not usable, when a client has seen why; None when it is up or
+    /// simply not answering.
+    pub broker_problem: Option<BrokerProblem>,
     pub tasks_received: u64,
     /// Malformed messages (sent to the DLQ).
     pub parse_errors: u64,
@@ -212,7 +232,7 @@ pub struct TransferDetail {
 pub struct PublishDetail {
     pub broker_up: bool,
     /// As [`IngestDetail::broker_problem`].
-    pub broker_problem: Option<String>,
+    pub broker_problem: Option<BrokerProblem>,
     pub results_sent: u64,
     pub failures_sent: u64,
     pub dlq_messages_sent: u64,

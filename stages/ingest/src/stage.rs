@@ -738,7 +738,7 @@ fn probe(shared: &Shared, consumer: &BaseConsumer<ProbeContext>, topic: &str) {
         }
     }
     stats.broker_up = up;
-    stats.broker_problem = problem.map(|p| p.as_str().to_string());
+    stats.broker_problem = problem;
     if up {
         stats.lag_by_partition = lag;
     }

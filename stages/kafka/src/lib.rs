@@ -22,7 +22,8 @@ mod check;
 mod log;
 
 pub use check::check;
-pub use log::{BrokerProblem, ClientLog};
+pub use ftp_pooler_channel::BrokerProblem;
+pub use log::{problem_of, ClientLog};
 /// The librdkafka binding every client here is built with (for [`forward_client_log`]).
 pub use rdkafka;
 

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use ftp_pooler_channel::BrokerProblem;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
@@ -29,36 +30,16 @@ pub const LOG_EVERY: Duration = Duration::from_secs(30);
 /// A broker problem counts for readiness this long after it was last seen.
 pub const PROBLEM_TTL: Duration = Duration::from_secs(30);
 
-/// Why the broker cannot be used, as far as the client can tell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BrokerProblem {
-    /// SASL authentication failed (wrong user, password, token) or the broker refused
-    /// the client's certificate.
-    Authentication,
-    /// The TLS handshake failed (untrusted broker certificate, protocol mismatch).
-    Tls,
-}
-
-impl BrokerProblem {
-    /// The word `/ready` reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BrokerProblem::Authentication => "authentication",
-            BrokerProblem::Tls => "tls",
-        }
-    }
-
-    /// What an error code says about the broker, if anything.
-    pub fn of(code: RDKafkaErrorCode) -> Option<BrokerProblem> {
-        match code {
-            RDKafkaErrorCode::Authentication
-            | RDKafkaErrorCode::SaslAuthenticationFailed
-            | RDKafkaErrorCode::TopicAuthorizationFailed
-            | RDKafkaErrorCode::GroupAuthorizationFailed
-            | RDKafkaErrorCode::ClusterAuthorizationFailed => Some(BrokerProblem::Authentication),
-            RDKafkaErrorCode::SSL => Some(BrokerProblem::Tls),
-            _ => None,
-        }
+/// What an error code says about the broker, if anything.
+pub fn problem_of(code: RDKafkaErrorCode) -> Option<BrokerProblem> {
+    match code {
+        RDKafkaErrorCode::Authentication
+        | RDKafkaErrorCode::SaslAuthenticationFailed
+        | RDKafkaErrorCode::TopicAuthorizationFailed
+        | RDKafkaErrorCode::GroupAuthorizationFailed
+        | RDKafkaErrorCode::ClusterAuthorizationFailed => Some(BrokerProblem::Authentication),
+        RDKafkaErrorCode::SSL => Some(BrokerProblem::Tls),
+        _ => None,
     }
 }
 
@@ -148,7 +129,7 @@ impl ClientLog {
     pub fn error(&self, error: &KafkaError, reason: &str) {
         let now = Instant::now();
         let code = error.rdkafka_error_code();
-        let problem = code.and_then(BrokerProblem::of).or_else(|| {
+        let problem = code.and_then(problem_of).or_else(|| {
             // A SASL failure sometimes arrives as a transport failure whose reason
             // tells the truth ("SASL authentication error: ...").
             // A TLS failure (the broker's certificate refused, or the client's refused by

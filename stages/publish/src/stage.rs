@@ -291,10 +291,7 @@ fn report(stage: &Stage) -> StageReport {
     StageReport {
         detail: StageDetail::Publish(PublishDetail {
             broker_up: stage.broker_up.load(Ordering::Relaxed),
-            broker_problem: stage
-                .publisher
-                .broker_problem()
-                .map(|p| p.as_str().to_string()),
+            broker_problem: stage.publisher.broker_problem(),
             results_sent: sent("result"),
             failures_sent: sent("fail"),
             dlq_messages_sent: m.dlq.get(),
