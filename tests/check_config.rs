@@ -129,16 +129,18 @@ fn valid_connections(dir: &std::path::Path) -> std::path::PathBuf {
     conns
 }
 
-/// `check-config` on these files, with `env` added.
+/// `check-config` on these files (no `cfg`: the built-in defaults), with `env` added.
 fn check(
-    cfg: &std::path::Path,
+    cfg: Option<&std::path::Path>,
     conns: &std::path::Path,
     env: &[(&str, &str)],
 ) -> std::process::Output {
-    ftp_pooler()
-        .args(["check-config", "--config"])
-        .arg(cfg)
-        .arg("--connections")
+    let mut cmd = ftp_pooler();
+    cmd.arg("check-config");
+    if let Some(cfg) = cfg {
+        cmd.arg("--config").arg(cfg);
+    }
+    cmd.arg("--connections")
         .arg(conns)
         .envs(env.iter().copied())
         .output()
@@ -263,7 +265,7 @@ fn secrets_come_from_files_and_the_environment_and_never_show() {
         ),
     )
     .unwrap();
-    let out = check(&cfg, &conns, &[("KAFKA_PW", "from-the-env-s3cret")]);
+    let out = check(Some(&cfg), &conns, &[("KAFKA_PW", "from-the-env-s3cret")]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -276,7 +278,7 @@ fn secrets_come_from_files_and_the_environment_and_never_show() {
     assert!(!stdout.contains("s3cret"), "{stdout}");
 
     // A reference to nothing is refused, naming the property and the variable.
-    let out = check(&cfg, &conns, &[]);
+    let out = check(Some(&cfg), &conns, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
@@ -322,11 +324,7 @@ fn active_mode_keys_show_in_the_summary_and_fail_with_passive_mode() {
         format!("[nat]\ntype = ftp\nhost = h\npassive = false\nactive_address = 203.0.113.7\nactive_port_range = 50000-50100\n\n{local}"),
     )
     .unwrap();
-    let out = ftp_pooler()
-        .args(["check-config"])
-        .env("FTP_POOLER_CONNECTIONS", &conns)
-        .output()
-        .unwrap();
+    let out = check(None, &conns, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(
@@ -339,11 +337,7 @@ fn active_mode_keys_show_in_the_summary_and_fail_with_passive_mode() {
         format!("[p]\ntype = ftp\nhost = h\nactive_port_range = 50000-50100\n\n{local}"),
     )
     .unwrap();
-    let out = ftp_pooler()
-        .args(["check-config"])
-        .env("FTP_POOLER_CONNECTIONS", &conns)
-        .output()
-        .unwrap();
+    let out = check(None, &conns, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(

@@ -207,7 +207,14 @@ async fn every_route_answers_with_the_python_shapes_and_no_secret() {
             st["pid"].is_u64() && st["restarts"].is_u64() && st["uptime_seconds"].is_u64(),
             "{st}"
         );
+        // Exactly the contract's keys (DESIGN.md section 8).
+        let mut keys: Vec<&str> = st.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        keys.sort();
+        assert_eq!(keys, ["name", "pid", "restarts", "state", "uptime_seconds"]);
     }
+    // The same states on the supervisor channel (ctl), as typed values.
+    let status = svc.status().await.unwrap();
+    assert!(status.iter().all(|s| s.state == StageState::Running));
     let before: HashMap<String, u64> = stages
         .as_array()
         .unwrap()
@@ -241,6 +248,10 @@ async fn every_route_answers_with_the_python_shapes_and_no_secret() {
         }
     }
     let (s, body) = request(port, "POST", "/stages/nope/restart").await.unwrap();
+    assert_eq!(s, 404, "{body}");
+    let (s, body) = request(port, "POST", "/stages/transfer:nope/restart")
+        .await
+        .unwrap();
     assert_eq!(s, 404, "{body}");
     assert_eq!(get_json(port, "/no/such/route").await.0, 404);
 
