@@ -14,6 +14,7 @@
 //!   outgoing message type and receives only its own incoming one.
 //! - [`paced`]: the one writer of every pipeline socket ([`PacedWriter`]): at most one
 //!   write per [`PIPELINE_PACE`], carrying everything queued meanwhile, in order.
+//! - [`offsets`]: [`OffsetSet`], offsets of a partition as ranges (what is done).
 //! - [`paths`]: where each socket lives inside the private runtime directory.
 //! - [`route`]: the [`Route`] a job carries to its worker (resolved by ingest).
 //! - [`stage_id`]: the typed names ([`StageId`]) and states ([`StageState`]) of stages.
@@ -28,6 +29,7 @@ pub mod conn;
 pub mod frame;
 pub mod link;
 pub mod messages;
+pub mod offsets;
 pub mod paced;
 pub mod paths;
 pub mod route;
@@ -43,6 +45,7 @@ pub use link::{
     accept_peer, accept_until, run_link, Accepted, LinkEvent, LinkSpec, SupervisorLink,
 };
 pub use messages::*;
+pub use offsets::OffsetSet;
 pub use paced::{Outgoing, PacedWriter, Written, MAX_BATCH, PIPELINE_PACE};
 pub use paths::RuntimePaths;
 pub use route::{Direction, Route};

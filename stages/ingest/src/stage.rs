@@ -507,10 +507,10 @@ impl TransferLink {
             },
             move |ev: LinkEvent<TransferToIngest>| match ev {
                 LinkEvent::Received(TransferToIngest::Started(id)) => {
-                    sh.tracker.lock().expect("tracker").started(id);
+                    sh.tracker.lock().expect("tracker").started(&conn2, id);
                 }
                 LinkEvent::Received(TransferToIngest::Finished(id)) => {
-                    sh.with(|t| (t.finished(id), ()));
+                    sh.with(|t| (t.finished(&conn2, id), ()));
                 }
                 LinkEvent::Connected => {
                     tracing::info!(connection = %conn2, "connected to transfer worker")

@@ -13,7 +13,12 @@
 //!   backlog bound, or half the pod bounds, so a resume has time to fetch before the
 //!   work runs out); the byte bound is what holds memory when the messages are large
 //!   (a DLQ record keeps a malformed value of up to tens of MiB until publish acks it);
-//! - acks of another ingest generation, or for messages no longer tracked, are ignored;
+//! - a message is known by its (partition, offset), whatever ingest generation read it:
+//!   publish's ack of a result that an earlier ingest's job produced completes the same
+//!   message here. An ack or [`Tracker::learn_done`] for an offset not yet read is kept
+//!   (`done_ahead`) and the message is skipped when it is read: a restarted ingest does not
+//!   run again what is already done (its worker's `finished` too is matched by offset and
+//!   connection); acks for messages read and completed already are ignored;
 //! - poison: the jobs running when a worker died become suspects; while a connection has
 //!   suspects, it runs one job at a time, suspects first, so a crash during a suspect's
 //!   solo run is its own; a job that was running at `poison_limit` crashes becomes a
@@ -22,7 +27,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use ftp_pooler_channel::{Job, MessageId, ToPublish};
+use ftp_pooler_channel::{Job, MessageId, OffsetSet, ToPublish};
 use ftp_pooler_contract::{ErrorCode, TransferResult};
 
 /// Bounds of in-flight work.
@@ -140,6 +145,9 @@ struct Partition {
     /// the broker was down): only its done prefix is kept (`max_seen`), to skip re-reads
     /// and commit it if the partition comes back. Not committed while parked.
     parked: bool,
+    /// Offsets above `max_seen` whose outcome is already in Kafka (told by publish, or
+    /// found in the result topics): skipped when read.
+    done_ahead: OffsetSet,
 }
 
 impl Partition {
@@ -172,6 +180,7 @@ pub struct Tracker {
     /// Sum of the tracked entries' [`Kind::bytes`].
     bytes: usize,
     pod_paused: bool,
+    skipped: u64,
 }
 
 impl Tracker {
@@ -185,6 +194,7 @@ impl Tracker {
             total: 0,
             bytes: 0,
             pod_paused: false,
+            skipped: 0,
         }
     }
 
@@ -224,7 +234,79 @@ impl Tracker {
             return false;
         }
         p.max_seen = Some(id.offset);
+        if !p.done_ahead.is_empty() {
+            let done = p.done_ahead.contains(id.offset);
+            p.done_ahead.remove_below(id.offset + 1);
+            if done {
+                // Its outcome is in Kafka already (an earlier ingest's work).
+                self.skipped += 1;
+                return false;
+            }
+        }
         true
+    }
+
+    /// The partition to keep facts about (what is done) in: one that is not assigned here
+    /// (yet, or any more) is kept as revoked, so nothing of it is admitted, paused or
+    /// committed before it is assigned.
+    fn facts_of(&mut self, partition: i32) -> &mut Partition {
+        self.partitions
+            .entry(partition)
+            .or_insert_with(|| Partition {
+                revoked: true,
+                ..Partition::default()
+            })
+    }
+
+    /// Messages skipped when read because their outcome was already in Kafka.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// The outcomes of these offsets of `partition` are in Kafka (publish says so after a
+    /// restart of this stage, or they were found in the result topics): tracked ones are
+    /// complete (as by [`Tracker::ack`]), ones not read yet will be skipped.
+    pub fn learn_done(&mut self, partition: i32, done: &OffsetSet) -> Vec<Out> {
+        let p = self.facts_of(partition);
+        let tracked: Vec<i64> = done
+            .ranges()
+            .flat_map(|(a, b)| p.entries.range(a..=b).map(|(&o, _)| o))
+            .collect();
+        let above = p.max_seen.map_or(i64::MIN, |m| m + 1);
+        for (a, b) in done.ranges() {
+            p.done_ahead.insert_range(a.max(above), b);
+        }
+        // Every known-done entry goes before any slot is refilled: a refill must not
+        // dispatch one of them.
+        let mut conns: Vec<String> = tracked
+            .into_iter()
+            .filter_map(|offset| self.remove(partition, offset))
+            .collect();
+        conns.sort();
+        conns.dedup();
+        conns.iter().flat_map(|c| self.refill(c)).collect()
+    }
+
+    /// Per partition: the offsets above its commit point whose outcome is in Kafka (what
+    /// was acked out of order, and what is known done ahead). Told to publish when it
+    /// (re)connects, so it can tell a restarted ingest.
+    pub fn done_above_commit(&self) -> BTreeMap<i32, OffsetSet> {
+        let mut all = BTreeMap::new();
+        for (&n, p) in &self.partitions {
+            let mut done = p.done_ahead.clone();
+            if let (Some(&first), Some(max)) = (p.entries.keys().next(), p.max_seen) {
+                let mut prev = first;
+                for &o in p.entries.keys().skip(1) {
+                    done.insert_range(prev + 1, o - 1);
+                    prev = o;
+                }
+                done.insert_range(prev + 1, max);
+            }
+            if !done.is_empty() {
+                all.insert(n, done);
+            }
+        }
+        all
     }
 
     /// A valid task for the transfer worker of `conn`.
@@ -294,17 +376,14 @@ impl Tracker {
         vec![Out::Publish(item)]
     }
 
-    /// The worker began `id`.
-    pub fn started(&mut self, id: MessageId) {
-        if id.generation != self.generation {
-            return;
-        }
+    /// The worker of `conn` began `id` (of any generation: see the module's header).
+    pub fn started(&mut self, conn: &str, id: MessageId) {
         if let Some(e) = self
             .partitions
             .get_mut(&id.partition)
             .and_then(|p| p.entries.get_mut(&id.offset))
         {
-            if e.state == State::Sent && matches!(e.kind, Kind::Job { .. }) {
+            if e.state == State::Sent && matches!(&e.kind, Kind::Job { conn: c, .. } if c == conn) {
                 e.state = State::Started;
             }
         }
@@ -312,24 +391,22 @@ impl Tracker {
 
     /// The worker finished `id` and handed its result to publish: its window slot is
     /// free (the message stays tracked until publish acks it). A job that ran to the end
-    /// is no longer a poison suspect.
-    pub fn finished(&mut self, id: MessageId) -> Vec<Out> {
-        if id.generation != self.generation {
-            return Vec::new();
-        }
+    /// is no longer a poison suspect. `id` may be of an earlier generation: a job the
+    /// worker of `conn` was still running when this ingest re-read its message.
+    pub fn finished(&mut self, conn: &str, id: MessageId) -> Vec<Out> {
         let Some(p) = self.partitions.get_mut(&id.partition) else {
             return Vec::new();
         };
         let Some(e) = p.entries.get_mut(&id.offset) else {
             return Vec::new();
         };
-        let Kind::Job { conn, .. } = &e.kind else {
+        let Kind::Job { conn: c, .. } = &e.kind else {
             return Vec::new();
         };
-        if !matches!(e.state, State::Sent | State::Started) {
+        if c != conn || !matches!(e.state, State::Sent | State::Started) {
             return Vec::new();
         }
-        let conn = conn.clone();
+        let conn = conn.to_string();
         e.state = State::Finished;
         let was_suspect = std::mem::replace(&mut e.suspect, false);
         if let Kind::Job { job, .. } = &mut e.kind {
@@ -344,17 +421,31 @@ impl Tracker {
         self.refill(&conn)
     }
 
-    /// Publish confirmed `id`'s outcome is in Kafka: the message is complete.
+    /// Publish confirmed `id`'s outcome is in Kafka: the message is complete (whichever
+    /// generation produced the outcome); one not read yet will be skipped when it is.
     pub fn ack(&mut self, id: MessageId) -> Vec<Out> {
-        if id.generation != self.generation {
+        let p = self.facts_of(id.partition);
+        if !p.entries.contains_key(&id.offset) {
+            if p.max_seen.is_none_or(|m| id.offset > m) {
+                p.done_ahead.insert(id.offset);
+            }
             return Vec::new();
         }
-        let Some(p) = self.partitions.get_mut(&id.partition) else {
-            return Vec::new();
-        };
-        let Some(entry) = p.entries.remove(&id.offset) else {
-            return Vec::new();
-        };
+        self.complete(id.partition, id.offset)
+    }
+
+    /// A tracked message is complete: forget it, free its slot.
+    fn complete(&mut self, partition: i32, offset: i64) -> Vec<Out> {
+        match self.remove(partition, offset) {
+            Some(conn) => self.refill(&conn),
+            None => Vec::new(),
+        }
+    }
+
+    /// Removes a tracked message; the connection whose window it frees, if any.
+    fn remove(&mut self, partition: i32, offset: i64) -> Option<String> {
+        let p = self.partitions.get_mut(&partition)?;
+        let entry = p.entries.remove(&offset)?;
         self.total -= 1;
         self.bytes -= entry.kind.bytes();
         debug_assert!(
@@ -369,19 +460,19 @@ impl Tracker {
             }
         }
         match (entry.kind, entry.state) {
-            (Kind::Job { .. }, State::Finished) => Vec::new(),
+            (Kind::Job { .. }, State::Finished) => None,
             (Kind::Job { conn, .. }, State::Sent | State::Started) => {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.dispatched -= 1;
                 }
-                self.refill(&conn)
+                Some(conn)
             }
             (Kind::Job { conn, .. }, State::Backlog) => {
                 // Acked before it was dispatched again (an outcome of an earlier attempt).
                 p.backlog -= 1;
-                self.refill(&conn)
+                Some(conn)
             }
-            (Kind::Direct(_), _) => Vec::new(),
+            (Kind::Direct(_), _) => None,
         }
     }
 
@@ -803,23 +894,88 @@ mod tests {
     }
 
     #[test]
-    fn other_generations_and_unknown_acks_are_ignored() {
+    fn acks_of_any_generation_complete_and_acks_ahead_skip_the_read() {
         let mut t = Tracker::new(GEN, limits(10), 3);
         t.track_job("a", job(0, 5));
+        // The outcome of an earlier ingest's job for the same message.
         let old = MessageId {
             generation: GEN - 1,
             ..id(0, 5)
         };
         t.ack(old);
-        assert_eq!(t.commit_point(0), Some(5));
-        t.ack(id(0, 6));
-        t.ack(id(3, 0));
+        assert_eq!(t.commit_point(0), Some(6));
+        assert!(t.is_empty());
+        // Acked before it is read (a job an earlier ingest left with a worker): skipped
+        // when read, and the commit point moves past it.
+        t.ack(id(0, 7));
+        t.track_job("a", job(0, 6));
+        assert!(t.track_job("a", job(0, 7)).is_empty());
+        assert_eq!(t.skipped(), 1);
         assert_eq!(t.len(), 1);
-        // A job of another generation is not admitted.
-        let mut j = job(0, 7);
+        t.ack(id(0, 6));
+        assert_eq!(t.commit_point(0), Some(8));
+        // An ack for a partition not assigned here is kept, not committed or paused.
+        t.ack(id(3, 0));
+        assert!(!t.commit_points().contains_key(&3));
+        assert_eq!(t.update_pauses(), (vec![], vec![]));
+        t.assigned(&[3]);
+        assert!(t.track_direct(dlq(3, 0)).is_empty(), "known done");
+        assert_eq!(t.commit_points().get(&3), Some(&1));
+        // A job of another generation is not admitted (only this ingest reads).
+        let mut j = job(0, 9);
         j.id.generation = 1;
         assert!(t.track_job("a", j).is_empty());
-        assert_eq!(t.len(), 1);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn learned_done_offsets_complete_tracked_ones_and_skip_the_rest() {
+        let mut t = Tracker::new(GEN, limits(2), 3);
+        t.assigned(&[0]);
+        let mut sent = Vec::new();
+        for o in 0..4 {
+            sent.extend(sent_offsets(&t.track_job("a", job(0, o))));
+        }
+        assert_eq!(sent, [0, 1]);
+        // 1 and 2 (running, backlogged) are done, and 5..=7 (not read yet).
+        let done: OffsetSet = [1, 2, 5, 6, 7].into_iter().collect();
+        assert_eq!(
+            sent_offsets(&t.learn_done(0, &done)),
+            [3],
+            "slot of 1 refilled"
+        );
+        assert_eq!(t.len(), 2);
+        t.track_job("a", job(0, 4));
+        for o in 5..=7 {
+            assert!(t.track_job("a", job(0, o)).is_empty());
+        }
+        assert_eq!(t.skipped(), 3);
+        // What publish is told on connect: done above the commit point (0).
+        assert_eq!(
+            t.done_above_commit()[&0].ranges().collect::<Vec<_>>(),
+            vec![(1, 2), (5, 7)]
+        );
+        for o in [0, 3, 4] {
+            t.ack(id(0, o));
+        }
+        assert_eq!(t.commit_point(0), Some(8));
+        assert!(t.done_above_commit().is_empty());
+    }
+
+    #[test]
+    fn a_worker_finishing_an_earlier_generations_job_frees_the_slot_of_the_reread() {
+        let mut t = Tracker::new(GEN, limits(1), 3);
+        t.track_job("a", job(0, 0));
+        t.track_job("a", job(0, 1));
+        let old = MessageId {
+            generation: GEN - 1,
+            ..id(0, 0)
+        };
+        assert!(
+            t.finished("b", old).is_empty(),
+            "not the worker it was sent to"
+        );
+        assert_eq!(sent_offsets(&t.finished("a", old)), [1]);
     }
 
     #[test]
@@ -938,7 +1094,7 @@ mod tests {
         for o in 0..5 {
             t.track_job("a", job(0, o));
         }
-        t.started(id(0, 1));
+        t.started("a", id(0, 1));
         // Worker dies with 0, 1, 2 dispatched: all three are suspects and run first,
         // one at a time, flagged so the worker reports their start before running them.
         assert_eq!(sent_offsets(&t.transfer_lost("a")), [0]);
@@ -946,9 +1102,9 @@ mod tests {
         assert_eq!(again.len(), 1);
         assert!(again[0].suspect);
         assert_eq!(sent_offsets(&t.ack(id(0, 0))), [1]);
-        assert_eq!(sent_offsets(&t.finished(id(0, 1))), [2]);
+        assert_eq!(sent_offsets(&t.finished("a", id(0, 1))), [2]);
         // The last suspect done: back to the full window, in the original order.
-        assert_eq!(sent_offsets(&t.finished(id(0, 2))), [3, 4]);
+        assert_eq!(sent_offsets(&t.finished("a", id(0, 2))), [3, 4]);
         assert!(!t.pending_for_transfer("a").iter().any(|j| j.suspect));
     }
 
@@ -958,16 +1114,16 @@ mod tests {
         t.track_job("a", job(0, 0)); // poison
         t.track_job("a", job(0, 1)); // innocent, running beside it
         t.track_job("a", job(0, 2));
-        t.started(id(0, 0));
-        t.started(id(0, 1));
+        t.started("a", id(0, 0));
+        t.started("a", id(0, 1));
         assert_eq!(
             sent_offsets(&t.transfer_lost("a")),
             [0],
             "suspects first, alone"
         );
-        t.started(id(0, 0));
+        t.started("a", id(0, 0));
         assert_eq!(sent_offsets(&t.transfer_lost("a")), [0]);
-        t.started(id(0, 0));
+        t.started("a", id(0, 0));
         let out = t.transfer_lost("a");
         // Third crash: a failure for publish; then the innocent suspect runs alone.
         assert_eq!(sent_offsets(&out), [0, 1]);
@@ -976,7 +1132,7 @@ mod tests {
             Out::Publish(ToPublish::Result { result, .. }) => assert_eq!(result.attempts, 3),
             other => panic!("{other:?}"),
         }
-        t.started(id(0, 1));
+        t.started("a", id(0, 1));
         assert_eq!(
             sent_offsets(&t.ack(id(0, 1))),
             [2],
@@ -1083,7 +1239,7 @@ mod tests {
         t.track_job("a", job(0, 0));
         t.track_job("a", job(0, 1));
         assert_eq!(
-            sent_offsets(&t.finished(id(0, 0))),
+            sent_offsets(&t.finished("a", id(0, 0))),
             [1],
             "slot free at once"
         );
@@ -1091,7 +1247,7 @@ mod tests {
         assert!(t.ack(id(0, 0)).is_empty());
         assert_eq!(t.commit_point(0), Some(1));
         // A worker that dies with a finished (unpublished) result runs it again.
-        t.finished(id(0, 1));
+        t.finished("a", id(0, 1));
         t.transfer_lost("a");
         assert_eq!(t.pending_for_transfer("a").len(), 1);
     }
