@@ -336,8 +336,10 @@ mod tests {
     use crate::paced::tests::ack;
 
     fn offset(m: &FromPublish) -> i64 {
-        let FromPublish::Acked(id) = m;
-        id.offset
+        match m {
+            FromPublish::Acked(id) => id.offset,
+            other => panic!("not an ack: {other:?}"),
+        }
     }
 
     /// Held items (by offset) and the link's queue, changed together under one lock.

@@ -3,7 +3,8 @@
 //! ```text
 //! ingest  --IngestToTransfer-->  transfer[conn]      (jobs)
 //! ingest  <--TransferToIngest--  transfer[conn]      (a job started)
-//! ingest / transfer --ToPublish--> publish           (results, DLQ records)
+//! ingest --IngestToPublish--> publish               (results, DLQ records, commits)
+//! transfer --ToPublish--> publish                    (results)
 //! ingest / transfer <--FromPublish-- publish         (acknowledged by Kafka)
 //! stage   <-> supervisor                             (hello, config in force, ready)
 //! ctl     <-> supervisor                             (status, restart)
@@ -12,13 +13,17 @@
 //! Every message of the pipeline carries the [`MessageId`] of the Kafka message it came
 //! from: the ingest generation (one per ingest process), the partition and the offset.
 //! Each hop keeps what it sent until the next hop confirms it, and re-sends it when the
-//! next hop reconnects after a restart.
+//! next hop reconnects after a restart. What is *done* is a fact about the Kafka message,
+//! (partition, offset), whichever generation did it: publish keeps what it delivered above
+//! the group's commit point and tells each ingest that connects, and ingest tells each
+//! publish that connects what it knows done, so a restart of either one redoes nothing.
 
 use std::collections::BTreeMap;
 
 use ftp_pooler_contract::{DlqRecord, TransferResult, TransferTask};
 use serde::{Deserialize, Serialize};
 
+use crate::offsets::OffsetSet;
 use crate::route::{Direction, Route};
 
 /// Which Kafka message a piece of work belongs to.
@@ -128,11 +133,33 @@ impl ToPublish {
     }
 }
 
+/// Ingest to publish.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IngestToPublish {
+    /// A result or DLQ record decided by ingest (invalid task, malformed message, poison).
+    Publish(ToPublish),
+    /// The group committed these commit points (per partition of the task topic, the first
+    /// offset not done): publish forgets what it delivered below them.
+    Committed(BTreeMap<i32, i64>),
+    /// Per partition of the task topic, offsets above the commit point whose outcome is in
+    /// Kafka: sent on every connect, so that a restarted publish can tell a restarted
+    /// ingest.
+    Done(BTreeMap<i32, OffsetSet>),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FromPublish {
     /// Kafka acknowledged the record of this message (acks=all). To ingest: the message
-    /// is complete. To a transfer worker: drop the copy you kept.
+    /// is complete (whichever generation read it). To a transfer worker: drop the copy
+    /// you kept.
     Acked(MessageId),
+    /// To an ingest that just connected, before anything else: per partition of the task
+    /// topic, the offsets whose outcome this publish delivered and no commit has covered
+    /// yet (what a killed ingest had not committed).
+    Done(BTreeMap<i32, OffsetSet>),
+    /// To an ingest that just connected: everything publish knew at the connect has been
+    /// sent; ingest may start dispatching.
+    HandedOver,
 }
 
 /// A stage to the supervisor.

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use crate::conn::Sender;
 use crate::frame::ChannelError;
 use crate::messages::{
-    FromPublish, IngestToTransfer, StageToSupervisor, ToPublish, TransferToIngest,
+    FromPublish, IngestToPublish, IngestToTransfer, StageToSupervisor, ToPublish, TransferToIngest,
 };
 
 /// The least time between two writes on a pipeline socket. Under load a batch of jobs,
@@ -58,6 +58,7 @@ macro_rules! outgoing_as_itself {
 }
 outgoing_as_itself!(
     IngestToTransfer,
+    IngestToPublish,
     TransferToIngest,
     ToPublish,
     FromPublish,
@@ -176,7 +177,10 @@ pub(crate) mod tests {
     fn offsets(batch: &[FromPublish]) -> Vec<i64> {
         batch
             .iter()
-            .map(|FromPublish::Acked(id)| id.offset)
+            .map(|m| match m {
+                FromPublish::Acked(id) => id.offset,
+                other => panic!("not an ack: {other:?}"),
+            })
             .collect()
     }
 

@@ -17,7 +17,7 @@ fn id() -> MessageId {
 #[test]
 fn handshake_bytes() {
     let h = Handshake::new(Role::Transfer).to_bytes();
-    assert_eq!(&h, b"FTPPOOLR\x00\x06\x03\x00");
+    assert_eq!(&h, b"FTPPOOLR\x00\x07\x03\x00");
     assert_eq!(Handshake::parse(&h).unwrap().role, Role::Transfer);
 }
 
@@ -27,6 +27,22 @@ fn ack_frame_bytes() {
     // 0xfb + u16 LE.
     let frame = encode_frame(&FromPublish::Acked(id())).unwrap();
     assert_eq!(frame, [0, 0, 0, 6, 0x00, 0x07, 0x04, 0xfb, 0x58, 0x02]);
+}
+
+#[test]
+fn done_and_commit_frame_bytes() {
+    // FromPublish::Done: variant 1; map of 1: partition zigzag(2)=4 -> 2 ranges
+    // (1,3), (5,5) as zigzag pairs.
+    let done: OffsetSet = [1, 2, 3, 5].into_iter().collect();
+    let frame = encode_frame(&FromPublish::Done([(2, done)].into())).unwrap();
+    assert_eq!(frame, [0, 0, 0, 8, 0x01, 1, 0x04, 2, 2, 6, 10, 10]);
+    assert_eq!(
+        encode_frame(&FromPublish::HandedOver).unwrap(),
+        [0, 0, 0, 1, 0x02]
+    );
+    // IngestToPublish::Committed: variant 1; partition 4 (2) -> offset 600 (300).
+    let frame = encode_frame(&IngestToPublish::Committed([(2, 300)].into())).unwrap();
+    assert_eq!(frame, [0, 0, 0, 6, 0x01, 1, 0x04, 0xfb, 0x58, 0x02]);
 }
 
 #[test]

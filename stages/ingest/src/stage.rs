@@ -8,6 +8,11 @@
 //! - malformed messages become DLQ records and invalid tasks failure results, sent to
 //!   publish directly; valid tasks go to the worker of their remote connection;
 //! - flow control pauses partitions instead of buffering (see the tracker);
+//! - what is done is told by publish when this process connects to it (`Done`, then
+//!   `HandedOver`): the consumer reads nothing before that (bounded by [`HANDOVER_WAIT`]),
+//!   so a restarted ingest skips the messages whose outcome is already in Kafka; each
+//!   successful commit is told to publish (it forgets what the commit covers), and on
+//!   each connect publish is told what this ingest knows done above its commit points;
 //! - on revoke: stop reading those partitions, finish what was read of them (bounded by
 //!   the drain deadline), commit them synchronously, forget them;
 //! - on stop: no more fetching; in-flight messages get the drain deadline; final commit;
@@ -23,9 +28,9 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use ftp_pooler_channel::{
-    run_link, ChannelError, FromPublish, Hello, IngestDetail, IngestToTransfer, Job, LinkEvent,
-    LinkSpec, MessageId, Role, RuntimePaths, StageDetail, StageReport, SupervisorLink, ToPublish,
-    TransferToIngest, PIPELINE_PACE,
+    run_link, ChannelError, FromPublish, Hello, IngestDetail, IngestToPublish, IngestToTransfer,
+    Job, LinkEvent, LinkSpec, MessageId, Role, RuntimePaths, StageDetail, StageReport,
+    SupervisorLink, ToPublish, TransferToIngest, PIPELINE_PACE,
 };
 use ftp_pooler_config::{Config, Registry};
 use ftp_pooler_contract::{DlqRecord, TransferResult, TransferTask};
@@ -55,6 +60,10 @@ const MIN_POD_TRACKED: usize = 4096;
 const POD_TRACKED_BYTES: usize = 64 * 1024 * 1024;
 /// How often the commit point is committed while running.
 const COMMIT_EVERY: Duration = Duration::from_millis(200);
+/// How long the consumer waits, before reading anything, for publish to hand over what
+/// it delivered (a connect and a few frames: milliseconds when publish runs). Past it
+/// (publish down too), reading starts anyway: at worst those messages run again.
+const HANDOVER_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -69,7 +78,7 @@ pub enum IngestError {
 /// Where tracker output goes: the link queues.
 struct Outlets {
     transfers: RwLock<HashMap<String, mpsc::UnboundedSender<IngestToTransfer>>>,
-    publish: mpsc::UnboundedSender<ToPublish>,
+    publish: mpsc::UnboundedSender<IngestToPublish>,
 }
 
 impl Outlets {
@@ -83,7 +92,7 @@ impl Outlets {
                     }
                 }
                 Out::Publish(item) => {
-                    let _ = self.publish.send(item);
+                    let _ = self.publish.send(IngestToPublish::Publish(item));
                 }
             }
         }
@@ -104,6 +113,8 @@ struct Shared {
     retiring: watch::Sender<std::collections::HashSet<String>>,
     /// Set once the final drain is over: a revoke while closing does not wait again.
     closing: AtomicBool,
+    /// Publish handed over what it knows done (see [`HANDOVER_WAIT`]).
+    handed_over: AtomicBool,
     stats: Mutex<IngestDetail>,
     metrics: IngestMetrics,
 }
@@ -112,6 +123,7 @@ struct Shared {
 struct IngestMetrics {
     registry: prometheus::Registry,
     received: prometheus::IntCounter,
+    already_done: prometheus::IntCounter,
     lag: prometheus::IntGauge,
     committed: prometheus::IntGaugeVec,
 }
@@ -126,6 +138,11 @@ impl IngestMetrics {
                 "Total Kafka messages received",
             )
             .expect("a valid metric"),
+            already_done: IntCounter::new(
+                "ftp_tasks_already_done_total",
+                "Task messages read again whose outcome was already in Kafka: skipped, not run again",
+            )
+            .expect("a valid metric"),
             lag: IntGauge::new("ftp_kafka_consumer_lag", "Kafka consumer lag")
                 .expect("a valid metric"),
             committed: IntGaugeVec::new(
@@ -137,8 +154,9 @@ impl IngestMetrics {
             )
             .expect("a valid metric"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 3] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 4] = [
             Box::new(m.received.clone()),
+            Box::new(m.already_done.clone()),
             Box::new(m.lag.clone()),
             Box::new(m.committed.clone()),
         ];
@@ -189,7 +207,14 @@ impl Shared {
         match crate::commit(consumer, &self.topic, &points) {
             Ok(()) => {
                 tracing::debug!(?points, "committed");
-                self.tracker.lock().expect("tracker").committed(&points);
+                let mut t = self.tracker.lock().expect("tracker");
+                t.committed(&points);
+                // Under the tracker's lock, as every link message (see `run_link`).
+                let _ = self
+                    .outlets
+                    .publish
+                    .send(IngestToPublish::Committed(points.clone()));
+                drop(t);
                 let mut stats = self.stats.lock().expect("stats");
                 for (p, o) in &points {
                     stats.committed.insert(*p, *o);
@@ -356,6 +381,7 @@ pub async fn run(supervisor: SupervisorLink, paths: RuntimePaths) -> Result<(), 
         registry: RwLock::new(config.registry.clone()),
         retiring: watch::Sender::new(Default::default()),
         closing: AtomicBool::new(false),
+        handed_over: AtomicBool::new(false),
         stats: Mutex::new(IngestDetail::default()),
         metrics: IngestMetrics::new(),
     });
@@ -380,18 +406,42 @@ pub async fn run(supervisor: SupervisorLink, paths: RuntimePaths) -> Result<(), 
             },
             tracker.clone(),
             publish_rx,
-            |t: &mut Tracker| t.pending_for_publish(),
+            |t: &mut Tracker| {
+                let done = IngestToPublish::Done(t.done_above_commit());
+                std::iter::once(done)
+                    .chain(
+                        t.pending_for_publish()
+                            .into_iter()
+                            .map(IngestToPublish::Publish),
+                    )
+                    .collect()
+            },
             move |ev: LinkEvent<FromPublish>| match ev {
                 LinkEvent::Received(FromPublish::Acked(id)) => {
                     sh.with(|t| (t.ack(id), ()));
                     sh.acked.notify_all();
+                }
+                LinkEvent::Received(FromPublish::Done(done)) => {
+                    let known: u64 = done.values().map(|s| s.count()).sum();
+                    tracing::info!(known, "publish says these are done already");
+                    sh.with(|t| {
+                        let outs = done
+                            .iter()
+                            .flat_map(|(&p, set)| t.learn_done(p, set))
+                            .collect();
+                        (outs, ())
+                    });
+                    sh.acked.notify_all();
+                }
+                LinkEvent::Received(FromPublish::HandedOver) => {
+                    sh.handed_over.store(true, Ordering::SeqCst);
                 }
                 LinkEvent::Connected => tracing::info!("connected to publish"),
                 LinkEvent::Lost => {
                     tracing::warn!("lost publish; results and DLQ records will be re-sent")
                 }
             },
-            |_: &[ToPublish]| {},
+            |_: &[IngestToPublish]| {},
             stop_rx.clone(),
         )));
     }
@@ -630,6 +680,18 @@ fn consume(
         return;
     }
     let _ = ready.send(Ok(()));
+    let gate = Instant::now() + HANDOVER_WAIT;
+    while !shared.handed_over.load(Ordering::SeqCst)
+        && Instant::now() < gate
+        && !stopping.load(Ordering::SeqCst)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if !shared.handed_over.load(Ordering::SeqCst) {
+        tracing::warn!(
+            "publish has not said what it delivered; messages it knows done may run again"
+        );
+    }
     let mut last_commit = Instant::now();
     while !stopping.load(Ordering::SeqCst) {
         let (pause, resume, tracked) = {
@@ -745,10 +807,15 @@ fn probe(shared: &Shared, consumer: &BaseConsumer<ProbeContext>, topic: &str) {
 }
 
 fn report(shared: &Shared) -> StageReport {
-    let (tracked, paused) = {
+    let (tracked, paused, skipped) = {
         let t = shared.tracker.lock().expect("tracker");
-        (t.len() as u64, t.paused() as u64)
+        (t.len() as u64, t.paused() as u64, t.skipped())
     };
+    let counted = shared.metrics.already_done.get();
+    shared
+        .metrics
+        .already_done
+        .inc_by(skipped.saturating_sub(counted));
     let mut detail = shared.stats.lock().expect("stats").clone();
     detail.connections = shared
         .registry

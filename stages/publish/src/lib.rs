@@ -8,6 +8,7 @@
 //! A delivery report whose offset does not move its partition forward is not trusted
 //! ([`Publisher::send`]): it comes back as an error, so publish sends the record again.
 
+pub mod ledger;
 pub mod stage;
 
 use std::collections::HashMap;

@@ -12,11 +12,13 @@
 //!   broker) is cut once, visibly ([`ToPublish::shrink`]: `truncated` fields, the full
 //!   size and digest), counted in `ftp_publish_truncated_total`, and sent again: one
 //!   oversized task must not stall its partition;
-//! - a worker is acked only after ingest's ack is in ingest's socket, or its generation
-//!   is gone ([`Peers::route_ack`]);
-//! - acks for an ingest that is not connected (restarting) are kept until an ingest
-//!   connects, then sent if they belong to its generation (the workers' acks follow), and
-//!   otherwise only the workers are acked;
+//! - every ack goes to the connected ingest, whichever generation read the message (the
+//!   outcome is a fact about the Kafka message); a worker is acked only after ingest's ack
+//!   is in ingest's socket ([`Peers::route_ack`]); acks while no ingest is connected wait
+//!   for the next one;
+//! - the [`Ledger`] keeps what was delivered until ingest reports a commit past it; an
+//!   ingest that connects gets the ledger (`Done`), the waiting acks, then `HandedOver`,
+//!   before anything else, so a restarted ingest skips what is already in Kafka;
 //! - on stop: no new connections, deliveries in flight get the drain deadline, then the
 //!   producer is flushed;
 //! - acks to a peer go through the channel's paced writer ([`PacedWriter`],
@@ -30,15 +32,17 @@ use std::time::Duration;
 use std::borrow::Cow;
 
 use ftp_pooler_channel::{
-    accept_peer, accept_until, bind, ChannelError, Direction, FromPublish, MessageId, Outgoing,
-    PacedWriter, PublishDetail, Role, RuntimePaths, StageDetail, StageReport, SupervisorLink,
-    ToPublish, PIPELINE_PACE,
+    accept_peer, accept_until, bind, ChannelError, Direction, FromPublish, IngestToPublish,
+    MessageId, OffsetSet, Outgoing, PacedWriter, PublishDetail, Receiver, Role, RuntimePaths,
+    StageDetail, StageReport, SupervisorLink, ToPublish, PIPELINE_PACE,
 };
 use ftp_pooler_config::Config;
 use ftp_pooler_contract::TransferResult;
+use std::collections::BTreeMap;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch};
 
+use crate::ledger::Ledger;
 use crate::Publisher;
 
 #[derive(Debug, thiserror::Error)]
@@ -51,29 +55,68 @@ pub enum PublishError {
     Io(#[from] std::io::Error),
 }
 
-/// An ack on its way to a peer; `then_ack`: the transfer worker to ack once this one is
-/// written (see [`Peers::route_ack`]).
-struct Ack {
-    ack: MessageId,
-    then_ack: Option<String>,
+/// A frame on its way to a peer: an ack, with (`then_ack`) the transfer worker to ack
+/// once it is written (see [`Peers::route_ack`]); or a handover frame to a new ingest.
+enum Ack {
+    Ack {
+        ack: MessageId,
+        then_ack: Option<String>,
+    },
+    Handover(FromPublish),
+}
+
+impl Ack {
+    fn to(ack: MessageId, then_ack: Option<String>) -> Ack {
+        Ack::Ack { ack, then_ack }
+    }
 }
 
 impl Outgoing for Ack {
     type Frame = FromPublish;
     fn frame(&self) -> Cow<'_, FromPublish> {
-        Cow::Owned(FromPublish::Acked(self.ack))
+        match self {
+            Ack::Ack { ack, .. } => Cow::Owned(FromPublish::Acked(*ack)),
+            Ack::Handover(f) => Cow::Borrowed(f),
+        }
+    }
+}
+
+/// What a peer sends: ingest's [`IngestToPublish`] and a worker's [`ToPublish`] as one.
+enum Incoming {
+    Item(ToPublish),
+    Committed(BTreeMap<i32, i64>),
+    Done(BTreeMap<i32, OffsetSet>),
+}
+
+/// The reading half of a peer's connection, by role.
+enum PeerReader {
+    Ingest(Receiver<IngestToPublish>),
+    Transfer(Receiver<ToPublish>),
+}
+
+impl PeerReader {
+    async fn recv(&mut self) -> Result<Option<Incoming>, ChannelError> {
+        Ok(match self {
+            PeerReader::Ingest(r) => r.recv().await?.map(|m| match m {
+                IngestToPublish::Publish(item) => Incoming::Item(item),
+                IngestToPublish::Committed(points) => Incoming::Committed(points),
+                IngestToPublish::Done(done) => Incoming::Done(done),
+            }),
+            PeerReader::Transfer(r) => r.recv().await?.map(Incoming::Item),
+        })
     }
 }
 
 #[derive(Default)]
 struct Peers {
-    /// The connected ingest: its generation, connection number and outbox.
-    ingest: Option<(u64, u64, mpsc::UnboundedSender<Ack>)>,
+    /// The connected ingest: its connection number and outbox.
+    ingest: Option<(u64, mpsc::UnboundedSender<Ack>)>,
     /// Acks produced while no ingest was connected, with the worker each result came from.
     pending_acks: Vec<(MessageId, Option<String>)>,
     /// Connected transfer workers by name (a newer connection replaces an older one).
     transfers: HashMap<String, (u64, mpsc::UnboundedSender<Ack>)>,
     next_conn: u64,
+    ledger: Ledger,
 }
 
 impl Peers {
@@ -81,29 +124,35 @@ impl Peers {
     /// ingest's socket, to the worker the result came from (`origin`). The order matters:
     /// the worker forgets its copy on its ack, and ingest never re-sends a job's result,
     /// so a crash of this process must never leave the worker acked and ingest not (the
-    /// message would stay uncommitted for good). An item of an older ingest generation
-    /// acks the worker at once (Kafka redelivers its message to the new ingest); without
+    /// message would stay uncommitted for good). Every generation's ack goes to the
+    /// connected ingest (a restarted one completes, or skips, the same message); without
     /// a connected ingest the ack waits in `pending_acks`.
     fn route_ack(&mut self, id: MessageId, origin: Option<String>) {
         match &self.ingest {
-            Some((generation, _, tx)) if *generation == id.generation => {
-                let _ = tx.send(Ack {
-                    ack: id,
-                    then_ack: origin,
-                });
+            Some((_, tx)) => {
+                let _ = tx.send(Ack::to(id, origin));
             }
-            Some(_) => self.ack_worker(id, origin),
             None => self.pending_acks.push((id, origin)),
         }
     }
 
     fn ack_worker(&self, id: MessageId, origin: Option<String>) {
         if let Some((_, tx)) = origin.and_then(|name| self.transfers.get(&name)) {
-            let _ = tx.send(Ack {
-                ack: id,
-                then_ack: None,
-            });
+            let _ = tx.send(Ack::to(id, None));
         }
+    }
+
+    /// An ingest connected: it gets the ledger, one frame per partition, the acks that
+    /// waited for it, and `HandedOver`, before any other frame.
+    fn ingest_connected(&mut self, conn: u64, tx: mpsc::UnboundedSender<Ack>) {
+        for (p, set) in self.ledger.snapshot() {
+            let _ = tx.send(Ack::Handover(FromPublish::Done(BTreeMap::from([(p, set)]))));
+        }
+        self.ingest = Some((conn, tx.clone()));
+        for (id, origin) in std::mem::take(&mut self.pending_acks) {
+            self.route_ack(id, origin);
+        }
+        let _ = tx.send(Ack::Handover(FromPublish::HandedOver));
     }
 }
 
@@ -310,17 +359,20 @@ async fn serve(stage: Arc<Stage>, stream: UnixStream) {
         return;
     };
     let (role, hello) = (accepted.role, accepted.hello.clone());
-    let (writer, mut reader) = accepted.into_conn::<FromPublish, ToPublish>().split();
+    let (writer, mut reader) = if role == Role::Ingest {
+        let (w, r) = accepted.into_conn::<FromPublish, IngestToPublish>().split();
+        (w, PeerReader::Ingest(r))
+    } else {
+        let (w, r) = accepted.into_conn::<FromPublish, ToPublish>().split();
+        (w, PeerReader::Transfer(r))
+    };
     let (tx, mut rx) = mpsc::unbounded_channel::<Ack>();
     let conn = {
         let mut peers = stage.peers.lock().expect("peers");
         peers.next_conn += 1;
         let conn = peers.next_conn;
         if role == Role::Ingest {
-            peers.ingest = Some((hello.generation, conn, tx));
-            for (id, origin) in std::mem::take(&mut peers.pending_acks) {
-                peers.route_ack(id, origin);
-            }
+            peers.ingest_connected(conn, tx);
         } else {
             peers.transfers.insert(hello.name.clone(), (conn, tx));
         }
@@ -338,15 +390,18 @@ async fn serve(stage: Arc<Stage>, stream: UnixStream) {
                     Err((batch, _)) => (true, batch),
                 };
                 let mut peers = stage.peers.lock().expect("peers");
-                if broken && matches!(&peers.ingest, Some((_, c, _)) if *c == conn) {
+                if broken && matches!(&peers.ingest, Some((c, _)) if *c == conn) {
                     peers.ingest = None;
                 }
                 for o in batch {
-                    match (broken, o.then_ack) {
-                        (false, then) => peers.ack_worker(o.ack, then),
-                        // Ingest is gone before its ack was written: the next ingest (or
-                        // none, for another generation) decides, as for any new ack.
-                        (true, Some(origin)) => peers.route_ack(o.ack, Some(origin)),
+                    let Ack::Ack { ack, then_ack } = o else {
+                        continue;
+                    };
+                    match (broken, then_ack) {
+                        (false, then) => peers.ack_worker(ack, then),
+                        // Ingest is gone before its ack was written: it waits for the
+                        // next ingest, as any new ack does.
+                        (true, Some(origin)) => peers.route_ack(ack, Some(origin)),
                         (true, None) => {}
                     }
                 }
@@ -360,7 +415,13 @@ async fn serve(stage: Arc<Stage>, stream: UnixStream) {
     };
     loop {
         match reader.recv().await {
-            Ok(Some(item)) => {
+            Ok(Some(Incoming::Committed(points))) => {
+                stage.peers.lock().expect("peers").ledger.committed(&points);
+            }
+            Ok(Some(Incoming::Done(done))) => {
+                stage.peers.lock().expect("peers").ledger.merge(&done);
+            }
+            Ok(Some(Incoming::Item(item))) => {
                 stage.in_flight.send_modify(|n| *n += 1);
                 let origin = (role == Role::Transfer).then(|| hello.name.clone());
                 tokio::spawn(deliver(stage.clone(), item, origin));
@@ -375,7 +436,7 @@ async fn serve(stage: Arc<Stage>, stream: UnixStream) {
     {
         let mut peers = stage.peers.lock().expect("peers");
         if role == Role::Ingest {
-            if matches!(&peers.ingest, Some((_, c, _)) if *c == conn) {
+            if matches!(&peers.ingest, Some((c, _)) if *c == conn) {
                 peers.ingest = None;
             }
         } else if matches!(peers.transfers.get(&hello.name), Some((c, _)) if *c == conn) {
@@ -441,14 +502,18 @@ async fn deliver(stage: Arc<Stage>, mut item: ToPublish, origin: Option<String>)
         } => stage.metrics.result(result, *direction),
         ToPublish::Dlq { .. } => stage.metrics.dlq(),
     }
-    stage.peers.lock().expect("peers").route_ack(id, origin);
+    {
+        let mut peers = stage.peers.lock().expect("peers");
+        peers.ledger.delivered(id);
+        peers.route_ack(id, origin);
+    }
     stage.in_flight.send_modify(|n| *n -= 1);
 }
 
 #[cfg(test)]
 mod tests {
     use super::{Ack, Peers};
-    use ftp_pooler_channel::MessageId;
+    use ftp_pooler_channel::{FromPublish, MessageId};
     use tokio::sync::mpsc;
 
     fn id(generation: u64, offset: i64) -> MessageId {
@@ -459,49 +524,56 @@ mod tests {
         }
     }
 
-    fn drain(rx: &mut mpsc::UnboundedReceiver<Ack>) -> Vec<(i64, Option<String>)> {
+    /// What was sent, as text: `ack:<offset>[>worker]`, `done:<ranges>`, `handed-over`.
+    fn drain(rx: &mut mpsc::UnboundedReceiver<Ack>) -> Vec<String> {
         let mut v = Vec::new();
         while let Ok(o) = rx.try_recv() {
-            v.push((o.ack.offset, o.then_ack));
+            v.push(match o {
+                Ack::Ack { ack, then_ack } => match then_ack {
+                    Some(w) => format!("ack:{}>{w}", ack.offset),
+                    None => format!("ack:{}", ack.offset),
+                },
+                Ack::Handover(FromPublish::Done(d)) => {
+                    format!("done:{:?}", d[&0].ranges().collect::<Vec<_>>())
+                }
+                Ack::Handover(FromPublish::HandedOver) => "handed-over".into(),
+                Ack::Handover(other) => format!("{other:?}"),
+            });
         }
         v
     }
 
     #[test]
-    fn a_worker_is_acked_after_ingest_or_when_its_ingest_is_gone() {
+    fn a_worker_is_acked_after_ingest_and_a_new_ingest_gets_the_ledger_first() {
         let mut peers = Peers::default();
         let (wtx, mut wrx) = mpsc::unbounded_channel();
         peers.transfers.insert("transfer:a".into(), (1, wtx));
         let w = || Some("transfer:a".to_string());
 
-        // No ingest: the ack waits, and the worker is not told.
-        peers.route_ack(id(7, 1), w());
+        // Delivered while no ingest is connected: the ack waits, the worker is not told.
+        for o in [1, 2, 4] {
+            peers.ledger.delivered(id(7, o));
+        }
+        peers.route_ack(id(7, 4), w());
         assert_eq!(peers.pending_acks.len(), 1);
         assert!(drain(&mut wrx).is_empty());
 
-        // Ingest of generation 7: its ack carries the worker's, which follows the write.
+        // A new ingest (another generation): the ledger, the waiting ack, then the end.
         let (itx, mut irx) = mpsc::unbounded_channel();
-        peers.ingest = Some((7, 2, itx));
-        peers.route_ack(id(7, 2), w());
-        assert_eq!(drain(&mut irx), vec![(2, w())]);
-        assert!(drain(&mut wrx).is_empty());
+        peers.ingest_connected(2, itx);
+        assert_eq!(
+            drain(&mut irx),
+            ["done:[(1, 2), (4, 4)]", "ack:4>transfer:a", "handed-over"]
+        );
+        assert!(
+            drain(&mut wrx).is_empty(),
+            "only once ingest's ack is written"
+        );
 
-        // A message of an older generation: its ingest is gone, the worker is acked now.
+        // Any generation's ack goes to ingest first, carrying the worker's.
         peers.route_ack(id(6, 3), w());
-        assert!(drain(&mut irx).is_empty());
-        assert_eq!(drain(&mut wrx), vec![(3, None)]);
-
-        // Pending acks of another generation, handed over when a new ingest connects.
-        peers.ingest = None;
-        peers.route_ack(id(7, 4), w());
-        let (itx, mut irx) = mpsc::unbounded_channel();
-        peers.ingest = Some((8, 3, itx));
-        for (i, o) in std::mem::take(&mut peers.pending_acks) {
-            peers.route_ack(i, o);
-        }
-        assert!(drain(&mut irx).is_empty());
-        let mut acked = drain(&mut wrx);
-        acked.sort();
-        assert_eq!(acked, vec![(1, None), (4, None)]);
+        assert_eq!(drain(&mut irx), ["ack:3>transfer:a"]);
+        peers.ack_worker(id(6, 3), w());
+        assert_eq!(drain(&mut wrx), ["ack:3"]);
     }
 }

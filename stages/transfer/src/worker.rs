@@ -2,10 +2,13 @@
 //!
 //! Owns one connection's [`Engine`] (and so its session pool), a listening socket that the
 //! ingest stage connects to, and a link to the publish stage. Invariants:
-//! - a job is run at most once per ingest generation by this process (jobs re-sent after
-//!   a reconnect are recognised by their [`MessageId`]);
-//! - when a newer ingest generation connects, jobs of older generations that have not
-//!   started are dropped (Kafka redelivers them to the new ingest);
+//! - a Kafka message's job is run at most once at a time by this process, and not again
+//!   while its result waits for publish: jobs are known by (partition, offset), whichever
+//!   ingest generation sent them, so a job re-sent after a reconnect, or by a restarted
+//!   ingest that read the message again, is not run twice;
+//! - when a newer ingest generation connects, jobs of older generations keep running (a
+//!   restarted ingest reads their messages again and sends them here, where they are
+//!   already known; their `Finished` goes to the new ingest, which matches it by offset);
 //! - a result is kept until publish confirms Kafka has it, and re-sent whenever the link
 //!   to publish is re-established (publish restarted);
 //! - a job's `Finished` goes to ingest only after its result was written to publish's
@@ -29,8 +32,8 @@ use std::borrow::Cow;
 
 use ftp_pooler_channel::{
     accept_peer, accept_until, bind, run_link, ChannelError, FromPublish, Hello, IngestToTransfer,
-    Job, LinkEvent, LinkSpec, MessageId, Outgoing, PacedWriter, Role, RuntimePaths, StageDetail,
-    StageReport, SupervisorLink, ToPublish, TransferDetail, TransferToIngest, PIPELINE_PACE,
+    Job, LinkEvent, LinkSpec, Outgoing, PacedWriter, Role, RuntimePaths, StageDetail, StageReport,
+    SupervisorLink, ToPublish, TransferDetail, TransferToIngest, PIPELINE_PACE,
 };
 use ftp_pooler_config::Config;
 use tokio::net::UnixStream;
@@ -53,10 +56,10 @@ pub enum WorkerError {
 struct State {
     /// The ingest generation whose jobs run.
     generation: u64,
-    /// Jobs queued or running here.
-    known: HashSet<MessageId>,
-    /// Results not yet confirmed by publish.
-    held: BTreeMap<MessageId, ToPublish>,
+    /// Jobs queued or running here, by (partition, offset).
+    known: HashSet<(i32, i64)>,
+    /// Results not yet confirmed by publish, by (partition, offset).
+    held: BTreeMap<(i32, i64), ToPublish>,
     /// The current ingest connection's outbox.
     to_ingest: Option<mpsc::UnboundedSender<Notice>>,
 }
@@ -153,9 +156,14 @@ pub async fn run(
         |s: &mut State| s.held.values().cloned().collect(),
         move |ev: LinkEvent<FromPublish>| match ev {
             LinkEvent::Received(FromPublish::Acked(id)) => {
-                link_state.lock().expect("state").held.remove(&id);
+                link_state
+                    .lock()
+                    .expect("state")
+                    .held
+                    .remove(&(id.partition, id.offset));
                 settled.notify_waiters();
             }
+            LinkEvent::Received(_) => {}
             LinkEvent::Connected => tracing::info!("connected to publish"),
             LinkEvent::Lost => tracing::warn!("lost publish; results will be re-sent"),
         },
@@ -166,10 +174,9 @@ pub async fn run(
             let s = written_state.lock().expect("state");
             let Some(tx) = &s.to_ingest else { return };
             for item in sent {
+                // Jobs of an earlier ingest too: the current one matches them by offset.
                 if let ToPublish::Result { id, .. } = item {
-                    if id.generation == s.generation {
-                        let _ = tx.send(Notice::new(TransferToIngest::Finished(*id)).0);
-                    }
+                    let _ = tx.send(Notice::new(TransferToIngest::Finished(*id)).0);
                 }
             }
         },
@@ -370,7 +377,10 @@ async fn serve_ingest(worker: Arc<Worker>, stream: UnixStream) {
             Ok(Some(IngestToTransfer::Job(job))) => {
                 let fresh = {
                     let mut s = worker.state.lock().expect("state");
-                    job.id.generation == s.generation && s.known.insert(job.id)
+                    let key = (job.id.partition, job.id.offset);
+                    job.id.generation == s.generation
+                        && !s.held.contains_key(&key)
+                        && s.known.insert(key)
                 };
                 if fresh {
                     tokio::spawn(run_job(worker.clone(), job));
@@ -394,9 +404,10 @@ async fn serve_ingest(worker: Arc<Worker>, stream: UnixStream) {
 async fn run_job(worker: Arc<Worker>, job: Job) {
     let permit = worker.slots.acquire().await.expect("slots never close");
     let (started, written) = Notice::new(TransferToIngest::Started(job.id));
+    let key = (job.id.partition, job.id.offset);
     let current = {
         let s = worker.state.lock().expect("state");
-        let current = s.generation == job.id.generation && !worker.stopping.load(Ordering::SeqCst);
+        let current = !worker.stopping.load(Ordering::SeqCst);
         if current && job.suspect {
             if let Some(tx) = &s.to_ingest {
                 let _ = tx.send(started);
@@ -405,7 +416,7 @@ async fn run_job(worker: Arc<Worker>, job: Job) {
         current
     };
     if !current {
-        worker.state.lock().expect("state").known.remove(&job.id);
+        worker.state.lock().expect("state").known.remove(&key);
         drop(permit);
         worker.settled.notify_waiters();
         return;
@@ -444,8 +455,8 @@ async fn run_job(worker: Arc<Worker>, job: Job) {
     // held, so the drain never sees neither.
     {
         let mut s = worker.state.lock().expect("state");
-        s.known.remove(&job.id);
-        s.held.insert(job.id, outcome.clone());
+        s.known.remove(&key);
+        s.held.insert(key, outcome.clone());
         let _ = worker.to_publish.send(outcome);
     }
     drop(permit);
