@@ -30,10 +30,20 @@ async fn three_instances_lose_one_and_gain_a_fourth_without_losing_or_sharing_ta
     let sc = Scenario::with_partitions(Path::new(EXE), 3000, 6).await;
     let watcher = Watcher::start(&sc.topics).await;
     // One session per connection: the run lasts long enough to kill an instance in it.
-    let yaml = sc.config_yaml("").replace(
-        "max_sessions_per_connection: 4",
-        "max_sessions_per_connection: 1",
-    );
+    // Dynamic members: on Tansu 0.6.0 the partitions of a static member that never comes
+    // back are never reassigned (docs/NOTES.md, "Kafka (Tansu)"), and instance two never
+    // comes back.
+    let yaml = sc
+        .config_yaml("")
+        .replace(
+            "max_sessions_per_connection: 4",
+            "max_sessions_per_connection: 1",
+        )
+        .replace(
+            "  max_backoff_ms: 1000\n",
+            "  max_backoff_ms: 1000\n  static_membership: false\n",
+        );
+    assert!(yaml.contains("static_membership: false"));
     let mut instances: BTreeMap<&str, Service> = BTreeMap::new();
     for name in ["one", "two", "three"] {
         instances.insert(name, sc.start_instance(name, &yaml));

@@ -5,7 +5,8 @@
 //!
 //! Invariants: a pinned property keeps the value the guarantees need (any spelling
 //! librdkafka reads as that value is accepted); a secret property's value is never in a
-//! `Debug` output or a problem; a problem names the property and where it was set.
+//! `Debug` output or a problem; a problem names the property and where it was set; an
+//! operator's `group.instance.id` is one Kafka accepts ([`group_instance_id_problem`]).
 
 use std::collections::BTreeMap;
 
@@ -36,6 +37,7 @@ impl std::fmt::Debug for KafkaSettings {
             .field("max_retries", &self.max_retries)
             .field("base_backoff_ms", &self.base_backoff_ms)
             .field("max_backoff_ms", &self.max_backoff_ms)
+            .field("static_membership", &self.static_membership)
             .field("consumer_config", &redact(&self.consumer_config))
             .field("producer_config", &redact(&self.producer_config))
             .finish()
@@ -109,6 +111,24 @@ impl KafkaSettings {
     /// `bootstrap.servers` / `group.id`, which have keys of their own.
     pub fn rule_problems(&self) -> Vec<PropertyProblem> {
         let mut problems = Vec::new();
+        if let Some(id) = self.consumer_config.get(GROUP_INSTANCE_ID) {
+            if !self.static_membership {
+                problems.push(PropertyProblem {
+                    map: KafkaMap::Consumer,
+                    property: Some(GROUP_INSTANCE_ID.into()),
+                    problem: format!(
+                        "{GROUP_INSTANCE_ID} makes the ingest consumer a static member, but \
+                         kafka.static_membership is false"
+                    ),
+                });
+            } else if let Some(problem) = group_instance_id_problem(id) {
+                problems.push(PropertyProblem {
+                    map: KafkaMap::Consumer,
+                    property: Some(GROUP_INSTANCE_ID.into()),
+                    problem: format!("{GROUP_INSTANCE_ID}: {problem}"),
+                });
+            }
+        }
         for (map, props, pins) in [
             (KafkaMap::Consumer, &self.consumer_config, PINNED_CONSUMER),
             (KafkaMap::Producer, &self.producer_config, PINNED_PRODUCER),
@@ -141,6 +161,44 @@ impl KafkaSettings {
         }
         problems
     }
+}
+
+/// The consumer property of static group membership. The kafka crate derives one per
+/// service instance for the ingest consumer unless the operator sets it.
+pub const GROUP_INSTANCE_ID: &str = "group.instance.id";
+
+/// The longest `group.instance.id` Kafka accepts.
+pub const GROUP_INSTANCE_ID_MAX: usize = 249;
+
+/// Whether `c` may appear in a `group.instance.id` (Kafka's rule, as for topic names:
+/// ASCII letters and digits, `.`, `_`, `-`).
+pub fn group_instance_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+/// Why Kafka would refuse `id` as a `group.instance.id` (its JoinGroup check: not empty,
+/// not `.` or `..`, at most 249 characters of `[a-zA-Z0-9._-]`), or None. librdkafka
+/// checks nothing and the broker refuses the JoinGroup, so the consumer would never get
+/// a partition: the configuration is refused instead.
+pub fn group_instance_id_problem(id: &str) -> Option<String> {
+    if id.is_empty() {
+        return Some("must not be empty".into());
+    }
+    if id == "." || id == ".." {
+        return Some(format!("{id:?} is not allowed"));
+    }
+    if id.chars().count() > GROUP_INSTANCE_ID_MAX {
+        return Some(format!(
+            "{} characters, at most {GROUP_INSTANCE_ID_MAX} are allowed",
+            id.chars().count()
+        ));
+    }
+    if let Some(c) = id.chars().find(|&c| !group_instance_id_char(c)) {
+        return Some(format!(
+            "{c:?} is not allowed: only ASCII letters, digits, '.', '_' and '-'"
+        ));
+    }
+    None
 }
 
 /// Whether librdkafka reads `value` as `want`: booleans as it parses them (`true`, `t`,
@@ -230,5 +288,58 @@ pub(crate) fn property_place(at: &dyn Fn(&str) -> Place, map_key: &str, property
     match at(&format!("{map_key}.{property}")) {
         Place::Default(_) => at(map_key),
         place => place,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_instance_id_follows_kafkas_rule() {
+        for ok in ["ftp-pooler-0", "a", "A.b_c-9", &"x".repeat(249)] {
+            assert_eq!(group_instance_id_problem(ok), None, "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "pod 0",
+            "pod/0",
+            "ingest@host",
+            "é",
+            &"x".repeat(250),
+        ] {
+            assert!(group_instance_id_problem(bad).is_some(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_invalid_group_instance_id_in_consumer_config_is_a_problem() {
+        let mut kafka = KafkaSettings::default();
+        kafka
+            .consumer_config
+            .insert("group.instance.id".into(), "ftp-pooler-0".into());
+        assert!(kafka.rule_problems().is_empty());
+        kafka
+            .consumer_config
+            .insert("group.instance.id".into(), "pod 0".into());
+        let problems = kafka.rule_problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].map, KafkaMap::Consumer);
+        assert_eq!(problems[0].property.as_deref(), Some("group.instance.id"));
+        assert!(problems[0].problem.starts_with("group.instance.id: ' '"));
+        kafka.static_membership = false;
+        let problems = kafka.rule_problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0]
+            .problem
+            .contains("kafka.static_membership is false"));
+        // Only the consumer reads it: a producer's is librdkafka's business (it warns).
+        kafka.consumer_config.clear();
+        kafka
+            .producer_config
+            .insert("group.instance.id".into(), "pod 0".into());
+        assert!(kafka.rule_problems().is_empty());
     }
 }

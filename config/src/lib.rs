@@ -23,7 +23,10 @@ pub use connections::{
 };
 pub use error::{ConfigError, ConfigErrors, Place};
 pub use id::ConnectionId;
-pub use kafka::{is_secret_property, no_kafka_check, KafkaCheck, KafkaMap, PropertyProblem};
+pub use kafka::{
+    group_instance_id_char, group_instance_id_problem, is_secret_property, no_kafka_check,
+    KafkaCheck, KafkaMap, PropertyProblem, GROUP_INSTANCE_ID, GROUP_INSTANCE_ID_MAX,
+};
 pub use settings::{
     ApiSettings, CircuitBreakerSettings, KafkaSettings, LoggingSettings, MetricsSettings,
     PoolSettings, Settings, ShutdownSettings, SupervisorSettings, TransferSettings,

@@ -50,6 +50,12 @@ pub struct KafkaSettings {
     pub max_retries: u64,
     pub base_backoff_ms: u64,
     pub max_backoff_ms: u64,
+    /// New: the ingest consumer is a static member of the group (`group.instance.id`, one
+    /// per service instance: docs/PIPELINE.md, "A restarted ingest resumes"), so that a
+    /// restarted ingest gets its partitions back at once. `false`: a dynamic member, for
+    /// Tansu 0.6.0 groups of several instances, where a static member that never comes
+    /// back keeps its partitions (docs/NOTES.md, "Kafka (Tansu)").
+    pub static_membership: bool,
     /// librdkafka consumer properties, passed as-is (after the service's own).
     pub consumer_config: BTreeMap<String, String>,
     /// librdkafka producer properties, passed as-is (after the service's own).
@@ -134,6 +140,7 @@ impl Default for KafkaSettings {
             max_retries: 5,
             base_backoff_ms: 1000,
             max_backoff_ms: 30000,
+            static_membership: true,
             consumer_config: BTreeMap::new(),
             producer_config: BTreeMap::new(),
         }

@@ -473,7 +473,11 @@ pub async fn run(supervisor: SupervisorLink, paths: RuntimePaths) -> Result<(), 
         Err(_) => return Err(IngestError::Thread("consumer thread died at start".into())),
     }
     supervisor.ready().await?;
-    tracing::info!(generation = format!("{generation:x}"), "ingest ready");
+    tracing::info!(
+        generation = format!("{generation:x}"),
+        group_instance_id = ?ftp_pooler_kafka::group_instance_id(&settings.kafka),
+        "ingest ready"
+    );
     let reporter = {
         let shared = shared.clone();
         supervisor.spawn_reports(Duration::from_secs(1), move || report(&shared))

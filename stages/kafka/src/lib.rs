@@ -3,7 +3,8 @@
 //! Owns, for each [`Role`] (the ingest consumer, its broker probe, the publish producer,
 //! and `ftp-pooler-client`), the librdkafka configuration built from one
 //! [`KafkaSettings`]: the service's own properties, a `client.id` an operator recognises
-//! in broker logs and quotas, then the operator's `kafka.consumer_config` or
+//! in broker logs and quotas, the ingest consumer's `group.instance.id` (static
+//! membership, [`instance`]), then the operator's `kafka.consumer_config` or
 //! `kafka.producer_config` (security, tuning). Also owns the check of those properties by
 //! librdkafka itself ([`check`]), the routing of librdkafka's logs and errors into
 //! tracing without floods ([`ClientLog`]), and what this build of librdkafka offers
@@ -15,19 +16,24 @@
 //!   command-line client alike;
 //! - the operator's properties come last and win, except the ones the delivery
 //!   guarantees rest on, which the config crate refuses to let them change;
+//! - only the ingest consumer is a static member: `group.instance.id` (derived, or the
+//!   operator's) is never given to the probe or to `ftp-pooler-client`'s consumer, which
+//!   would otherwise claim the ingest's identity in the group;
 //! - nothing here prints a secret property's value (`sasl.password`, ...): problems and
 //!   logs name the property only.
 
 mod check;
+pub mod instance;
 mod log;
 
 pub use check::check;
 pub use ftp_pooler_channel::BrokerProblem;
+pub use instance::{default_group_instance_id, ENV_INSTANCE_ID};
 pub use log::{problem_of, ClientLog};
 /// The librdkafka binding every client here is built with (for [`forward_client_log`]).
 pub use rdkafka;
 
-use ftp_pooler_config::{KafkaMap, KafkaSettings};
+use ftp_pooler_config::{KafkaMap, KafkaSettings, GROUP_INSTANCE_ID};
 use rdkafka::config::ClientConfig;
 
 /// Who a Kafka client is, for its properties and its `client.id`.
@@ -72,6 +78,18 @@ pub fn client_id(role: Role) -> String {
     format!("ftp-pooler-{}@{}", role.name(), host_name())
 }
 
+/// The ingest consumer's `group.instance.id`: None without `kafka.static_membership`,
+/// else the operator's (`kafka.consumer_config`), else [`default_group_instance_id`].
+pub fn group_instance_id(kafka: &KafkaSettings) -> Option<String> {
+    kafka.static_membership.then(|| {
+        kafka
+            .consumer_config
+            .get(GROUP_INSTANCE_ID)
+            .cloned()
+            .unwrap_or_else(default_group_instance_id)
+    })
+}
+
 /// `$HOSTNAME` (set in every Kubernetes pod), else the kernel's host name.
 fn host_name() -> String {
     std::env::var("HOSTNAME")
@@ -86,7 +104,9 @@ fn host_name() -> String {
 }
 
 /// The properties of `role`: the service's own (from the config crate, which pins the
-/// ones the guarantees rest on), a default `client.id`, then the operator's map.
+/// ones the guarantees rest on), a default `client.id`, for the ingest consumer its
+/// `group.instance.id` (with `kafka.static_membership`), then the operator's map
+/// (without `group.instance.id` for any other role).
 pub fn properties(kafka: &KafkaSettings, role: Role) -> Vec<(String, String)> {
     let (service, operator) = match role.map() {
         KafkaMap::Consumer => (kafka.consumer_properties(), &kafka.consumer_config),
@@ -100,7 +120,16 @@ pub fn properties(kafka: &KafkaSettings, role: Role) -> Vec<(String, String)> {
     if !operator.contains_key("client.id") {
         props.push(("client.id".into(), client_id(role)));
     }
-    props.extend(operator.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let static_member = role == Role::Ingest && kafka.static_membership;
+    if static_member && !operator.contains_key(GROUP_INSTANCE_ID) {
+        props.push((GROUP_INSTANCE_ID.into(), default_group_instance_id()));
+    }
+    props.extend(
+        operator
+            .iter()
+            .filter(|(k, _)| static_member || k.as_str() != GROUP_INSTANCE_ID)
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
     props
 }
 
@@ -182,6 +211,48 @@ mod tests {
             None,
             "producer_config has none"
         );
+    }
+
+    #[test]
+    fn only_the_ingest_consumer_is_a_static_member() {
+        let get = |props: &[(String, String)], k: &str| {
+            let found: Vec<String> = props
+                .iter()
+                .filter(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .collect();
+            assert!(found.len() <= 1, "{k} set twice: {found:?}");
+            found.into_iter().next()
+        };
+        let mut kafka = KafkaSettings::default();
+        assert_eq!(
+            get(&properties(&kafka, Role::Ingest), "group.instance.id"),
+            Some(default_group_instance_id())
+        );
+        assert_eq!(group_instance_id(&kafka), Some(default_group_instance_id()));
+        kafka
+            .consumer_config
+            .insert("group.instance.id".into(), "blue-0".into());
+        assert_eq!(
+            get(&properties(&kafka, Role::Ingest), "group.instance.id").as_deref(),
+            Some("blue-0")
+        );
+        assert_eq!(group_instance_id(&kafka).as_deref(), Some("blue-0"));
+        for role in [
+            Role::Probe,
+            Role::ClientConsumer,
+            Role::Publish,
+            Role::ClientProducer,
+        ] {
+            assert_eq!(get(&properties(&kafka, role), "group.instance.id"), None);
+        }
+        kafka.static_membership = false;
+        kafka.consumer_config.clear();
+        assert_eq!(
+            get(&properties(&kafka, Role::Ingest), "group.instance.id"),
+            None
+        );
+        assert_eq!(group_instance_id(&kafka), None);
     }
 
     #[test]
