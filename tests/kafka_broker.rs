@@ -89,6 +89,7 @@ async fn consumer_group_with_manual_commits_resumes_where_it_committed() {
                 &k.input_topic,
                 Some(task.task_id.as_bytes()),
                 &task.to_json(),
+                &id(0, i),
             )
             .await
             .unwrap();
@@ -137,6 +138,14 @@ async fn consumer_group_with_manual_commits_resumes_where_it_committed() {
     assert_committed(&consumer, &k.input_topic, &end);
 }
 
+fn id(partition: i32, offset: i64) -> ftp_pooler_channel::MessageId {
+    ftp_pooler_channel::MessageId {
+        generation: 1,
+        partition,
+        offset,
+    }
+}
+
 #[tokio::test]
 async fn results_and_dlq_records_land_on_their_topics() {
     let k = kafka_settings(1).await;
@@ -146,17 +155,14 @@ async fn results_and_dlq_records_land_on_their_topics() {
     ))
     .unwrap();
     publisher
-        .publish_result(&TransferResult::success(&task, 5, 1, 1))
+        .publish_result(&TransferResult::success(&task, 5, 1, 1), &id(0, 3))
         .await
         .unwrap();
     publisher
-        .publish_result(&TransferResult::failure(
-            &task,
-            ErrorCode::FileNotFound,
-            "550",
-            1,
-            1,
-        ))
+        .publish_result(
+            &TransferResult::failure(&task, ErrorCode::FileNotFound, "550", 1, 1),
+            &id(0, 4),
+        )
         .await
         .unwrap();
     let raw = [0xffu8, 0x00, 0x7b];
@@ -168,7 +174,10 @@ async fn results_and_dlq_records_land_on_their_topics() {
         Some(&raw),
         &InvalidMessage("not valid JSON".into()),
     );
-    publisher.publish_dlq(&dlq, Some(b"key-9")).await.unwrap();
+    publisher
+        .publish_dlq(&dlq, Some(b"key-9"), &id(0, 9))
+        .await
+        .unwrap();
     publisher.flush(Duration::from_secs(5)).unwrap();
 
     let read = |topic: String| {

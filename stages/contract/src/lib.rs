@@ -2,7 +2,8 @@
 //!
 //! Owns the JSON shapes that clients written by others depend on: [`TransferTask`] on
 //! `ftp-tasks`, [`TransferResult`] on `ftp-results` / `ftp-failures`, [`DlqRecord`] on
-//! `ftp-tasks-dlq`, the [`ErrorCode`]s and the size [`limits`]. It knows no configuration:
+//! `ftp-tasks-dlq`, the [`ErrorCode`]s, the size [`limits`], and the record headers
+//! naming the task a record answers ([`answers`], an addition of issue 18). It knows no configuration:
 //! routing a task through the connection registry is ingest's (`ftp_pooler_ingest::route`).
 //! Invariants:
 //! - a payload either parses into a valid task or yields an [`InvalidMessage`] that sends
@@ -11,6 +12,7 @@
 //! - timestamps are RFC 3339 UTC with six fractional digits and `+00:00`;
 //! - the golden tests in `tests/golden.rs` pin the bytes: change them only additively.
 
+pub mod answers;
 mod dlq;
 mod error_code;
 pub mod limits;
@@ -18,6 +20,7 @@ mod result;
 mod task;
 mod timestamp;
 
+pub use answers::Answers;
 pub use dlq::{DlqRecord, Encoding, TruncatedValue};
 pub use error_code::ErrorCode;
 pub use result::{Status, TransferResult};

@@ -1,11 +1,13 @@
 //! ftp-pooler-ingest: the ingest stage's room, the Kafka consumer.
 //!
 //! Owns the consumer of `kafka.input_topic` in group `kafka.consumer_group`, and the
-//! routing of tasks through the connection registry ([`route`]). Invariants:
+//! routing of tasks through the connection registry ([`route`]), and what a new owner of
+//! a partition learns from the result topics on assignment ([`recall`]). Invariants:
 //! auto commit and auto offset store are off (pinned in the config crate), so an offset
 //! is committed only by [`commit`], which the stage calls with the end of each partition's
 //! contiguous prefix of published results.
 
+pub mod recall;
 pub mod route;
 pub mod stage;
 pub mod tracker;

@@ -15,6 +15,8 @@
 //!   each connect publish is told what this ingest knows done above its commit points;
 //! - on revoke: stop reading those partitions, finish what was read of them (bounded by
 //!   the drain deadline), commit them synchronously, forget them;
+//! - on assign: before any message of them is handled, learn which of their offsets
+//!   above the commit point are done already ([`crate::recall`]);
 //! - on stop: no more fetching; in-flight messages get the drain deadline; final commit;
 //!   the consumer leaves the group;
 //! - nothing slow blocks the consumer thread but Kafka's own consumer calls: the broker
@@ -105,6 +107,8 @@ struct Shared {
     acked: Condvar,
     outlets: Outlets,
     topic: String,
+    /// The settings recall's own clients are made from (issue 18).
+    kafka: ftp_pooler_config::KafkaSettings,
     revoke_wait: Duration,
     /// The connections tasks are routed by (replaced on reload).
     registry: RwLock<Registry>,
@@ -307,6 +311,37 @@ impl ConsumerContext for IngestContext {
                 t.assigned(&parts);
                 (Vec::new(), ())
             });
+            self.recall(&parts);
+        }
+    }
+}
+
+impl IngestContext {
+    /// Before any message of newly assigned `parts` is handled: what the result topics say
+    /// is done above their commit points (issue 18) is learnt, so it is not run again.
+    fn recall(&self, parts: &[i32]) {
+        if parts.is_empty() {
+            return;
+        }
+        match crate::recall::read::recall(&self.shared.kafka, parts) {
+            Ok((facts, report)) => {
+                tracing::info!(
+                    ?parts,
+                    records = report.records,
+                    facts = report.facts,
+                    partitions = report.partitions,
+                    elapsed_ms = report.elapsed.as_millis() as u64,
+                    bounded = report.bounded,
+                    "recall: done tasks above the commit points learnt from the result topics"
+                );
+                for (p, done) in facts.0 {
+                    self.shared.with(|t| (t.learn_done(p, &done), ()));
+                }
+            }
+            Err(e) => tracing::warn!(
+                ?parts, error = %e,
+                "recall failed: tasks done above the commit points will run again"
+            ),
         }
     }
 }
@@ -377,6 +412,7 @@ pub async fn run(supervisor: SupervisorLink, paths: RuntimePaths) -> Result<(), 
             publish: publish_tx,
         },
         topic: settings.kafka.input_topic.clone(),
+        kafka: settings.kafka.clone(),
         revoke_wait: drain,
         registry: RwLock::new(config.registry.clone()),
         retiring: watch::Sender::new(Default::default()),

@@ -1,6 +1,7 @@
 //! ftp-pooler-kafka: the librdkafka settings of every Kafka client of the project.
 //!
-//! Owns, for each [`Role`] (the ingest consumer, its broker probe, the publish producer,
+//! Owns, for each [`Role`] (the ingest consumer, its broker probe, its reader of the
+//! result topics, the publish producer,
 //! and `ftp-pooler-client`), the librdkafka configuration built from one
 //! [`KafkaSettings`]: the service's own properties, a `client.id` an operator recognises
 //! in broker logs and quotas, the ingest consumer's `group.instance.id` (static
@@ -44,6 +45,10 @@ pub enum Role {
     /// Ingest's broker probe (reachability and lag for `/ready` and `/metrics`): a
     /// consumer-type client that never subscribes.
     Probe,
+    /// Ingest's reader of the result topics on partition assignment (issue 18: which
+    /// tasks above the commit point are done): a consumer-type client that only `assign`s,
+    /// never subscribes and never commits.
+    Recall,
     /// The publish stage's producer of results and DLQ records.
     Publish,
     /// `ftp-pooler-client` producing tasks.
@@ -56,7 +61,7 @@ impl Role {
     /// Which of the operator's maps applies.
     pub fn map(self) -> KafkaMap {
         match self {
-            Role::Ingest | Role::Probe | Role::ClientConsumer => KafkaMap::Consumer,
+            Role::Ingest | Role::Probe | Role::Recall | Role::ClientConsumer => KafkaMap::Consumer,
             Role::Publish | Role::ClientProducer => KafkaMap::Producer,
         }
     }
@@ -66,6 +71,7 @@ impl Role {
         match self {
             Role::Ingest => "ingest",
             Role::Probe => "ingest-probe",
+            Role::Recall => "ingest-recall",
             Role::Publish => "publish",
             Role::ClientProducer | Role::ClientConsumer => "client",
         }
@@ -203,6 +209,14 @@ mod tests {
         assert!(get(&properties(&kafka, Role::Probe), "client.id")
             .unwrap()
             .starts_with("ftp-pooler-ingest-probe@"));
+        let recall = properties(&kafka, Role::Recall);
+        assert!(get(&recall, "client.id")
+            .unwrap()
+            .starts_with("ftp-pooler-ingest-recall@"));
+        assert_eq!(
+            get(&recall, "security.protocol").as_deref(),
+            Some("SASL_SSL")
+        );
         let publish = properties(&kafka, Role::Publish);
         assert_eq!(get(&publish, "client.id").as_deref(), Some("mine"));
         assert_eq!(get(&publish, "acks").as_deref(), Some("all"));

@@ -7,6 +7,10 @@
 //! by task_id; malformed messages to `kafka.dlq_topic` under their original key.
 //! A delivery report whose offset does not move its partition forward is not trusted
 //! ([`Publisher::send`]): it comes back as an error, so publish sends the record again.
+//! Every record carries headers naming the task message it answers (topic
+//! `kafka.input_topic`, partition, offset, group: [`Answers`]), so a new owner of a task
+//! partition can find in Kafka itself which of its tasks are done (issue 18); the JSON
+//! payloads are unchanged.
 
 pub mod ledger;
 pub mod stage;
@@ -15,12 +19,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use ftp_pooler_channel::MessageId;
 use ftp_pooler_config::KafkaSettings;
-use ftp_pooler_contract::{DlqRecord, TransferResult};
+use ftp_pooler_contract::{Answers, DlqRecord, TransferResult};
 use ftp_pooler_kafka::{BrokerProblem, ClientLog, Role};
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use tokio::sync::oneshot;
 
@@ -77,6 +82,9 @@ pub struct Publisher {
     result_topic: String,
     fail_topic: String,
     dlq_topic: String,
+    /// The task topic and group, for the headers of every record.
+    task_topic: String,
+    group: String,
 }
 
 impl Publisher {
@@ -91,22 +99,47 @@ impl Publisher {
             result_topic: kafka.result_topic.clone(),
             fail_topic: kafka.fail_topic.clone(),
             dlq_topic: kafka.dlq_topic.clone(),
+            task_topic: kafka.input_topic.clone(),
+            group: kafka.consumer_group.clone(),
         })
     }
 
-    /// Sends one record and waits for Kafka's acknowledgement (an untrusted one is an
-    /// error: see [`Deliveries`]). Waits while librdkafka's queue is full.
+    /// The headers of a record answering the task message `id`.
+    pub fn answer_headers(&self, id: &MessageId) -> OwnedHeaders {
+        let answers = Answers {
+            topic: self.task_topic.clone(),
+            partition: id.partition,
+            offset: id.offset,
+            group: self.group.clone(),
+        };
+        answers
+            .headers()
+            .iter()
+            .fold(OwnedHeaders::new_with_capacity(4), |h, (key, value)| {
+                h.insert(Header {
+                    key,
+                    value: Some(value.as_bytes()),
+                })
+            })
+    }
+
+    /// Sends one record answering the task message `answers` and waits for Kafka's
+    /// acknowledgement (an untrusted one is an error: see [`Deliveries`]). Waits while
+    /// librdkafka's queue is full.
     pub async fn send(
         &self,
         topic: &str,
         key: Option<&[u8]>,
         payload: &[u8],
+        answers: &MessageId,
     ) -> Result<Delivered, KafkaError> {
         let (tx, rx) = oneshot::channel();
         let mut opaque = Box::new(tx);
+        let headers = self.answer_headers(answers);
         loop {
-            let mut record =
-                BaseRecord::<[u8], [u8], _>::with_opaque_to(topic, opaque).payload(payload);
+            let mut record = BaseRecord::<[u8], [u8], _>::with_opaque_to(topic, opaque)
+                .payload(payload)
+                .headers(headers.clone());
             if let Some(key) = key {
                 record = record.key(key);
             }
@@ -131,23 +164,30 @@ impl Publisher {
         }
     }
 
-    /// Publishes a result (keyed by task_id) and waits for the acknowledgement.
-    pub async fn publish_result(&self, result: &TransferResult) -> Result<Delivered, KafkaError> {
+    /// Publishes the result (keyed by task_id) of the task message `id` and waits for
+    /// the acknowledgement.
+    pub async fn publish_result(
+        &self,
+        result: &TransferResult,
+        id: &MessageId,
+    ) -> Result<Delivered, KafkaError> {
         self.send(
             self.topic_for(result),
             Some(result.task_id.as_bytes()),
             &result.to_json(),
+            id,
         )
         .await
     }
 
-    /// Publishes a DLQ record under the original message's key.
+    /// Publishes the DLQ record of the message `id` under its original key.
     pub async fn publish_dlq(
         &self,
         record: &DlqRecord,
         original_key: Option<&[u8]>,
+        id: &MessageId,
     ) -> Result<Delivered, KafkaError> {
-        self.send(&self.dlq_topic, original_key, &record.to_json())
+        self.send(&self.dlq_topic, original_key, &record.to_json(), id)
             .await
     }
 

@@ -470,9 +470,12 @@ async fn deliver(stage: Arc<Stage>, mut item: ToPublish, origin: Option<String>)
     let mut pause = Duration::from_millis(100);
     loop {
         let sent = match &item {
-            ToPublish::Result { result, .. } => stage.publisher.publish_result(result).await,
+            ToPublish::Result { result, .. } => stage.publisher.publish_result(result, &id).await,
             ToPublish::Dlq { record, key, .. } => {
-                stage.publisher.publish_dlq(record, key.as_deref()).await
+                stage
+                    .publisher
+                    .publish_dlq(record, key.as_deref(), &id)
+                    .await
             }
         };
         match sent {
