@@ -3,7 +3,9 @@
 //! right topic, no file is partial (every byte checked), no temporary file is left, the
 //! committed offsets reach the end, and memory is flat: the resident size of the
 //! supervisor and of each stage is reported at start and end, and must not have grown
-//! by more than 32 MiB.
+//! by more than 32 MiB. What the kills made the service do twice is reported two ways:
+//! duplicate results (on the topics) and redone transfers (in the FTP servers' transfer
+//! logs, `ftp_pooler_testbed::xferlog`).
 //!
 //! `FTP_POOLER_SOAK_TASKS` sets the number of tasks: the suite runs 3,000 (a short soak,
 //! so that it always runs); `scripts/soak` runs 20,000 and its figures are in
@@ -145,6 +147,7 @@ async fn soak_with_a_stage_killed_every_few_seconds_loses_nothing_and_memory_sta
     tokio::time::sleep(Duration::from_secs(2)).await;
     let seen = watcher.seen();
     let dupes = sc.verify(&seen);
+    let redone = sc.redone(dupes);
     sc.wait_committed(&deliveries, Duration::from_secs(60))
         .await;
     let end_mem = memory(&svc).await;
@@ -152,13 +155,17 @@ async fn soak_with_a_stage_killed_every_few_seconds_loses_nothing_and_memory_sta
     let restarts: u32 = status.iter().map(|s| s.restarts).sum();
     let kill_count: u32 = kills.values().sum();
     eprintln!(
-        "soak: seed {seed}, {} messages ({} tasks, {} DLQ), {} results, {dupes} duplicates, \
-         0 partial files, 0 temporary files, {kill_count} kills {kills:?}, {restarts} \
-         restarts, supervisor pid unchanged, {:.1} s",
+        "soak: seed {seed}, {} messages ({} tasks, {} DLQ), {} results, {dupes} duplicate \
+         results, {} redone transfers ({} tasks transferred more than once, {} cut \
+         transfers), 0 partial files, 0 temporary files, {kill_count} kills {kills:?}, \
+         {restarts} restarts, supervisor pid unchanged, {:.1} s",
         sc.planned.len(),
         sc.expected_results(),
         seen.dlq.len(),
         seen.results(),
+        redone.redone_transfers,
+        redone.tasks_redone,
+        redone.cut_transfers,
         elapsed.as_secs_f64()
     );
     for (name, (pid, kib)) in &start_mem {

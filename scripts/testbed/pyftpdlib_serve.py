@@ -11,13 +11,18 @@
   sessions). Once the socket is handed over, the connector owns nothing and its close
   does nothing.
 - `--noepsv`: EPSV answered with 500 (as old or NATed servers do).
+- `--xferlog PATH`: pyftpdlib's log lines (INFO: one "RETR|STOR <file on disk>
+  completed=0|1 bytes=N seconds=S" line per transfer, cut ones included, and one
+  "RNFR <from> RNTO <to>" line per rename) are also appended to PATH.
 """
 
+import logging
 import sys
 
 from pyftpdlib import __main__ as cli
 from pyftpdlib import handlers
 from pyftpdlib.handlers.ftp.dispatchers import ActiveDTP
+from pyftpdlib.log import config_logging
 
 
 class GuardedActiveDTP(ActiveDTP):
@@ -34,6 +39,15 @@ class GuardedActiveDTP(ActiveDTP):
 handlers.FTPHandler.active_dtp = GuardedActiveDTP
 
 args = sys.argv[1:]
+if args[:1] == ["--xferlog"]:
+    # The test bed counts the transfers of each file there (tests/testbed/src/xferlog.rs).
+    # pyftpdlib's own set-up (INFO to stderr), which it skips once its logger has a
+    # handler; then the file's.
+    config_logging()
+    handler = logging.FileHandler(args[1])
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logging.getLogger("pyftpdlib").addHandler(handler)
+    args = args[2:]
 if args[:1] == ["--noepsv"]:
     args = args[1:]
     handlers.FTPHandler.proto_cmds = {

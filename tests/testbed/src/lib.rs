@@ -10,7 +10,8 @@
 //!   Kafka side of a client (produce tasks, watch results, committed offsets).
 //! - [`FtpServer::start`]: a vsftpd, pyftpdlib, pure-ftpd or proftpd server, plain or
 //!   explicit FTPS, accepting passive and active mode, with its own root directory, owned
-//!   by the test and stopped when dropped.
+//!   by the test and stopped when dropped. [`FtpServer::start_logging_transfers`] adds
+//!   the server's transfer log (vsftpd and pyftpdlib), read by [`xferlog`].
 //!
 //! - [`scripted_server`]: a fake FTP server, for behaviours no real server shows on
 //!   demand (a short download, a refused upload); unit-level only.
@@ -29,6 +30,7 @@ mod process;
 pub mod sasl_front;
 pub mod scenario;
 pub mod service;
+pub mod xferlog;
 
 pub use kafka::{
     broker, use_persistent_broker, use_secured_broker, Broker, Security, SASL_PASSWORD, SASL_USER,
@@ -119,6 +121,8 @@ pub struct FtpServer {
     root: tempfile::TempDir,
     process: Option<ServerProcess>,
     extra: Vec<String>,
+    /// Holds the transfer log (`transfers.log`), kept across restarts; None: no log.
+    xferlog: Option<tempfile::TempDir>,
 }
 
 impl FtpServer {
@@ -135,9 +139,23 @@ impl FtpServer {
     /// As [`FtpServer::start`], with extra server options: vsftpd's (`max_per_ip=2`,
     /// `idle_session_timeout=2`, ...) or pyftpdlib's `noepsv` (EPSV answered with 500).
     pub fn start_with(kind: FtpKind, tls: bool, vsftpd_options: &[&str]) -> FtpServer {
+        Self::start_full(kind, tls, vsftpd_options, false)
+    }
+
+    /// As [`FtpServer::start`], the server writing a transfer log (vsftpd and pyftpdlib
+    /// only): see [`FtpServer::transfers`].
+    pub fn start_logging_transfers(kind: FtpKind, tls: bool) -> FtpServer {
+        Self::start_full(kind, tls, &[], true)
+    }
+
+    fn start_full(kind: FtpKind, tls: bool, vsftpd_options: &[&str], log: bool) -> FtpServer {
         assert!(
             vsftpd_options.is_empty() || kind == FtpKind::Vsftpd || vsftpd_options == ["noepsv"],
             "options for pyftpdlib: only noepsv"
+        );
+        assert!(
+            !log || matches!(kind, FtpKind::Vsftpd | FtpKind::Pyftpdlib),
+            "transfer logs: vsftpd and pyftpdlib only"
         );
         let root = tempfile::Builder::new()
             .prefix(&format!("ftp-root-{}-", kind.name()))
@@ -153,6 +171,12 @@ impl FtpServer {
             root,
             process: None,
             extra: vsftpd_options.iter().map(|s| s.to_string()).collect(),
+            xferlog: log.then(|| {
+                tempfile::Builder::new()
+                    .prefix("ftp-xferlog-")
+                    .tempdir()
+                    .expect("temp dir for the transfer log")
+            }),
         };
         server.restart();
         server
@@ -177,6 +201,12 @@ impl FtpServer {
         ];
         if self.tls {
             args.push("tls".into());
+        }
+        if let Some(dir) = &self.xferlog {
+            args.push(format!(
+                "xferlog={}",
+                dir.path().join("transfers.log").display()
+            ));
         }
         args.extend(self.extra.iter().cloned());
         let name = format!("{}:{}", self.kind.name(), self.port);
@@ -211,6 +241,16 @@ impl FtpServer {
         self.pasv_count = count;
         self.restart();
         self
+    }
+
+    /// Every transfer in the server's transfer log so far, complete or cut, across
+    /// restarts; empty for a server started without one.
+    pub fn transfers(&self) -> Vec<xferlog::Transfer> {
+        let Some(dir) = &self.xferlog else {
+            return Vec::new();
+        };
+        let log = std::fs::read_to_string(dir.path().join("transfers.log")).unwrap_or_default();
+        xferlog::parse(&log, self.root())
     }
 
     /// The server's root directory on disk (its "/").

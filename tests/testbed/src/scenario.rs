@@ -2,7 +2,9 @@
 //! connections (`a` on vsftpd, `b` on pyftpdlib) plus malformed messages, invalid tasks
 //! and missing files, with what each should end as; and the checks every fault test
 //! makes after it (every task has a result on the right topic, every file's bytes, no
-//! temporary file, committed offsets at the end of each partition).
+//! temporary file, committed offsets at the end of each partition). What a fault made
+//! the service do twice is counted two ways ([`Redone`]): duplicate results on the
+//! topics, and redone transfers in the FTP servers' transfer logs ([`crate::xferlog`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::service::{committed, files_ending_with, produce, Seen, Service, Topics, Watcher};
+pub use crate::xferlog::Redone;
+use crate::xferlog::{self, Key};
 use crate::{FtpKind, FtpServer};
 
 /// The suffix of the service's temporary files.
@@ -35,6 +39,9 @@ pub struct Planned {
     pub task_id: Option<String>,
     pub payload: Vec<u8>,
     pub expect: Expect,
+    /// For a task that copies a file over FTP: its connection and where its transfers
+    /// show in that server's transfer log.
+    pub on_server: Option<(String, Key)>,
 }
 
 pub struct Scenario {
@@ -68,8 +75,14 @@ impl Scenario {
     /// As [`Scenario::new`], on topics of `partitions` partitions.
     pub async fn with_partitions(exe: &Path, n: usize, partitions: i32) -> Scenario {
         let servers = vec![
-            ("a".to_string(), FtpServer::start(FtpKind::Vsftpd, false)),
-            ("b".to_string(), FtpServer::start(FtpKind::Pyftpdlib, false)),
+            (
+                "a".to_string(),
+                FtpServer::start_logging_transfers(FtpKind::Vsftpd, false),
+            ),
+            (
+                "b".to_string(),
+                FtpServer::start_logging_transfers(FtpKind::Pyftpdlib, false),
+            ),
         ];
         let storage = tempfile::Builder::new()
             .prefix("storage-")
@@ -98,12 +111,14 @@ impl Scenario {
                     task_id: None,
                     payload: format!("not json {i}").into_bytes(),
                     expect: Expect::Dlq,
+                    on_server: None,
                 }
             } else if i < 2 * special {
                 Planned {
                     payload: task("local", "x".into(), "local", "y".into()),
                     task_id: Some(task_id.clone()),
                     expect: Expect::Failed("INVALID_CONFIG"),
+                    on_server: None,
                 }
             } else if i < 3 * special {
                 Planned {
@@ -115,6 +130,7 @@ impl Scenario {
                     ),
                     task_id: Some(task_id.clone()),
                     expect: Expect::Failed("FILE_NOT_FOUND"),
+                    on_server: None,
                 }
             } else if (i / 2) % 2 == 0 {
                 // Download; relative remote paths are taken under the login directory.
@@ -126,6 +142,7 @@ impl Scenario {
                     remote
                 };
                 let dest_rel = format!("down/{conn}/d{}/f{i}.bin", i % 5);
+                let on_server = Some((conn.clone(), Key::download(&src)));
                 Planned {
                     payload: task(conn, src, "local", format!("/{dest_rel}")),
                     task_id: Some(task_id.clone()),
@@ -133,6 +150,7 @@ impl Scenario {
                         dest: storage.path().join(dest_rel),
                         content: data,
                     },
+                    on_server,
                 }
             } else {
                 let src_rel = format!("up/f{i}.bin");
@@ -140,6 +158,7 @@ impl Scenario {
                 std::fs::create_dir_all(full.parent().unwrap()).unwrap();
                 std::fs::write(&full, &data).unwrap();
                 let remote = format!("dst/d{}/f{i}.bin", i % 6);
+                let on_server = Some((conn.clone(), Key::upload(&remote, &task_id)));
                 Planned {
                     payload: task("local", src_rel, conn, format!("/{remote}")),
                     task_id: Some(task_id.clone()),
@@ -147,6 +166,7 @@ impl Scenario {
                         dest: server.root().join(remote),
                         content: data,
                     },
+                    on_server,
                 }
             };
             planned.push(p);
@@ -332,6 +352,41 @@ impl Scenario {
         seen.duplicates()
     }
 
+    /// What was done twice: `duplicate_results` (from [`Scenario::verify`]) and the
+    /// transfers beyond the first of every task that copies a file over FTP, counted in
+    /// the servers' transfer logs. Checks that each of those tasks was transferred at
+    /// least once (else the count would be wrong, not the service).
+    pub fn redone(&self, duplicate_results: usize) -> Redone {
+        let mut counts = Vec::new();
+        for (conn, server) in &self.servers {
+            let keys: Vec<(Key, u64)> = self
+                .planned
+                .iter()
+                .filter_map(|p| match (&p.on_server, &p.expect) {
+                    (Some((c, key)), Expect::Copied { content, .. }) if c == conn => {
+                        Some((key.clone(), content.len() as u64))
+                    }
+                    _ => None,
+                })
+                .collect();
+            let per_key = xferlog::count(&server.transfers(), &keys);
+            let missing: Vec<&Key> = per_key
+                .iter()
+                .filter(|(_, c)| c.transfers == 0)
+                .map(|(k, _)| k)
+                .collect();
+            assert!(
+                missing.is_empty(),
+                "{} tasks of {conn} ({}) have no transfer in its log, e.g. {:?}",
+                missing.len(),
+                server.kind.name(),
+                &missing[..missing.len().min(3)]
+            );
+            counts.extend(per_key.into_values());
+        }
+        Redone::from_counts(duplicate_results, &counts)
+    }
+
     /// Waits until the group's committed offset of every partition is the last delivered
     /// offset plus one.
     pub async fn wait_committed(&self, deliveries: &[(i32, i64)], limit: Duration) {
@@ -431,9 +486,9 @@ pub async fn mid_run(exe: &Path) -> MidRun {
 
 /// Kills (SIGKILL) one stage (`ingest`, `publish`, `transfer:a`) once a fifth of the
 /// results of a [`mid_run`] are in; checks that every task still gets its result, that
-/// the stage was restarted, and that the offsets are committed. Returns the duplicates
-/// (allowed: tasks in flight at the kill).
-pub async fn kill_stage_mid_run(exe: &Path, stage: &str) -> usize {
+/// the stage was restarted, and that the offsets are committed. Returns (and prints) the
+/// duplicate results and the redone transfers (allowed: tasks in flight at the kill).
+pub async fn kill_stage_mid_run(exe: &Path, stage: &str) -> Redone {
     let MidRun {
         sc,
         watcher,
@@ -451,8 +506,9 @@ pub async fn kill_stage_mid_run(exe: &Path, stage: &str) -> usize {
     let seen = sc.wait_all(&watcher, &svc, RUN_LIMIT).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let dupes = sc.verify(&watcher.seen());
+    let redone = sc.redone(dupes);
     eprintln!(
-        "SIGKILL {stage} after {at_kill} results: {} tasks, {} results, {dupes} duplicates",
+        "SIGKILL {stage} after {at_kill} results: {} tasks, {} results, {redone}",
         sc.expected_results(),
         seen.results() + dupes - seen.duplicates(),
     );
@@ -464,7 +520,7 @@ pub async fn kill_stage_mid_run(exe: &Path, stage: &str) -> usize {
     assert!(restarted.restarts >= 1);
     sc.wait_committed(&deliveries, Duration::from_secs(30))
         .await;
-    dupes
+    redone
 }
 
 /// `n` mixed tasks and no fault: exactly one result per task, the offsets committed, and
