@@ -68,7 +68,11 @@ async fn a_thousand_mixed_tasks_over_two_connections_each_get_exactly_one_result
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_ingest_mid_run_loses_nothing() {
-    kill_stage_mid_run(Path::new(EXE), "ingest").await;
+    // Issue 18: publish tells the new ingest what it delivered, and the workers do not
+    // run again a job they still have: nothing done is redone.
+    let redone = kill_stage_mid_run(Path::new(EXE), "ingest").await;
+    assert_eq!(redone.duplicate_results, 0, "{redone:?}");
+    assert_eq!(redone.redone_transfers, 0, "{redone:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
