@@ -1,4 +1,5 @@
-//! The ingest stage process (`ftp-pooler stage ingest`).
+//! The ingest stage process (`ftp-pooler stage ingest`). Its links to the transfer workers
+//! and reloads are in [`links`], its broker probe in [`probe`].
 //!
 //! Owns the Kafka consumer (on its own thread, polling a `BaseConsumer`; rebalance
 //! callbacks run there and may block), the [`Tracker`], and one link per transfer worker
@@ -32,7 +33,7 @@ use std::time::{Duration, Instant};
 use ftp_pooler_channel::{
     run_link, ChannelError, FromPublish, Hello, IngestDetail, IngestToPublish, IngestToTransfer,
     Job, LinkEvent, LinkSpec, MessageId, Role, RuntimePaths, StageDetail, StageReport,
-    SupervisorLink, ToPublish, TransferToIngest, PIPELINE_PACE,
+    SupervisorLink, ToPublish, PIPELINE_PACE,
 };
 use ftp_pooler_config::{Config, Registry};
 use ftp_pooler_contract::{DlqRecord, TransferResult, TransferTask};
@@ -43,6 +44,12 @@ use rdkafka::{ClientContext, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::tracker::{Limits, Out, Tracker};
+
+mod links;
+mod probe;
+
+use links::{reload, TransferLink};
+use probe::probe_loop;
 
 /// A job that kills its worker this many times becomes a failure result.
 pub const POISON_LIMIT: u32 = 3;
@@ -242,17 +249,6 @@ struct IngestContext {
     shared: Arc<Shared>,
     log: ClientLog,
 }
-
-/// The probe's context: librdkafka's logs and errors, and what they say about the broker.
-struct ProbeContext {
-    log: ClientLog,
-}
-
-impl ClientContext for ProbeContext {
-    ftp_pooler_kafka::forward_client_log!(log);
-}
-
-impl ConsumerContext for ProbeContext {}
 
 impl ClientContext for IngestContext {
     ftp_pooler_kafka::forward_client_log!(log);
@@ -555,146 +551,6 @@ pub async fn run(supervisor: SupervisorLink, paths: RuntimePaths) -> Result<(), 
     }
 }
 
-/// The link to one transfer worker, with its own stop switch (a reload may remove it).
-struct TransferLink {
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl TransferLink {
-    fn spawn(
-        shared: &Arc<Shared>,
-        paths: &RuntimePaths,
-        hello: &Hello,
-        conn: &str,
-    ) -> TransferLink {
-        let (tx, rx) = mpsc::unbounded_channel();
-        shared
-            .outlets
-            .transfers
-            .write()
-            .expect("outlets")
-            .insert(conn.to_string(), tx);
-        let (stop, stop_rx) = watch::channel(false);
-        let sh = shared.clone();
-        let conn = conn.to_string();
-        let conn2 = conn.clone();
-        let task = tokio::spawn(run_link(
-            LinkSpec {
-                path: paths.transfer(&conn),
-                me: Role::Ingest,
-                peer: Role::Transfer,
-                hello: hello.clone(),
-                pace: PIPELINE_PACE,
-            },
-            shared.tracker.clone(),
-            rx,
-            move |t: &mut Tracker| {
-                t.pending_for_transfer(&conn)
-                    .into_iter()
-                    .map(IngestToTransfer::Job)
-                    .collect()
-            },
-            move |ev: LinkEvent<TransferToIngest>| match ev {
-                LinkEvent::Received(TransferToIngest::Started(id)) => {
-                    sh.tracker.lock().expect("tracker").started(&conn2, id);
-                }
-                LinkEvent::Received(TransferToIngest::Finished(id)) => {
-                    sh.with(|t| (t.finished(&conn2, id), ()));
-                }
-                LinkEvent::Connected => {
-                    tracing::info!(connection = %conn2, "connected to transfer worker")
-                }
-                LinkEvent::Lost if sh.retiring.borrow().contains(&conn2) => {
-                    // Removed by a reload: its worker finished what it was running. Give
-                    // the last acks a moment to arrive, then fail what never ran.
-                    tracing::info!(connection = %conn2, "worker of a removed connection stopped");
-                    let sh = sh.clone();
-                    let conn = conn2.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        sh.with(|t| (t.connection_removed(&conn), ()));
-                        sh.acked.notify_all();
-                        sh.retiring.send_modify(|r| {
-                            r.remove(&conn);
-                        });
-                    });
-                }
-                LinkEvent::Lost => {
-                    tracing::warn!(connection = %conn2, "lost transfer worker; its jobs will be re-sent");
-                    sh.with(|t| (t.transfer_lost(&conn2), ()));
-                    sh.acked.notify_all();
-                }
-            },
-            |_: &[IngestToTransfer]| {},
-            stop_rx,
-        ));
-        TransferLink { stop, task }
-    }
-
-    fn stop(&self) {
-        let _ = self.stop.send(true);
-    }
-
-    /// Marks `conn` (removed by a reload) as retiring: the link keeps its connection
-    /// until the worker stops (its `Lost` then fails what never ran and ends the
-    /// retirement); then the link stops and its outlet goes.
-    fn retire(&self, shared: &Arc<Shared>, conn: &str) {
-        shared.retiring.send_modify(|r| {
-            r.insert(conn.to_string());
-        });
-        let mut retiring = shared.retiring.subscribe();
-        let task_stop = self.stop.clone();
-        let sh = shared.clone();
-        let conn = conn.to_string();
-        tokio::spawn(async move {
-            let _ = retiring.wait_for(|r| !r.contains(&conn)).await;
-            let _ = task_stop.send(true);
-            sh.outlets.transfers.write().expect("outlets").remove(&conn);
-        });
-    }
-}
-
-/// A new configuration in force from the supervisor (it validated it): new connections
-/// get a link, removed ones are failed (INVALID_CONFIG) once their worker has stopped,
-/// windows follow the new budget.
-fn reload(
-    shared: &Arc<Shared>,
-    config: &Config,
-    paths: &RuntimePaths,
-    hello: &Hello,
-    links: &mut HashMap<String, TransferLink>,
-) {
-    let registry = config.registry.clone();
-    let new: std::collections::BTreeSet<String> =
-        registry.ftp().map(|(id, _)| id.to_string()).collect();
-    let old: std::collections::BTreeSet<String> = links.keys().cloned().collect();
-    for id in new.difference(&old) {
-        links.insert(id.clone(), TransferLink::spawn(shared, paths, hello, id));
-    }
-    for id in old.difference(&new) {
-        if let Some(link) = links.get(id) {
-            link.retire(shared, id);
-        }
-    }
-    links.retain(|id, _| new.contains(id) || shared.retiring.borrow().contains(id));
-    let window: HashMap<String, usize> =
-        ftp_pooler_config::session_budget(&config.settings, &registry)
-            .into_iter()
-            .map(|(id, sessions)| (id, window_for(sessions)))
-            .collect();
-    shared.with(|t| {
-        t.set_windows(window);
-        (Vec::new(), ())
-    });
-    tracing::info!(
-        added = ?new.difference(&old).collect::<Vec<_>>(),
-        removed = ?old.difference(&new).collect::<Vec<_>>(),
-        "connections reloaded"
-    );
-    *shared.registry.write().expect("registry") = registry;
-}
-
 /// The consumer thread: poll, track, dispatch, pause/resume, commit; drain on stop.
 fn consume(
     shared: Arc<Shared>,
@@ -766,84 +622,6 @@ fn consume(
     shared.closing.store(true, Ordering::SeqCst);
     consumer.unsubscribe();
     drop(consumer);
-}
-
-/// The probe thread: [`probe`] every 5 s, every second while the broker is unreachable,
-/// until the stage stops. It has a client of its own (never subscribed), so its requests
-/// never hold up the consumer thread: they are slow on some brokers (Tansu answers a
-/// watermark request in about 300 ms), and on the consumer thread they stalled every
-/// task for that long every 5 s (`docs/BENCHMARKS.md`).
-fn probe_loop(
-    shared: Arc<Shared>,
-    kafka: ftp_pooler_config::KafkaSettings,
-    stopping: Arc<AtomicBool>,
-) {
-    let client: BaseConsumer<ProbeContext> = match ftp_pooler_kafka::client_config(
-        &kafka,
-        KafkaRole::Probe,
-    )
-    .create_with_context(ProbeContext {
-        log: ClientLog::new(KafkaRole::Probe),
-    }) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "the broker probe has no client; /ready and lag stay as they are");
-            return;
-        }
-    };
-    while !stopping.load(Ordering::SeqCst) {
-        probe(&shared, &client, &kafka.input_topic);
-        let every = if shared.stats.lock().expect("stats").broker_up {
-            Duration::from_secs(5)
-        } else {
-            Duration::from_secs(1)
-        };
-        let until = Instant::now() + every;
-        while Instant::now() < until && !stopping.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-/// Broker reachability (a metadata request) and the lag of each tracked partition
-/// (high watermark minus committed offset).
-fn probe(shared: &Shared, consumer: &BaseConsumer<ProbeContext>, topic: &str) {
-    // Serves the client's queued events (errors, logs) to its context: a client that is
-    // never subscribed gets no other poll. A poll with a timeout serves every event that
-    // arrives until it expires (with no timeout it returns after the first log event).
-    let _ = consumer.poll(Duration::from_millis(20));
-    let up = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(2))
-        .is_ok();
-    let problem = if up {
-        consumer.context().log.clear();
-        None
-    } else {
-        consumer.context().log.problem()
-    };
-    let committed = shared.stats.lock().expect("stats").committed.clone();
-    let mut lag = std::collections::BTreeMap::new();
-    if up {
-        for (&p, &c) in &committed {
-            if let Ok((_, high)) = consumer.fetch_watermarks(topic, p, Duration::from_secs(1)) {
-                lag.insert(p, (high - c).max(0));
-            }
-        }
-    }
-    shared.metrics.lag.set(lag.values().sum());
-    let mut stats = shared.stats.lock().expect("stats");
-    if stats.broker_up != up {
-        if up {
-            tracing::info!("broker reachable");
-        } else {
-            tracing::warn!("broker not reachable");
-        }
-    }
-    stats.broker_up = up;
-    stats.broker_problem = problem;
-    if up {
-        stats.lag_by_partition = lag;
-    }
 }
 
 fn report(shared: &Shared) -> StageReport {
