@@ -9,6 +9,10 @@
 //! large file, produce-to-result latency at a steady 100 tasks/s, and scale-out with 1, 2
 //! and 3 instances in one group on 6 partitions. Not in the report: `--only ab --ab EXE`
 //! compares two builds of the service (small uploads and downloads, alternating).
+//! `--replot` draws the chart again from the report `--out` names ([`chart`]), and runs
+//! nothing.
+
+mod chart;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -40,6 +44,8 @@ struct Args {
     /// `--ab EXE`: the `ab` scenario runs small uploads and downloads through this build
     /// and through `exe`, alternately, and logs the ratios (to judge a change of code).
     ab: Option<PathBuf>,
+    /// `--replot`: only draw `chart` again from the report at `out`.
+    replot: bool,
 }
 
 impl Args {
@@ -66,6 +72,7 @@ fn args() -> Args {
         only: Vec::new(),
         fs: String::from("the system's temporary directory"),
         ab: None,
+        replot: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -85,6 +92,7 @@ fn args() -> Args {
             "--only" => a.only = v().split(',').map(str::to_string).collect(),
             "--fs" => a.fs = v(),
             "--ab" => a.ab = Some(v().into()),
+            "--replot" => a.replot = true,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -770,6 +778,12 @@ const PASSIVE_PORTS: u16 = 4000;
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let a = args();
+    if a.replot {
+        let md = std::fs::read_to_string(&a.out).expect("the report to replot");
+        let (bars, scale) = chart::from_report(&md);
+        std::fs::write(&a.chart, chart::svg(&bars, &scale)).unwrap();
+        return;
+    }
     let bench = Bench {
         server: FtpServer::start(FtpKind::Vsftpd, false).with_passive_ports(PASSIVE_PORTS),
         storage: tempfile::Builder::new()
@@ -1344,7 +1358,17 @@ fn write_report(a: &Args, rows: &[Row], notes: &[String], scale: &[(usize, f64)]
         .unwrap()
         .write_all(md.as_bytes())
         .unwrap();
-    std::fs::write(&a.chart, svg(rows, scale)).unwrap();
+    std::fs::write(&a.chart, chart::svg(&bars(rows), scale)).unwrap();
+}
+
+fn bars(rows: &[Row]) -> Vec<chart::Bar> {
+    rows.iter()
+        .map(|r| chart::Bar {
+            scenario: r.scenario.clone(),
+            ratio: r.ratio,
+            goal: r.goal,
+        })
+        .collect()
 }
 
 fn chrono_now() -> String {
@@ -1354,76 +1378,4 @@ fn chrono_now() -> String {
         .ok();
     out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default()
-}
-
-/// A horizontal bar chart of the ratios (with the goal marked), and the scale-out figures.
-fn svg(rows: &[Row], scale: &[(usize, f64)]) -> String {
-    let (w, bar_h, left) = (900.0, 26.0, 420.0);
-    let max_ratio = rows
-        .iter()
-        .map(|r| r.ratio.max(r.goal.unwrap_or(0.0)))
-        .fold(1.0, f64::max)
-        * 1.1;
-    let scale_max = scale.iter().map(|s| s.1).fold(1.0, f64::max) * 1.1;
-    let h = 60.0
-        + rows.len() as f64 * (bar_h + 10.0)
-        + 60.0
-        + scale.len() as f64 * (bar_h + 10.0)
-        + 20.0;
-    let x = |v: f64, max: f64| left + (w - left - 40.0) * v / max;
-    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"13\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"10\" y=\"24\" font-size=\"16\" font-weight=\"bold\">ftp-pooler / baseline (ratio, higher is better; | = goal)</text>\n");
-    let mut y = 44.0;
-    for r in rows {
-        let color = if r.goal.is_none_or(|g| r.ratio >= g) {
-            "#3a7d44"
-        } else {
-            "#c0392b"
-        };
-        s.push_str(&format!(
-            "<text x=\"10\" y=\"{}\">{}</text>\n",
-            y + 17.0,
-            xml(&r.scenario)
-        ));
-        s.push_str(&format!(
-            "<rect x=\"{left}\" y=\"{y}\" width=\"{:.1}\" height=\"{bar_h}\" fill=\"{color}\"/>\n",
-            x(r.ratio, max_ratio) - left
-        ));
-        s.push_str(&format!(
-            "<text x=\"{:.1}\" y=\"{}\">{:.2}x</text>\n",
-            x(r.ratio, max_ratio) + 4.0,
-            y + 17.0,
-            r.ratio
-        ));
-        if let Some(g) = r.goal {
-            s.push_str(&format!("<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1}\" y2=\"{2}\" stroke=\"black\" stroke-width=\"2\"/>\n", x(g, max_ratio), y - 3.0, y + bar_h + 3.0));
-        }
-        y += bar_h + 10.0;
-    }
-    y += 30.0;
-    s.push_str(&format!("<text x=\"10\" y=\"{y}\" font-size=\"16\" font-weight=\"bold\">Scale-out: files/s with 1-3 instances (6 partitions)</text>\n"));
-    y += 14.0;
-    for (k, f) in scale {
-        s.push_str(&format!(
-            "<text x=\"10\" y=\"{}\">{k} instance(s)</text>\n",
-            y + 17.0
-        ));
-        s.push_str(&format!(
-            "<rect x=\"{left}\" y=\"{y}\" width=\"{:.1}\" height=\"{bar_h}\" fill=\"#2e6da4\"/>\n",
-            x(*f, scale_max) - left
-        ));
-        s.push_str(&format!(
-            "<text x=\"{:.1}\" y=\"{}\">{f:.0} files/s</text>\n",
-            x(*f, scale_max) + 4.0,
-            y + 17.0
-        ));
-        y += bar_h + 10.0;
-    }
-    s.push_str("</svg>\n");
-    s
-}
-
-fn xml(t: &str) -> String {
-    t.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
