@@ -18,7 +18,7 @@ use ftp_pooler_config::{KafkaSettings, Settings};
 use ftp_pooler_contract::{
     Answers, DlqRecord, ErrorCode, InvalidMessage, TransferResult, TransferTask,
 };
-use ftp_pooler_ingest::recall::read::recall;
+use ftp_pooler_kafka::recall::read::recall;
 use ftp_pooler_publish::Publisher;
 use ftp_pooler_testbed::scenario::{mid_run, tail, wait_until, MidRun, RUN_LIMIT};
 use ftp_pooler_testbed::service::produce;

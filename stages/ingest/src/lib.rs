@@ -7,7 +7,6 @@
 //! is committed only by [`commit`], which the stage calls with the end of each partition's
 //! contiguous prefix of published results.
 
-pub mod recall;
 pub mod route;
 pub mod stage;
 pub mod tracker;
@@ -49,27 +48,4 @@ pub fn commit<X: ConsumerContext, C: Consumer<X>>(
     consumer.commit(&list, CommitMode::Sync)
 }
 
-/// The group's committed offsets for `partitions` of `topic` (None: nothing committed).
-pub fn committed<X: ConsumerContext, C: Consumer<X>>(
-    consumer: &C,
-    topic: &str,
-    partitions: &[i32],
-    timeout: std::time::Duration,
-) -> KafkaResult<BTreeMap<i32, Option<i64>>> {
-    let mut list = TopicPartitionList::new();
-    for &p in partitions {
-        list.add_partition(topic, p);
-    }
-    let got = consumer.committed_offsets(list, timeout)?;
-    Ok(got
-        .elements()
-        .iter()
-        .map(|e| {
-            let off = match e.offset() {
-                Offset::Offset(o) => Some(o),
-                _ => None,
-            };
-            (e.partition(), off)
-        })
-        .collect())
-}
+pub use ftp_pooler_kafka::committed;

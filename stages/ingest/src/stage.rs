@@ -319,7 +319,7 @@ impl IngestContext {
         if parts.is_empty() {
             return;
         }
-        match crate::recall::read::recall(&self.shared.kafka, parts) {
+        match ftp_pooler_kafka::recall::read::recall(&self.shared.kafka, parts) {
             Ok((facts, report)) => {
                 tracing::info!(
                     ?parts,

@@ -26,6 +26,7 @@
 mod check;
 pub mod instance;
 mod log;
+pub mod recall;
 
 pub use check::check;
 pub use ftp_pooler_channel::BrokerProblem;
@@ -165,6 +166,31 @@ pub fn librdkafka() -> Librdkafka {
         .and_then(|c| c.get("builtin.features"))
         .unwrap_or_else(|e| format!("unknown ({e})"));
     Librdkafka { version, features }
+}
+
+/// The group's committed offsets for `partitions` of `topic` (None: nothing committed).
+pub fn committed<X: rdkafka::consumer::ConsumerContext, C: rdkafka::consumer::Consumer<X>>(
+    consumer: &C,
+    topic: &str,
+    partitions: &[i32],
+    timeout: std::time::Duration,
+) -> rdkafka::error::KafkaResult<std::collections::BTreeMap<i32, Option<i64>>> {
+    let mut list = rdkafka::TopicPartitionList::new();
+    for &p in partitions {
+        list.add_partition(topic, p);
+    }
+    let got = consumer.committed_offsets(list, timeout)?;
+    Ok(got
+        .elements()
+        .iter()
+        .map(|e| {
+            let off = match e.offset() {
+                rdkafka::Offset::Offset(o) => Some(o),
+                _ => None,
+            };
+            (e.partition(), off)
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@
 //! again. Publish names the task message on every record it writes (headers:
 //! [`ftp_pooler_contract::answers`]), so the new owner scans the tail of the result,
 //! failure and DLQ topics for records answering its partitions and hands those offsets to
-//! [`crate::tracker::Tracker::learn_done`] before it handles any message of them.
+//! the ingest tracker's `learn_done` before it handles any message of them; publish, at
+//! its start, learns the same way what its killed predecessor had delivered
+//! ([`read::recall_recent`]).
 //!
 //! This module is the pure core: where a scan starts and stops, which records are facts,
 //! and the bounds; [`read`] is the I/O shell (its own short-lived clients, never

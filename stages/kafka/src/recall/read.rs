@@ -13,9 +13,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use crate::{ClientLog, Role};
 use ftp_pooler_config::KafkaSettings;
 use ftp_pooler_contract::Answers;
-use ftp_pooler_kafka::{ClientLog, Role};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
@@ -31,7 +31,7 @@ struct RecallContext {
 }
 
 impl ClientContext for RecallContext {
-    ftp_pooler_kafka::forward_client_log!(log);
+    crate::forward_client_log!(log);
 }
 
 impl ConsumerContext for RecallContext {}
@@ -39,7 +39,7 @@ impl ConsumerContext for RecallContext {}
 type Client = BaseConsumer<RecallContext>;
 
 fn client(kafka: &KafkaSettings) -> KafkaResult<Client> {
-    let mut config = ftp_pooler_kafka::client_config(kafka, Role::Recall);
+    let mut config = crate::client_config(kafka, Role::Recall);
     // The end of a range may be the end of the partition.
     config.set("enable.partition.eof", "true");
     config.create_with_context(RecallContext {
