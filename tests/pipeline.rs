@@ -82,7 +82,14 @@ async fn sigkill_of_a_transfer_worker_mid_run_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_publish_mid_run_loses_nothing() {
-    kill_stage_mid_run(Path::new(EXE), "publish").await;
+    // Issue 18: the new publish finds in the result topics what the killed one had
+    // delivered (its senders send it again) and does not send it twice. Before, 1-40
+    // duplicate results per kill; 0 in every run since. A record the broker appends only
+    // after the new publish has looked (its request was on the wire at the kill) could
+    // still be duplicated: a small allowance, so that such a race does not fail CI.
+    let redone = kill_stage_mid_run(Path::new(EXE), "publish").await;
+    assert!(redone.duplicate_results <= 2, "{redone:?}");
+    assert_eq!(redone.redone_transfers, 0, "{redone:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,7 +18,7 @@ use ftp_pooler_config::{KafkaSettings, Settings};
 use ftp_pooler_contract::{
     Answers, DlqRecord, ErrorCode, InvalidMessage, TransferResult, TransferTask,
 };
-use ftp_pooler_kafka::recall::read::recall;
+use ftp_pooler_kafka::recall::read::{recall, recall_recent};
 use ftp_pooler_publish::Publisher;
 use ftp_pooler_testbed::scenario::{mid_run, tail, wait_until, MidRun, RUN_LIMIT};
 use ftp_pooler_testbed::service::produce;
@@ -223,6 +223,53 @@ async fn recall_finds_the_answers_to_our_partitions_on_every_result_topic_and_no
     );
     // Every record is recent (within the margin), so every one is read.
     assert_eq!(report.records, 40 + 60);
+}
+
+/// What a publish that starts reads: answers of our group written in the window (and at or
+/// above the commit points), not older ones, not another group's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recall_recent_finds_what_was_written_in_the_window_above_the_commit_points() {
+    let k = kafka_settings(2).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let (topic, group) = (k.input_topic.clone(), k.consumer_group.clone());
+    // i = 0..10: partition i % 2, offset 100 + i; 0..4 an hour old, 4..8 now, 8 now but
+    // another group's, 9 now but below partition 1's commit point.
+    produce_with_headers(
+        &k.fail_topic,
+        10,
+        |i| {
+            Some(Answers {
+                topic: topic.clone(),
+                group: if i == 8 {
+                    "other".into()
+                } else {
+                    group.clone()
+                },
+                partition: (i % 2) as i32,
+                offset: if i == 9 { 5 } else { 100 + i as i64 },
+            })
+        },
+        |i| Some(if i < 4 { now - 3_600_000 } else { now }),
+    )
+    .await;
+    commit(&k, &BTreeMap::from([(1, 50)]));
+    let (facts, report) = recall_recent(&k, now - 10_000).unwrap();
+    eprintln!("recall_recent: {report:?}");
+    let got: BTreeSet<(i32, i64)> = facts
+        .0
+        .iter()
+        .flat_map(|(&p, set)| {
+            set.ranges()
+                .flat_map(move |(a, b)| (a..=b).map(move |o| (p, o)))
+        })
+        .collect();
+    assert_eq!(
+        got,
+        BTreeSet::from([(0, 104), (1, 105), (0, 106), (1, 107)])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

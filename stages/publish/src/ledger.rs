@@ -7,9 +7,12 @@
 //! ingest crash, so it tells the next ingest what it delivered (`FromPublish::Done`), and
 //! that ingest skips those messages instead of running them a second time.
 //! Invariants:
-//! - an offset enters when its outcome's delivery report came back (acks=all), or when
+//! - an offset enters when its outcome's delivery report came back (acks=all), when
 //!   ingest says it is done (ingest tells each publish that connects, so a restarted
-//!   publish knows again);
+//!   publish knows again), or when publish finds it in the result topics at its start
+//!   (what a killed publish had delivered without knowing);
+//! - an item whose offset is in the ledger is not sent again (it would be a second
+//!   result of the same task message): it is acked as delivered;
 //! - it leaves when ingest reports a commit point past it: a committed offset is never
 //!   read again by anyone, so nobody needs the fact;
 //! - memory: offsets are kept as ranges ([`OffsetSet`]), so what is kept is about the
@@ -66,6 +69,13 @@ impl Ledger {
                 }
             }
         }
+    }
+
+    /// Whether the outcome of `id`'s message is known to be in Kafka already.
+    pub fn contains(&self, id: MessageId) -> bool {
+        self.done
+            .get(&id.partition)
+            .is_some_and(|s| s.contains(id.offset))
     }
 
     /// Everything known done, for an ingest that connects.
@@ -126,5 +136,6 @@ mod tests {
         l.merge(&BTreeMap::from([(0, told)]));
         assert_eq!(ranges(&l, 0), vec![(3, 5)]);
         assert_eq!(l.count(), 3);
+        assert!(l.contains(id(9, 0, 4)) && !l.contains(id(1, 0, 2)) && !l.contains(id(1, 1, 4)));
     }
 }

@@ -19,6 +19,11 @@
 //! - the [`Ledger`] keeps what was delivered until ingest reports a commit past it; an
 //!   ingest that connects gets the ledger (`Done`), the waiting acks, then `HandedOver`,
 //!   before anything else, so a restarted ingest skips what is already in Kafka;
+//! - at start, before the first send, publish reads the result topics' last
+//!   [`RECALL_WINDOW`] for records answering this group's tasks
+//!   ([`ftp_pooler_kafka::recall::read::recall_recent`]) into the ledger: what a killed
+//!   predecessor had delivered without acking it is not sent a second time when its
+//!   senders send it again (waited for at most [`RECALL_WAIT`]);
 //! - on stop: no new connections, deliveries in flight get the drain deadline, then the
 //!   producer is flushed;
 //! - acks to a peer go through the channel's paced writer ([`PacedWriter`],
@@ -156,9 +161,20 @@ impl Peers {
     }
 }
 
+/// How far back publish looks, at its start, for records its killed predecessor may have
+/// delivered: that process died moments before this one started (a restart backoff of
+/// 0.2 s by default, a few seconds after repeated crashes), and what it had in flight was
+/// produced just before. Each second of window is a second of results to read.
+pub const RECALL_WINDOW: Duration = Duration::from_secs(10);
+/// How long deliveries wait for that read at start, at most (it takes well under a second
+/// on a normal tail); past it they go, and duplicates are possible.
+pub const RECALL_WAIT: Duration = Duration::from_secs(5);
+
 struct Stage {
     publisher: Arc<Publisher>,
     peers: Mutex<Peers>,
+    /// Set once the start's recall is in the ledger (or given up on).
+    recalled: watch::Sender<bool>,
     /// Items received and not yet delivered (the drain waits for none).
     in_flight: watch::Sender<usize>,
     stopping: watch::Receiver<bool>,
@@ -177,6 +193,7 @@ struct PublishMetrics {
     sent: prometheus::IntCounterVec,
     dlq: prometheus::IntCounter,
     truncated: prometheus::IntCounter,
+    already: prometheus::IntCounter,
     send_errors: AtomicU64,
 }
 
@@ -229,9 +246,15 @@ impl PublishMetrics {
                 "Records cut to fit Kafka's message size limit (huge paths or DLQ values)",
             )
             .expect("a valid metric"),
+            already: IntCounter::new(
+                "ftp_publish_already_in_kafka_total",
+                "Outcomes not sent because Kafka already had one for the same task message (sent again after a restart)",
+            )
+            .expect("a valid metric"),
             send_errors: AtomicU64::new(0),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 7] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 8] = [
+            Box::new(m.already.clone()),
             Box::new(m.tasks.clone()),
             Box::new(m.duration.clone()),
             Box::new(m.bytes.clone()),
@@ -283,6 +306,7 @@ pub async fn run(supervisor: SupervisorLink, paths: RuntimePaths) -> Result<(), 
     let stage = Arc::new(Stage {
         publisher,
         peers: Mutex::new(Peers::default()),
+        recalled: watch::Sender::new(false),
         in_flight: watch::Sender::new(0),
         stopping: stop_rx,
         metrics: PublishMetrics::new(),
@@ -290,6 +314,10 @@ pub async fn run(supervisor: SupervisorLink, paths: RuntimePaths) -> Result<(), 
     });
     supervisor.ready().await?;
     tracing::info!("publish ready");
+    tokio::spawn(recall_at_start(
+        stage.clone(),
+        config.settings.kafka.clone(),
+    ));
     let prober = {
         let stage = stage.clone();
         tokio::spawn(async move {
@@ -453,6 +481,49 @@ async fn serve(stage: Arc<Stage>, stream: UnixStream) {
     tracing::info!(peer = %hello.name, "peer disconnected");
 }
 
+/// Learns what the result topics' last [`RECALL_WINDOW`] answers for this group (see the
+/// module's header); deliveries wait for it up to [`RECALL_WAIT`].
+async fn recall_at_start(stage: Arc<Stage>, kafka: ftp_pooler_config::KafkaSettings) {
+    let since_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+        - RECALL_WINDOW.as_millis() as i64;
+    let read = tokio::task::spawn_blocking(move || {
+        ftp_pooler_kafka::recall::read::recall_recent(&kafka, since_ms)
+    });
+    let stage2 = stage.clone();
+    let merge = async move {
+        match read.await {
+            Ok(Ok((facts, report))) => {
+                tracing::info!(
+                    facts = report.facts,
+                    records = report.records,
+                    elapsed_ms = report.elapsed.as_millis() as u64,
+                    bounded = report.bounded,
+                    "recall: outcomes already in Kafka"
+                );
+                stage2.peers.lock().expect("peers").ledger.merge(&facts.0);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "recall failed; outcomes sent again may be duplicated")
+            }
+            Err(e) => tracing::warn!(error = %e, "recall failed"),
+        }
+        stage2.recalled.send_replace(true);
+    };
+    let merge = tokio::spawn(merge);
+    if tokio::time::timeout(RECALL_WAIT, stage.recalled.subscribe().wait_for(|r| *r))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "recall is slow: delivering without it; outcomes sent again may be duplicated"
+        );
+        stage.recalled.send_replace(true);
+    }
+    let _ = merge.await;
+}
+
 /// Kafka refused the record for its size (the producer's `message.max.bytes`, or the
 /// broker's / topic's limit).
 fn too_large(e: &rdkafka::error::KafkaError) -> bool {
@@ -468,6 +539,16 @@ fn too_large(e: &rdkafka::error::KafkaError) -> bool {
 async fn deliver(stage: Arc<Stage>, mut item: ToPublish, origin: Option<String>) {
     let id = item.id();
     let mut pause = Duration::from_millis(100);
+    let _ = stage.recalled.subscribe().wait_for(|r| *r).await;
+    if stage.peers.lock().expect("peers").ledger.contains(id) {
+        // Kafka has an outcome of this message already (delivered by a killed publish, or
+        // by this one for an earlier send): a second one would be a duplicate.
+        stage.metrics.already.inc();
+        tracing::info!(message = %id, "already in Kafka: not sent again");
+        stage.peers.lock().expect("peers").route_ack(id, origin);
+        stage.in_flight.send_modify(|n| *n -= 1);
+        return;
+    }
     loop {
         let sent = match &item {
             ToPublish::Result { result, .. } => stage.publisher.publish_result(result, &id).await,

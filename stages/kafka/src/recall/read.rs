@@ -88,8 +88,48 @@ pub fn recall(kafka: &KafkaSettings, partitions: &[i32]) -> KafkaResult<(Facts, 
         report.elapsed = started.elapsed();
         return Ok((Facts::default(), report));
     };
+    scan_results(kafka, c, &wanted, read_from_ms, started, report)
+}
+
+/// Which offsets of the task topic, at or above the group's commit point of each
+/// partition, have a record in the result topics written at `since_ms` or later: what a
+/// publish that starts learns its killed predecessor delivered (the records it had in
+/// flight may be in Kafka without their senders knowing: they send them again). The same
+/// bounds as [`recall`]; a short window (seconds) keeps the read short.
+pub fn recall_recent(kafka: &KafkaSettings, since_ms: i64) -> KafkaResult<(Facts, Report)> {
+    let started = Instant::now();
+    let c = client(kafka)?;
+    let task = kafka.input_topic.as_str();
+    let partitions: Vec<i32> = topic_partitions(&c, &[task.to_string()])?
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    let committed = crate::committed(&c, task, &partitions, REQUEST)?;
+    let starts: Vec<TaskStart> = partitions
+        .iter()
+        .map(|&p| TaskStart {
+            partition: p,
+            from: committed.get(&p).copied().flatten().unwrap_or(0),
+            timestamp_ms: since_ms,
+        })
+        .collect();
+    let wanted = Wanted::new(task, &kafka.consumer_group, &starts, Duration::ZERO);
+    let read_from_ms = wanted.read_from_ms().unwrap_or(since_ms);
+    scan_results(kafka, c, &wanted, read_from_ms, started, Report::default())
+}
+
+/// Reads every result partition from its end back to `read_from_ms` (each result topic
+/// on a thread and a client of its own), collecting the facts `wanted` names.
+fn scan_results(
+    kafka: &KafkaSettings,
+    c: Client,
+    wanted: &Wanted,
+    read_from_ms: i64,
+    started: Instant,
+    mut report: Report,
+) -> KafkaResult<(Facts, Report)> {
     let mut scans: BTreeMap<String, Vec<(i32, Scan)>> = BTreeMap::new();
-    let parts = result_partitions(&c, &result_topics(kafka))?;
+    let parts = topic_partitions(&c, &result_topics(kafka))?;
     let (low, high) = (
         list(&c, &parts, Offset::Beginning)?,
         list(&c, &parts, Offset::End)?,
@@ -107,7 +147,6 @@ pub fn recall(kafka: &KafkaSettings, partitions: &[i32]) -> KafkaResult<(Facts, 
         let handles: Vec<_> = scans
             .into_iter()
             .map(|(topic, scans)| {
-                let wanted = &wanted;
                 s.spawn(move || scan_topic(kafka, &topic, scans, wanted, started))
             })
             .collect();
@@ -129,7 +168,7 @@ pub fn recall(kafka: &KafkaSettings, partitions: &[i32]) -> KafkaResult<(Facts, 
 }
 
 /// The partitions of `topics` (from the cluster's metadata).
-fn result_partitions(c: &Client, topics: &[String]) -> KafkaResult<Vec<(String, i32)>> {
+fn topic_partitions(c: &Client, topics: &[String]) -> KafkaResult<Vec<(String, i32)>> {
     let mut out = Vec::new();
     for t in topics {
         let md = c.fetch_metadata(Some(t), REQUEST)?;
