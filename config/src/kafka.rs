@@ -38,6 +38,7 @@ impl std::fmt::Debug for KafkaSettings {
             .field("base_backoff_ms", &self.base_backoff_ms)
             .field("max_backoff_ms", &self.max_backoff_ms)
             .field("static_membership", &self.static_membership)
+            .field("recall", &self.recall)
             .field("consumer_config", &redact(&self.consumer_config))
             .field("producer_config", &redact(&self.producer_config))
             .finish()

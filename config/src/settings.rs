@@ -56,6 +56,12 @@ pub struct KafkaSettings {
     /// Tansu 0.6.0 groups of several instances, where a static member that never comes
     /// back keeps its partitions (docs/NOTES.md, "Kafka (Tansu)").
     pub static_membership: bool,
+    /// New: after a crash or a rebalance, the new owner of a task partition, and a publish
+    /// that starts, read the result topics' headers for what is already done, so it is
+    /// not run or published again (docs/PIPELINE.md, "What a crash redoes"). `false`:
+    /// do not; needed to run tasks again by resetting the group's offsets while their
+    /// results are still in the result topics (they would be skipped as done).
+    pub recall: bool,
     /// librdkafka consumer properties, passed as-is (after the service's own).
     pub consumer_config: BTreeMap<String, String>,
     /// librdkafka producer properties, passed as-is (after the service's own).
@@ -141,6 +147,7 @@ impl Default for KafkaSettings {
             base_backoff_ms: 1000,
             max_backoff_ms: 30000,
             static_membership: true,
+            recall: true,
             consumer_config: BTreeMap::new(),
             producer_config: BTreeMap::new(),
         }

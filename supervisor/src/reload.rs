@@ -38,6 +38,30 @@ pub struct ReloadPlan {
     pub changed: bool,
 }
 
+/// What a reload may not change, each as an error naming the key: the task topic and
+/// the consumer group are the identity of every task message, and the service keeps facts
+/// about task messages by (partition, offset) of that topic (publish's ledger, ingest's
+/// tracker, the headers of the records it writes). A reload restarts the stages one after
+/// another while the old ones drain, so for a moment an old ingest's results would reach a
+/// new publish, which would name the new topic in their headers: later, messages of the
+/// new topic at those offsets would be skipped as done. A restart of the service has no
+/// such moment. Empty: the reload may go on.
+pub fn refusals(old: &Config, new: &Config) -> Vec<String> {
+    let (o, n) = (&old.settings.kafka, &new.settings.kafka);
+    let mut out = Vec::new();
+    for (key, before, after) in [
+        ("kafka.input_topic", &o.input_topic, &n.input_topic),
+        ("kafka.consumer_group", &o.consumer_group, &n.consumer_group),
+    ] {
+        if before != after {
+            out.push(format!(
+                "config.yaml: {key}: changed from {before:?} to {after:?}; it changes only with a restart of the service (results and offsets name it), not with a reload"
+            ));
+        }
+    }
+    out
+}
+
 /// The sections of config.yaml that differ.
 fn changed_sections(old: &Settings, new: &Settings) -> BTreeSet<&'static str> {
     let mut out = BTreeSet::new();
@@ -177,6 +201,23 @@ mod tests {
 
     fn ids(v: &[&str]) -> Vec<ConnectionId> {
         v.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_task_topic_and_the_group_change_only_with_a_restart() {
+        let old = config(&[("a", "p")]);
+        let mut new = old.clone();
+        new.settings.kafka.result_topic = "other".into();
+        assert!(refusals(&old, &new).is_empty());
+        new.settings.kafka.input_topic = "tasks-2".into();
+        new.settings.kafka.consumer_group = "g-2".into();
+        let r = refusals(&old, &new);
+        assert_eq!(r.len(), 2);
+        assert!(
+            r[0].starts_with("config.yaml: kafka.input_topic: changed from"),
+            "{r:?}"
+        );
+        assert!(r[1].contains("kafka.consumer_group"), "{r:?}");
     }
 
     #[test]

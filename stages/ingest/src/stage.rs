@@ -316,7 +316,7 @@ impl IngestContext {
     /// Before any message of newly assigned `parts` is handled: what the result topics say
     /// is done above their commit points (issue 18) is learnt, so it is not run again.
     fn recall(&self, parts: &[i32]) {
-        if parts.is_empty() {
+        if parts.is_empty() || !self.shared.kafka.recall {
             return;
         }
         match ftp_pooler_kafka::recall::read::recall(&self.shared.kafka, parts) {
@@ -330,6 +330,12 @@ impl IngestContext {
                     bounded = report.bounded,
                     "recall: done tasks above the commit points learnt from the result topics"
                 );
+                // Where the group stands now: a partition parked here before (its final
+                // commit failed) must not commit below what its owner since committed.
+                self.shared.with(|t| {
+                    t.committed(&report.committed);
+                    (Vec::new(), ())
+                });
                 for (p, done) in facts.0 {
                     self.shared.with(|t| (t.learn_done(p, &done), ()));
                 }
@@ -600,7 +606,16 @@ fn consume(
         match consumer.poll(Duration::from_millis(20)) {
             Some(Ok(msg)) => handle(&shared, &kafka, generation, &msg),
             // Throttled: a broker that refuses the client answers every poll with one.
-            Some(Err(e)) => consumer.context().log.error(&e, "consumer poll"),
+            Some(Err(e)) => {
+                consumer.context().log.error(&e, "consumer poll");
+                if let Some((code, reason)) = consumer.client().fatal_error() {
+                    // E.g. fenced: another consumer of the group has this group.instance.id.
+                    // The consumer can do nothing more; a new process can (or the
+                    // supervisor gives up, visibly, if it is fenced at every start).
+                    tracing::error!(?code, reason, "the Kafka consumer failed for good (a fenced static member: give each instance its own group.instance.id); ingest exits");
+                    std::process::exit(1);
+                }
+            }
             None => {}
         }
         if last_commit.elapsed() >= COMMIT_EVERY {

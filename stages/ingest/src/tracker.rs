@@ -721,6 +721,7 @@ impl Tracker {
                                 committed: p.committed,
                                 revoked: true,
                                 parked: true,
+                                done_ahead: p.done_ahead.clone(),
                                 ..Partition::default()
                             },
                         );

@@ -215,6 +215,9 @@ pub struct Report {
     pub bounded: bool,
     /// Result-topic partitions scanned.
     pub partitions: usize,
+    /// The group's committed offsets of the task partitions, as read at the start (a
+    /// partition without one is left out).
+    pub committed: BTreeMap<i32, i64>,
 }
 
 /// True when a recall that read `records` in `elapsed` must stop.

@@ -314,10 +314,14 @@ pub async fn run(supervisor: SupervisorLink, paths: RuntimePaths) -> Result<(), 
     });
     supervisor.ready().await?;
     tracing::info!("publish ready");
-    tokio::spawn(recall_at_start(
-        stage.clone(),
-        config.settings.kafka.clone(),
-    ));
+    if config.settings.kafka.recall {
+        tokio::spawn(recall_at_start(
+            stage.clone(),
+            config.settings.kafka.clone(),
+        ));
+    } else {
+        stage.recalled.send_replace(true);
+    }
     let prober = {
         let stage = stage.clone();
         tokio::spawn(async move {

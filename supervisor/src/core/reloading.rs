@@ -17,7 +17,7 @@ use super::{
     stopping_reply, Action, Child, Core, Lifecycle, Out, ReplyId, Timer, Timings, RETIRE_WAIT,
 };
 use crate::policy::RestartPolicy;
-use crate::reload::{plan, ReloadPlan};
+use crate::reload::{plan, refusals, ReloadPlan};
 
 impl Core {
     pub(super) fn begin_reload(&mut self, reply: Option<ReplyId>, out: &mut Out) {
@@ -54,6 +54,14 @@ impl Core {
             Lifecycle::Starting
         };
         let waiters: Vec<ReplyId> = self.reload_waiters.drain(..).flatten().collect();
+        let read = read.and_then(|c| {
+            let refused = refusals(&self.config.config, &c);
+            if refused.is_empty() {
+                Ok(c)
+            } else {
+                Err(refused)
+            }
+        });
         let new = match read {
             Ok(c) => *c,
             Err(errors) => {

@@ -423,6 +423,24 @@ fn a_partition_whose_final_commit_failed_keeps_its_done_prefix_for_its_return() 
 }
 
 #[test]
+fn a_parked_partition_keeps_what_it_knew_done_and_never_commits_below_its_group() {
+    let mut t = Tracker::new(GEN, limits(4), 3);
+    t.assigned(&[0]);
+    t.track_job("a", job(0, 0));
+    t.ack(id(0, 5)); // known done ahead
+    t.revoke(&[0]);
+    t.forget(&[0], true);
+    t.assigned(&[0]);
+    t.track_job("a", job(0, 0));
+    t.ack(id(0, 0));
+    assert!(t.track_job("a", job(0, 5)).is_empty(), "still known done");
+    // Another owner committed up to 10 meanwhile (recall reads it at assignment): no
+    // commit below that.
+    t.committed(&BTreeMap::from([(0, 10)]));
+    assert!(t.commit_points().is_empty(), "{:?}", t.commit_points());
+}
+
+#[test]
 fn a_removed_connection_fails_what_it_still_had() {
     let mut t = Tracker::new(GEN, limits(1), 3);
     t.track_job("a", job(0, 0));

@@ -71,6 +71,10 @@ pub fn recall(kafka: &KafkaSettings, partitions: &[i32]) -> KafkaResult<(Facts, 
     let c = client(kafka)?;
     let task = kafka.input_topic.as_str();
     let committed = crate::committed(&c, task, partitions, REQUEST)?;
+    report.committed = committed
+        .iter()
+        .filter_map(|(&p, o)| o.map(|o| (p, o)))
+        .collect();
     let tasks: Vec<(String, i32)> = partitions.iter().map(|&p| (task.into(), p)).collect();
     let low = list(&c, &tasks, Offset::Beginning)?;
     // Where reading resumes; whether a task is there is for the read to find (no end
