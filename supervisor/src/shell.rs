@@ -48,6 +48,8 @@ pub(crate) enum Inbound {
     Timer(Timer),
     Ctl(CtlRequest, oneshot::Sender<CtlResponse>),
     Signal(Sig),
+    /// Watched configuration files changed (settled): reload, as SIGHUP.
+    FilesChanged(Vec<std::path::PathBuf>),
     /// Time to tell systemd the event loop is alive.
     Watchdog,
 }
@@ -170,9 +172,14 @@ pub async fn run(config: Config, opts: Options) -> Result<Outcome, SupervisorErr
     tokio::spawn(channels::accept_stages(
         stage_listener,
         tx.clone(),
-        config_rx,
+        config_rx.clone(),
     ));
     tokio::spawn(channels::accept_ctl(ctl_listener, tx.clone()));
+    tokio::spawn(channels::watch_files(
+        opts.watched.clone(),
+        config_rx,
+        tx.clone(),
+    ));
     tokio::spawn(channels::forward_signals(tx.clone()));
     let notifier = notify::Notifier::from_env();
     if let Some(every) = notifier.watchdog_every() {
@@ -260,6 +267,14 @@ impl Shell {
                 }
             }
             Inbound::Signal(sig) => Event::Signal(sig),
+            Inbound::FilesChanged(files) => {
+                let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+                tracing::info!(?files, "configuration files changed: reloading");
+                Event::Command {
+                    command: Command::Reload,
+                    reply: None,
+                }
+            }
             Inbound::Watchdog => {
                 self.notifier.send("WATCHDOG=1");
                 return None;
