@@ -11,7 +11,8 @@
 //! The rooms: [`core`] decides (pure: events in, actions out), [`shell`] runs the one
 //! event loop and does what the core decides, [`channels`] holds the sockets' tasks
 //! (stages, ctl, signals), [`reload`] plans a reload, [`policy`] restarts and gives up,
-//! [`api`], [`observed`] and [`metrics`] serve what the stages report, [`watch`]
+//! [`api`], [`observed`] and [`metrics`] serve what the stages report ([`access`]: who
+//! may call the mutating routes), [`watch`]
 //! decides when changed files make a reload. Invariants:
 //! - the supervisor never touches Kafka or FTP; stages reconnect among themselves;
 //! - stages never read the configuration files: the supervisor reads and validates them
@@ -21,6 +22,7 @@
 //!   supervisor, which drains them in order) and stop by themselves when the
 //!   supervisor's channel closes.
 
+pub mod access;
 pub mod api;
 pub mod channels;
 pub mod core;

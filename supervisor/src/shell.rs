@@ -156,6 +156,7 @@ pub async fn run(config: Config, opts: Options) -> Result<Outcome, SupervisorErr
         observed: observed.clone(),
         events: tx.clone(),
         config: config_rx.clone(),
+        env_token: ftp_pooler_config::admin_token::from_env(),
     };
     tokio::spawn(serve_http(
         api_listener,
@@ -424,6 +425,8 @@ impl Shell {
             // Stages run on the configuration the supervisor hands them, never a file.
             .env_remove(ftp_pooler_config::ENV_CONFIG)
             .env_remove(ftp_pooler_config::ENV_CONNECTIONS)
+            // Only the supervisor's API checks the admin token.
+            .env_remove(ftp_pooler_config::admin_token::ENV_ADMIN_TOKEN)
             .stdin(std::process::Stdio::null())
             .process_group(0);
         // `ps` shows `ftp-pooler stage transfer <id>`.
@@ -469,7 +472,9 @@ fn describe(s: &ExitStatus) -> String {
 }
 
 async fn serve_http(listener: tokio::net::TcpListener, router: axum::Router, what: &'static str) {
-    if let Err(e) = axum::serve(listener, router).await {
+    // The peer's address: the admin routes answer loopback peers without a token.
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    if let Err(e) = axum::serve(listener, service).await {
         tracing::error!(server = what, error = %e, "HTTP server stopped");
     }
 }
