@@ -170,13 +170,16 @@ fn run(args: &ConfigArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    // A reload reads the same files, whatever the working directory has become.
+    // A reload reads the same files, whatever the working directory has become. Made
+    // absolute, symlinks kept: a Kubernetes volume's files are symlinks through `..data`,
+    // which an update swaps (the old target directory is deleted), so the path to read
+    // again is the mounted one, not where it pointed at start.
     if let Some(f) = &config.config_file {
         sources.config_file =
-            Some(std::fs::canonicalize(f).with_context(|| f.display().to_string())?);
+            Some(std::path::absolute(f).with_context(|| f.display().to_string())?);
     }
     sources.connections_file = Some(
-        std::fs::canonicalize(&config.connections_file)
+        std::path::absolute(&config.connections_file)
             .with_context(|| config.connections_file.display().to_string())?,
     );
     let config = match load(&sources) {
@@ -189,7 +192,11 @@ fn run(args: &ConfigArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
         runtime_dir: runtime.dir(),
         // The supervisor owns the configuration: it reads the files at start and at each
         // reload, checked as at start (librdkafka included); stages never read them.
-        load: std::sync::Arc::new(move || sources.load_checked(&ftp_pooler_kafka::check)),
+        load: {
+            let sources = sources.clone();
+            std::sync::Arc::new(move || sources.load_checked(&ftp_pooler_kafka::check))
+        },
+        watched: std::sync::Arc::new(move || sources.watched_files()),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -104,23 +104,22 @@ impl Bed {
         topics.config_yaml("shutdown:\n  drain_timeout_seconds: 5\nlogging:\n  format: json\n")
     }
 
+    /// The service with the file watch off: these tests edit files and reload by hand
+    /// (tests/config_watch.rs has the watch).
     fn start(&self, ini: &Ini) -> Service {
-        Service::start(
-            Path::new(EXE),
-            &self.work.path().join("svc"),
-            &self.yaml(&self.topics),
-            &ini.render(),
-        )
+        self.start_with(ini, "", &[])
     }
 
     /// As [`Bed::start`], with more config.yaml and environment variables.
     fn start_with(&self, ini: &Ini, extra_yaml: &str, env: &[(&str, &str)]) -> Service {
+        let mut env = env.to_vec();
+        env.push(("FTP_POOLER_SUPERVISOR__WATCH_CONFIG", "false"));
         Service::start_with_env(
             Path::new(EXE),
             &self.work.path().join("svc"),
             &format!("{}{extra_yaml}", self.yaml(&self.topics)),
             &ini.render(),
-            env,
+            &env,
         )
     }
 

@@ -605,7 +605,8 @@ async fn sighup_adds_and_removes_connections_without_touching_the_others() {
     b.put("r/f.bin", b"from b");
     bed.server.put("r/f.bin", b"from a");
     let watcher = Watcher::start(&bed.topics).await;
-    let mut svc = bed.start("");
+    // Reloads by hand (SIGHUP, ctl): the file watch off.
+    let mut svc = bed.start_with_env("", &[("FTP_POOLER_SUPERVISOR__WATCH_CONFIG", "false")]);
     let before = svc.wait_ready(Duration::from_secs(60)).await;
     let local = format!(
         "[local]\ntype = local\nbase_path = {}\n",

@@ -9,6 +9,7 @@
 //! - passwords live in [`Secret`], whose `Debug` and `Display` never show them.
 
 mod active;
+pub mod admin_token;
 mod connections;
 mod error;
 mod id;
@@ -16,6 +17,7 @@ mod kafka;
 pub mod references;
 mod schema;
 mod settings;
+mod watched;
 
 pub use active::{PortRange, MIN_ACTIVE_PORT};
 pub use connections::{

@@ -109,6 +109,11 @@ pub struct CircuitBreakerSettings {
 pub struct ApiSettings {
     pub host: String,
     pub port: u64,
+    /// New: a file holding the bearer token that the mutating routes
+    /// (`POST /stages/{name}/restart`) require (`FTP_POOLER_ADMIN_TOKEN` wins over it).
+    /// Without either, those routes answer loopback peers only. Read at each such
+    /// request (a rotated Secret applies at once); the token is never logged or shown.
+    pub admin_token_file: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -194,6 +199,7 @@ impl Default for ApiSettings {
         ApiSettings {
             host: "0.0.0.0".into(),
             port: 8080,
+            admin_token_file: None,
         }
     }
 }
@@ -237,6 +243,13 @@ pub struct SupervisorSettings {
     pub max_failed_starts: u64,
     /// New: a stage down (not ready) this long: give up.
     pub max_down_seconds: u64,
+    /// New: reload on its own when the content of a configuration file changes
+    /// (config.yaml, connections.ini, the `${file:...}` of the librdkafka maps), as
+    /// SIGHUP does.
+    pub watch_config: bool,
+    /// New: how often the watched files are read; a change is taken once it has stayed
+    /// the same for one more interval (so a reload comes 1-2 intervals after an edit).
+    pub watch_interval_seconds: u64,
 }
 
 impl Default for SupervisorSettings {
@@ -251,6 +264,8 @@ impl Default for SupervisorSettings {
             failed_start_seconds: 30,
             max_failed_starts: 5,
             max_down_seconds: 150,
+            watch_config: true,
+            watch_interval_seconds: 2,
         }
     }
 }
@@ -501,6 +516,10 @@ fn validate(s: &Settings, at: &dyn Fn(&str) -> Place, errors: &mut ConfigErrors)
             s.supervisor.max_failed_starts,
         ),
         ("supervisor.max_down_seconds", s.supervisor.max_down_seconds),
+        (
+            "supervisor.watch_interval_seconds",
+            s.supervisor.watch_interval_seconds,
+        ),
     ] {
         if v == 0 {
             bad(key, "must be at least 1".into());
@@ -534,6 +553,11 @@ fn validate(s: &Settings, at: &dyn Fn(&str) -> Place, errors: &mut ConfigErrors)
     }
     if s.api.host.trim().is_empty() {
         bad("api.host", "must not be empty".into());
+    }
+    if let Some(file) = &s.api.admin_token_file {
+        if let Err(problem) = crate::admin_token::read_file(Path::new(file)) {
+            bad("api.admin_token_file", problem);
+        }
     }
     if s.logging.level_filter().is_none() {
         bad(

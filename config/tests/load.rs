@@ -678,3 +678,55 @@ fn pinned_properties_accept_what_librdkafka_reads_as_the_same_value() {
         assert!(load_settings(None, &env(&[(k, v)])).is_err(), "{k}={v}");
     }
 }
+
+#[test]
+fn the_admin_token_file_and_the_file_watch_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = file(dir.path(), "token", "s3cret-admin\n");
+    let ok = file(
+        dir.path(),
+        "ok.yaml",
+        &format!(
+            "api: {{admin_token_file: {}}}\nsupervisor: {{watch_config: false, watch_interval_seconds: 5}}\n",
+            token.display()
+        ),
+    );
+    let s = load_settings(Some(&ok), &[]).unwrap();
+    assert_eq!(s.api.admin_token_file, Some(token.display().to_string()));
+    assert!(!s.supervisor.watch_config);
+    assert_eq!(s.supervisor.watch_interval_seconds, 5);
+    let d = Settings::default();
+    assert!(d.supervisor.watch_config && d.supervisor.watch_interval_seconds == 2);
+    assert_eq!(d.api.admin_token_file, None);
+
+    let empty = file(dir.path(), "empty", " \n");
+    let missing = dir.path().join("missing");
+    for (path, want) in [(&empty, "is empty"), (&missing, "cannot read")] {
+        let f = file(
+            dir.path(),
+            "bad.yaml",
+            &format!(
+                "api: {{admin_token_file: {}}}\nsupervisor: {{watch_interval_seconds: 0}}\n",
+                path.display()
+            ),
+        );
+        let errs = errors_of(load_settings(Some(&f), &[]));
+        let at = f.display().to_string();
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with(&format!("{at}: api.admin_token_file:"))
+                    && e.contains(want)
+                    && e.contains(&path.display().to_string())),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.contains(&format!(
+                "{at}: supervisor.watch_interval_seconds: must be at least 1"
+            )),
+            "{errs:#?}"
+        );
+    }
+    // Overridable from the environment as every key.
+    let e = env(&[("FTP_POOLER_SUPERVISOR__WATCH_CONFIG", "false")]);
+    assert!(!load_settings(None, &e).unwrap().supervisor.watch_config);
+}

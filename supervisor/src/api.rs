@@ -15,22 +15,29 @@
 //! stage that cannot stay up (so Kubernetes restarts the pod while the supervisor stops).
 //! `GET /config` shows the configuration in force (its generation, the files) and the
 //! last reload (applied, or rejected with every error); no secret.
+//!
+//! Access: the read-only routes (every `GET`, as in the Python version) are open; the
+//! mutating one (`POST /stages/{name}/restart`) passes [`crate::access`]'s rule first
+//! (a bearer token when one is configured, else loopback peers only).
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ftp_pooler_channel::{
     BrokerProblem, ConfigInForce, CtlRequest, CtlResponse, StageId, TransferDetail,
 };
-use ftp_pooler_config::{Config, ConnectionKind};
+use ftp_pooler_config::{Config, ConnectionKind, Secret};
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::access::{decide, Access, Configured};
 pub use crate::observed::{LastReload, Observed, REPORT_STALE};
 use crate::shell::Inbound;
 
@@ -51,6 +58,8 @@ pub(crate) struct ApiState {
     pub events: mpsc::UnboundedSender<Inbound>,
     /// The configuration in force (an applied reload replaces it).
     pub config: watch::Receiver<Arc<ConfigInForce>>,
+    /// `FTP_POOLER_ADMIN_TOKEN` as the supervisor started (wins over the token file).
+    pub env_token: Option<Secret>,
 }
 
 impl ApiState {
@@ -61,6 +70,64 @@ impl ApiState {
     /// The configuration in force (shared, not copied).
     fn config(&self) -> ConfigRef {
         ConfigRef(self.in_force())
+    }
+
+    /// The admin token for this request: the environment's, else the file's, read now
+    /// (a rotated Secret applies at once).
+    fn admin_token(&self) -> Configured {
+        if let Some(t) = &self.env_token {
+            return Configured::Token(t.clone());
+        }
+        let file = self.in_force().config.settings.api.admin_token_file.clone();
+        match file {
+            None => Configured::None,
+            Some(f) => match ftp_pooler_config::admin_token::read_file(std::path::Path::new(&f)) {
+                Ok(t) => Configured::Token(t),
+                Err(problem) => Configured::Unreadable(problem),
+            },
+        }
+    }
+}
+
+/// Lets a mutating request through only as [`crate::access`] decides.
+async fn admin_only(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or(""));
+    let detail = |text: &str| Json(json!({ "detail": text }));
+    let route = req.uri().path().to_string();
+    match decide(&s.admin_token(), authorization, peer.ip()) {
+        Access::Allowed => next.run(req).await,
+        Access::Unauthorized(why) => {
+            tracing::warn!(%peer, route, reason = why, "admin request refused");
+            (
+                StatusCode::UNAUTHORIZED,
+                [(
+                    header::WWW_AUTHENTICATE,
+                    "Bearer realm=\"ftp-pooler admin\"",
+                )],
+                detail(why),
+            )
+                .into_response()
+        }
+        Access::Forbidden(why) => {
+            tracing::warn!(%peer, route, "admin request refused: not loopback and no admin token configured");
+            (StatusCode::FORBIDDEN, detail(why)).into_response()
+        }
+        Access::Unavailable(problem) => {
+            tracing::error!(%peer, route, problem, "admin request refused: the admin token cannot be read");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                detail("the admin token configured (api.admin_token_file) cannot be read"),
+            )
+                .into_response()
+        }
     }
 }
 
@@ -76,8 +143,13 @@ pub(crate) fn api_router(state: ApiState) -> Router {
         .route("/pool/connections", get(connections))
         .route("/pool/connections/{id}/health", get(connection_health))
         .route("/stages", get(stages))
-        .route("/stages/{name}/restart", post(restart))
         .route("/config", get(config_in_force))
+        // Every mutating route goes here, behind the access rule.
+        .merge(
+            Router::new()
+                .route("/stages/{name}/restart", post(restart))
+                .route_layer(middleware::from_fn_with_state(state.clone(), admin_only)),
+        )
         .fallback(|| async { (StatusCode::NOT_FOUND, Json(json!({"detail": "Not Found"}))) })
         .with_state(state)
 }

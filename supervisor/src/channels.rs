@@ -6,7 +6,9 @@
 //!   The connection stays open for the stage's life: when the supervisor dies, the stage
 //!   sees its end close and stops;
 //! - ctl channel: one request, one answer, as long as the client keeps asking;
-//! - signals: SIGTERM and SIGINT drain, SIGHUP reloads.
+//! - signals: SIGTERM and SIGINT drain, SIGHUP reloads;
+//! - watched files: read every `supervisor.watch_config` interval; a settled change
+//!   ([`crate::watch`]) is a reload, the same as SIGHUP.
 //!
 //! Invariant: a stage always gets the configuration in force *when it connects* (the
 //! watch's current value), then each change; none is skipped between the two.
@@ -22,7 +24,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::core::Sig;
 use crate::shell::Inbound;
-use crate::SupervisorError;
+use crate::watch::{FileState, FileWatch, Fingerprint};
+use crate::{SupervisorError, WatchedFiles};
 
 pub(crate) async fn forward_signals(tx: mpsc::UnboundedSender<Inbound>) {
     use tokio::signal::unix::{signal, SignalKind};
@@ -38,6 +41,55 @@ pub(crate) async fn forward_signals(tx: mpsc::UnboundedSender<Inbound>) {
         if tx.send(Inbound::Signal(sig)).is_err() {
             return;
         }
+    }
+}
+
+/// Reads the watched files every `supervisor.watch_interval_seconds` of the
+/// configuration in force (nothing while `supervisor.watch_config` is off) and sends
+/// [`Inbound::FilesChanged`] when a change has settled. The first reading, at start (or
+/// when watching is turned on), is the baseline: the files as the configuration in force
+/// was read.
+pub(crate) async fn watch_files(
+    files: WatchedFiles,
+    config: watch::Receiver<Arc<ConfigInForce>>,
+    tx: mpsc::UnboundedSender<Inbound>,
+) {
+    let mut state: Option<FileWatch> = None;
+    loop {
+        let (on, every) = {
+            let s = &config.borrow().config.settings.supervisor;
+            (
+                s.watch_config,
+                Duration::from_secs(s.watch_interval_seconds.max(1)),
+            )
+        };
+        if !on {
+            state = None;
+        } else {
+            let files = files.clone();
+            let reading = tokio::task::spawn_blocking(move || -> Fingerprint {
+                files()
+                    .into_iter()
+                    .map(|p| {
+                        let state = FileState::of(std::fs::read(&p));
+                        (p, state)
+                    })
+                    .collect()
+            })
+            .await
+            .unwrap_or_default();
+            match &mut state {
+                None => state = Some(FileWatch::new(reading)),
+                Some(w) => {
+                    if let Some(changed) = w.observe(reading) {
+                        if tx.send(Inbound::FilesChanged(changed)).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(every).await;
     }
 }
 

@@ -11,7 +11,9 @@
 //! The rooms: [`core`] decides (pure: events in, actions out), [`shell`] runs the one
 //! event loop and does what the core decides, [`channels`] holds the sockets' tasks
 //! (stages, ctl, signals), [`reload`] plans a reload, [`policy`] restarts and gives up,
-//! [`api`], [`observed`] and [`metrics`] serve what the stages report. Invariants:
+//! [`api`], [`observed`] and [`metrics`] serve what the stages report ([`access`]: who
+//! may call the mutating routes), [`watch`]
+//! decides when changed files make a reload. Invariants:
 //! - the supervisor never touches Kafka or FTP; stages reconnect among themselves;
 //! - stages never read the configuration files: the supervisor reads and validates them
 //!   at start and at each reload, and a stage (re)started at any time runs on the
@@ -20,6 +22,7 @@
 //!   supervisor, which drains them in order) and stop by themselves when the
 //!   supervisor's channel closes.
 
+pub mod access;
 pub mod api;
 pub mod channels;
 pub mod core;
@@ -30,6 +33,7 @@ pub mod policy;
 pub mod reload;
 pub mod runtime_dir;
 pub mod shell;
+pub mod watch;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -79,6 +83,10 @@ pub enum Outcome {
 /// reload); every error found, one per line, on failure.
 pub type LoadConfig = Arc<dyn Fn() -> Result<Config, ConfigErrors> + Send + Sync>;
 
+/// Names the files the configuration is read from, as they are now (see
+/// `ftp_pooler_config::Sources::watched_files`): what `supervisor.watch_config` watches.
+pub type WatchedFiles = Arc<dyn Fn() -> Vec<PathBuf> + Send + Sync>;
+
 /// What the supervisor needs besides the configuration.
 #[derive(Clone)]
 pub struct Options {
@@ -87,4 +95,6 @@ pub struct Options {
     pub runtime_dir: PathBuf,
     /// How a reload reads the files.
     pub load: LoadConfig,
+    /// The files whose change makes a reload (when `supervisor.watch_config`).
+    pub watched: WatchedFiles,
 }

@@ -9,7 +9,8 @@
 //!   configuration when it connects): ingest reads `kafka`, `pool`, `shutdown`,
 //!   `logging`; publish `kafka`, `shutdown`, `logging`; a worker everything but `api`,
 //!   `metrics` and `supervisor`;
-//! - `supervisor` applies in the supervisor at once; `api` and `metrics` (its listeners)
+//! - `supervisor` (watching the files included) and `api.admin_token_file` apply in the
+//!   supervisor at once; `api` (host, port) and `metrics` (its listeners)
 //!   and the supervisor's own `logging` only at the next start of the service: the plan
 //!   names them in [`ReloadPlan::next_start`];
 //! - ingest takes a new registry without a restart (the supervisor sends it the new
@@ -77,7 +78,15 @@ fn changed_sections(old: &Settings, new: &Settings) -> BTreeSet<&'static str> {
         "circuit_breaker",
         old.circuit_breaker != new.circuit_breaker,
     );
-    check("api", old.api != new.api);
+    check(
+        "api",
+        old.api.host != new.api.host || old.api.port != new.api.port,
+    );
+    // Read by the API at each mutating request: in force at once, no stage reads it.
+    check(
+        "api.admin_token_file",
+        old.api.admin_token_file != new.api.admin_token_file,
+    );
     check("metrics", old.metrics != new.metrics);
     check("logging", old.logging != new.logging);
     check("shutdown", old.shutdown != new.shutdown);
@@ -94,7 +103,10 @@ fn reads(stage: &StageId, section: &str) -> bool {
     match stage {
         StageId::Ingest => matches!(section, "kafka" | "pool" | "shutdown" | "logging"),
         StageId::Publish => matches!(section, "kafka" | "shutdown" | "logging"),
-        StageId::Transfer(_) => !matches!(section, "api" | "metrics" | "supervisor" | "paths"),
+        StageId::Transfer(_) => !matches!(
+            section,
+            "api" | "api.admin_token_file" | "metrics" | "supervisor" | "paths"
+        ),
     }
 }
 
@@ -269,6 +281,12 @@ mod tests {
         let p = plan(&old, &api);
         assert!(p.restart.is_empty());
         assert_eq!(p.next_start, vec!["api"]);
+        // The admin token file and the file watch apply at once, restarting nothing.
+        let mut token = old.clone();
+        token.settings.api.admin_token_file = Some("/run/secrets/admin-token".into());
+        token.settings.supervisor.watch_interval_seconds = 5;
+        let p = plan(&old, &token);
+        assert!(p.changed && p.restart.is_empty() && p.next_start.is_empty());
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub(crate) enum Inbound {
     Timer(Timer),
     Ctl(CtlRequest, oneshot::Sender<CtlResponse>),
     Signal(Sig),
+    /// Watched configuration files changed (settled): reload, as SIGHUP.
+    FilesChanged(Vec<std::path::PathBuf>),
     /// Time to tell systemd the event loop is alive.
     Watchdog,
 }
@@ -154,6 +156,7 @@ pub async fn run(config: Config, opts: Options) -> Result<Outcome, SupervisorErr
         observed: observed.clone(),
         events: tx.clone(),
         config: config_rx.clone(),
+        env_token: ftp_pooler_config::admin_token::from_env(),
     };
     tokio::spawn(serve_http(
         api_listener,
@@ -170,9 +173,14 @@ pub async fn run(config: Config, opts: Options) -> Result<Outcome, SupervisorErr
     tokio::spawn(channels::accept_stages(
         stage_listener,
         tx.clone(),
-        config_rx,
+        config_rx.clone(),
     ));
     tokio::spawn(channels::accept_ctl(ctl_listener, tx.clone()));
+    tokio::spawn(channels::watch_files(
+        opts.watched.clone(),
+        config_rx,
+        tx.clone(),
+    ));
     tokio::spawn(channels::forward_signals(tx.clone()));
     let notifier = notify::Notifier::from_env();
     if let Some(every) = notifier.watchdog_every() {
@@ -260,6 +268,14 @@ impl Shell {
                 }
             }
             Inbound::Signal(sig) => Event::Signal(sig),
+            Inbound::FilesChanged(files) => {
+                let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+                tracing::info!(?files, "configuration files changed: reloading");
+                Event::Command {
+                    command: Command::Reload,
+                    reply: None,
+                }
+            }
             Inbound::Watchdog => {
                 self.notifier.send("WATCHDOG=1");
                 return None;
@@ -409,6 +425,8 @@ impl Shell {
             // Stages run on the configuration the supervisor hands them, never a file.
             .env_remove(ftp_pooler_config::ENV_CONFIG)
             .env_remove(ftp_pooler_config::ENV_CONNECTIONS)
+            // Only the supervisor's API checks the admin token.
+            .env_remove(ftp_pooler_config::admin_token::ENV_ADMIN_TOKEN)
             .stdin(std::process::Stdio::null())
             .process_group(0);
         // `ps` shows `ftp-pooler stage transfer <id>`.
@@ -454,7 +472,9 @@ fn describe(s: &ExitStatus) -> String {
 }
 
 async fn serve_http(listener: tokio::net::TcpListener, router: axum::Router, what: &'static str) {
-    if let Err(e) = axum::serve(listener, router).await {
+    // The peer's address: the admin routes answer loopback peers without a token.
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    if let Err(e) = axum::serve(listener, service).await {
         tracing::error!(server = what, error = %e, "HTTP server stopped");
     }
 }

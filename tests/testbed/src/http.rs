@@ -5,11 +5,25 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One request to 127.0.0.1:`port`; returns the status code and the body.
 pub async fn request(port: u16, method: &str, path: &str) -> Result<(u16, String), String> {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+    request_to(([127, 0, 0, 1], port).into(), method, path, &[]).await
+}
+
+/// One request to `addr` with extra `headers` (name, value); the status code and body.
+pub async fn request_to(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, String), String> {
+    let mut s = tokio::net::TcpStream::connect(addr)
         .await
-        .map_err(|e| format!("connect :{port}: {e}"))?;
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n{extra}\r\n"
     );
     s.write_all(req.as_bytes())
         .await
