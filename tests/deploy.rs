@@ -1,21 +1,63 @@
-//! The systemd unit and the Kubernetes manifests: `systemd-analyze verify` passes on the
-//! unit, and the manifests parse and agree with each other and with the configuration
-//! they carry (ports, probes, paths, grace period above the drain deadline, user).
+//! What an operator deploys, checked with the tools an operator would use:
+//!
+//! - the systemd unit: `systemd-analyze verify` passes;
+//! - the Kubernetes manifests: the kustomize base and the example overlay render with
+//!   kubectl's kustomize and validate `--strict` against the oldest and newest Kubernetes
+//!   supported; they agree with each other and with the configuration they carry, and the
+//!   service reads that configuration from the mounts as the kubelet lays them out.
+//!
+//! kubectl and kubernetes-validate come from PyPI, systemd-analyze from Debian
+//! (scripts/testbed/install.sh); a missing tool fails its test.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
+use base64::Engine as _;
 use ftp_pooler_config::{load_settings, Registry};
-use ftp_pooler_testbed::workspace_root;
+use ftp_pooler_testbed::{testbed_dir, workspace_root};
 use serde::Deserialize;
 use serde_yaml::Value;
 
 const EXE: &str = env!("CARGO_BIN_EXE_ftp-pooler");
 
+/// The oldest and the newest Kubernetes the manifests are validated against (and
+/// supported on: deploy/README.md). 1.27 is the first with the PodDisruptionBudget's
+/// unhealthyPodEvictionPolicy on by default.
+const KUBERNETES_VERSIONS: [&str; 2] = ["1.27.0", "1.37.0"];
+
+/// A deploy tool from the test bed's deploy venv (scripts/testbed/install-deploy-tools.sh).
+fn tool(name: &str) -> PathBuf {
+    let path = testbed_dir().join("deploy-venv/bin").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: scripts/testbed/install.sh installs it",
+        path.display()
+    );
+    path
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(workspace_root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+// --- systemd ---------------------------------------------------------------------------
+
+fn unit() -> String {
+    read("systemd/ftp-pooler.service")
+}
+
 #[test]
 fn the_systemd_unit_verifies() {
-    let unit =
-        std::fs::read_to_string(workspace_root().join("systemd/ftp-pooler.service")).unwrap();
+    let unit = unit();
     for needle in [
         "Type=notify",
         "WatchdogSec=",
@@ -48,7 +90,7 @@ fn the_systemd_unit_verifies() {
         .arg(&copy)
         .output()
         .expect("systemd-analyze (package systemd) is installed by scripts/testbed/install.sh");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = text(&out.stderr);
     assert!(
         out.status.success(),
         "systemd-analyze verify failed:\n{stderr}"
@@ -60,32 +102,25 @@ fn the_systemd_unit_verifies() {
     assert!(complaints.is_empty(), "{complaints:?}");
 }
 
-fn manifests() -> Vec<Value> {
-    let dir = workspace_root().join("deploy/k8s");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    let mut docs = Vec::new();
-    for f in files {
-        let text = std::fs::read_to_string(&f).unwrap();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let v = Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-            assert!(
-                v["apiVersion"].is_string() && v["kind"].is_string(),
-                "{}: no apiVersion/kind",
-                f.display()
-            );
-            assert!(
-                v["metadata"]["name"].is_string(),
-                "{}: no name",
-                f.display()
-            );
-            docs.push(v);
-        }
-    }
-    docs
+// --- Kubernetes --------------------------------------------------------------------------
+
+/// `kubectl kustomize deploy/k8s/<dir>`.
+fn render(dir: &str) -> String {
+    let out = run(Command::new(tool("kubectl"))
+        .arg("kustomize")
+        .arg(workspace_root().join("deploy/k8s").join(dir)));
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {dir} failed:\n{}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|d| Value::deserialize(d).unwrap())
+        .collect()
 }
 
 fn kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
@@ -95,9 +130,108 @@ fn kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
 }
 
 #[test]
+fn the_base_and_the_overlay_validate_strictly_for_the_oldest_and_newest_kubernetes() {
+    let dir = tempfile::tempdir().unwrap();
+    for which in ["base", "overlays/example"] {
+        let yaml = render(which);
+        let count = documents(&yaml).len();
+        assert!(count >= 6, "{which}: {count} objects");
+        let file = dir.path().join(format!("{}.yaml", which.replace('/', "-")));
+        std::fs::write(&file, &yaml).unwrap();
+        for version in KUBERNETES_VERSIONS {
+            let out = run(Command::new(tool("kubernetes-validate"))
+                .args(["--strict", "--kubernetes-version", version])
+                .arg(&file));
+            let report = format!("{}{}", text(&out.stdout), text(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{which} against Kubernetes {version}:\n{report}"
+            );
+            assert_eq!(
+                report.matches(" passed for resource ").count(),
+                count,
+                "{which} against Kubernetes {version}:\n{report}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_base_holds_no_secret_and_the_overlay_pins_namespace_and_image() {
+    // Re-applying the base never overwrites real credentials: it has none.
+    let base = documents(&render("base"));
+    assert!(base.iter().all(|d| d["kind"] != "Secret"));
+    for entry in std::fs::read_dir(workspace_root().join("deploy/k8s/base")).unwrap() {
+        let path = entry.unwrap().path();
+        let content = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            !content.contains("kind: Secret") && !content.contains("secretGenerator"),
+            "{}",
+            path.display()
+        );
+    }
+    let overlay = documents(&render("overlays/example"));
+    let ns = kind(&overlay, "Namespace")["metadata"]["name"].clone();
+    for doc in overlay.iter().filter(|d| d["kind"] != "Namespace") {
+        assert_eq!(doc["metadata"]["namespace"], ns, "{doc:?}");
+    }
+    // The image by digest (name@sha256:<64 hex>), never by tag alone.
+    let image = kind(&overlay, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let digest = image
+        .split_once("@sha256:")
+        .unwrap_or_else(|| panic!("{image}: not pinned by digest"))
+        .1;
+    assert!(
+        digest.len() == 64 && digest.chars().all(|c| c.is_ascii_hexdigit()),
+        "{image}"
+    );
+    // Fixed names, so that edits reach the pods in place (no restart on every edit).
+    for (k, name) in [
+        ("ConfigMap", "ftp-pooler-config"),
+        ("Secret", "ftp-pooler-connections"),
+    ] {
+        assert_eq!(kind(&overlay, k)["metadata"]["name"], name);
+    }
+}
+
+fn secret_file(secret: &Value, key: &str) -> String {
+    if let Some(s) = secret["stringData"][key].as_str() {
+        return s.to_string();
+    }
+    let b64: String = secret["data"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("Secret has no {key}"))
+        .split_whitespace()
+        .collect();
+    text(
+        &base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap(),
+    )
+}
+
+#[test]
 fn the_kubernetes_manifests_agree_with_the_configuration() {
-    let docs = manifests();
+    // The base's own config.yaml is valid too (an overlay may keep it).
+    let base = documents(&render("base"));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        kind(&base, "ConfigMap")["data"]["config.yaml"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    load_settings(Some(&cfg), &[]).unwrap_or_else(|e| panic!("base config.yaml: {e:?}"));
+
+    let docs = documents(&render("overlays/example"));
     for k in [
+        "Namespace",
+        "ServiceAccount",
         "ConfigMap",
         "Secret",
         "Service",
@@ -109,8 +243,6 @@ fn the_kubernetes_manifests_agree_with_the_configuration() {
     }
     // The settings in the ConfigMap are valid and give the ports.
     let cm = kind(&docs, "ConfigMap");
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("config.yaml");
     std::fs::write(&cfg, cm["data"]["config.yaml"].as_str().unwrap()).unwrap();
     let settings =
         load_settings(Some(&cfg), &[]).unwrap_or_else(|e| panic!("ConfigMap config.yaml: {e:?}"));
@@ -119,7 +251,7 @@ fn the_kubernetes_manifests_agree_with_the_configuration() {
 
     // The Secret's connections.ini is valid (base_path checked against a stand-in dir).
     let secret = kind(&docs, "Secret");
-    let ini = secret["stringData"]["connections.ini"].as_str().unwrap();
+    let ini = secret_file(secret, "connections.ini");
     let storage = tempfile::tempdir().unwrap();
     let registry = Registry::parse(
         Path::new("connections.ini"),
@@ -158,7 +290,15 @@ fn the_kubernetes_manifests_agree_with_the_configuration() {
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
-    // Mounts: config, connections read-only, storage from the claim template, runtime dir.
+    // No API token: the pod's and its ServiceAccount's.
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    let sa = kind(&docs, "ServiceAccount");
+    assert_eq!(pod["serviceAccountName"], sa["metadata"]["name"]);
+    assert_eq!(sa["automountServiceAccountToken"], false);
+    assert_eq!(pod["enableServiceLinks"], false);
+
+    // Mounts: config and connections as read-only directories (no subPath: a subPath
+    // mount never sees an edit), storage from the claim template, the runtime dir.
     let env = |name: &str| {
         c["env"]
             .as_sequence()
@@ -171,24 +311,23 @@ fn the_kubernetes_manifests_agree_with_the_configuration() {
             .to_string()
     };
     let mounts = c["volumeMounts"].as_sequence().unwrap();
+    assert!(mounts.iter().all(|m| m["subPath"].is_null()), "{mounts:?}");
     let mount = |name: &str| {
         mounts
             .iter()
             .find(|m| m["name"] == name)
             .unwrap_or_else(|| panic!("no mount {name}"))
     };
-    assert_eq!(
-        mount("config")["mountPath"],
-        env("FTP_POOLER_CONFIG").as_str()
-    );
-    assert_eq!(
-        format!(
-            "{}/connections.ini",
-            mount("connections")["mountPath"].as_str().unwrap()
-        ),
-        env("FTP_POOLER_CONNECTIONS")
-    );
-    assert_eq!(mount("connections")["readOnly"], true);
+    for (volume, var, file) in [
+        ("config", "FTP_POOLER_CONFIG", "config.yaml"),
+        ("connections", "FTP_POOLER_CONNECTIONS", "connections.ini"),
+    ] {
+        assert_eq!(
+            format!("{}/{file}", mount(volume)["mountPath"].as_str().unwrap()),
+            env(var)
+        );
+        assert_eq!(mount(volume)["readOnly"], true);
+    }
     assert_eq!(mount("storage")["mountPath"], "/data/storage");
     assert_eq!(
         mount("run")["mountPath"],
@@ -211,9 +350,14 @@ fn the_kubernetes_manifests_agree_with_the_configuration() {
     assert_eq!(svc["spec"]["clusterIP"], "None");
     assert_eq!(sts["spec"]["serviceName"], svc["metadata"]["name"]);
     let labels = &sts["spec"]["template"]["metadata"]["labels"];
-    for (k, v) in svc["spec"]["selector"].as_mapping().unwrap() {
-        assert_eq!(&labels[k], v);
-    }
+    let selects_the_pods = |sel: &Value| {
+        let sel = sel.as_mapping().unwrap();
+        assert!(!sel.is_empty());
+        for (k, v) in sel {
+            assert_eq!(&labels[k], v);
+        }
+    };
+    selects_the_pods(&svc["spec"]["selector"]);
     let svc_ports: Vec<u64> = svc["spec"]["ports"]
         .as_sequence()
         .unwrap()
@@ -230,19 +374,113 @@ fn the_kubernetes_manifests_agree_with_the_configuration() {
         .map(|p| p["port"].as_u64().unwrap())
         .collect();
     assert_eq!(ingress, [api, metrics]);
-    for doc in [np, kind(&docs, "PodDisruptionBudget")] {
-        let sel = doc["spec"]["podSelector"]["matchLabels"]
-            .as_mapping()
-            .or(doc["spec"]["selector"]["matchLabels"].as_mapping())
-            .unwrap();
-        for (k, v) in sel {
-            assert_eq!(&labels[k], v);
+    selects_the_pods(&np["spec"]["podSelector"]["matchLabels"]);
+    // The PDB: one pod away at a time, and an unready pod (a broker outage makes them all
+    // unready) never blocks a node drain.
+    let pdb = kind(&docs, "PodDisruptionBudget");
+    selects_the_pods(&pdb["spec"]["selector"]["matchLabels"]);
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    assert_eq!(pdb["spec"]["unhealthyPodEvictionPolicy"], "AlwaysAllow");
+    // The pods spread over nodes.
+    let anti = &pod["affinity"]["podAntiAffinity"];
+    let terms: Vec<&Value> = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .map(|t| &t["podAffinityTerm"])
+        .chain(
+            anti["requiredDuringSchedulingIgnoredDuringExecution"]
+                .as_sequence()
+                .into_iter()
+                .flatten(),
+        )
+        .collect();
+    let term = terms
+        .iter()
+        .find(|t| t["topologyKey"] == "kubernetes.io/hostname")
+        .expect("pod anti-affinity per node");
+    selects_the_pods(&term["labelSelector"]["matchLabels"]);
+}
+
+/// Lays out `files` as the kubelet does for a ConfigMap or Secret volume at `dir`: the
+/// data in a timestamped folder, `..data` a symbolic link to it (swapped in one rename
+/// on an update), and each file a link through `..data`.
+fn kubelet_volume(dir: &Path, generation: u32, files: &[(&str, &str)]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let data = format!("..2025_01_01_00_00_0{generation}.000000000");
+    std::fs::create_dir(dir.join(&data)).unwrap();
+    for (name, content) in files {
+        std::fs::write(dir.join(&data).join(name), content).unwrap();
+        let link = dir.join(name);
+        if link.symlink_metadata().is_err() {
+            std::os::unix::fs::symlink(format!("..data/{name}"), link).unwrap();
         }
     }
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(&data, &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+}
 
-    // The image runs as uid 1000.
-    let dockerfile = std::fs::read_to_string(workspace_root().join("deploy/Dockerfile")).unwrap();
-    assert!(dockerfile.contains("USER 1000"));
-    assert!(dockerfile.matches("FROM ").count() >= 2, "multi-stage");
-    assert!(dockerfile.contains(&format!("EXPOSE {api} {metrics}")));
+/// What the pod's service reads: the ConfigMap and the Secret mounted where the
+/// StatefulSet mounts them (re-rooted under a temporary folder), found through the
+/// environment the StatefulSet sets, pass `check-config`; after an update of the
+/// mounted Secret (as the kubelet makes it) the service reads the new file.
+#[test]
+fn the_service_reads_its_configuration_from_the_mounts() {
+    let docs = documents(&render("overlays/example"));
+    let c = &kind(&docs, "StatefulSet")["spec"]["template"]["spec"]["containers"][0];
+    let root = tempfile::tempdir().unwrap();
+    let rooted = |p: &str| root.path().join(p.trim_start_matches('/'));
+    let mount = |name: &str| {
+        rooted(
+            c["volumeMounts"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .find(|m| m["name"] == name)
+                .unwrap()["mountPath"]
+                .as_str()
+                .unwrap(),
+        )
+    };
+    let env: Vec<(String, PathBuf)> = c["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter(|e| e["name"] == "FTP_POOLER_CONFIG" || e["name"] == "FTP_POOLER_CONNECTIONS")
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                rooted(e["value"].as_str().unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(env.len(), 2);
+    let storage = mount("storage");
+    std::fs::create_dir_all(&storage).unwrap();
+    let config = kind(&docs, "ConfigMap")["data"]["config.yaml"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ini = secret_file(kind(&docs, "Secret"), "connections.ini")
+        .replace("/data/storage", &storage.display().to_string());
+    kubelet_volume(&mount("config"), 1, &[("config.yaml", &config)]);
+    kubelet_volume(&mount("connections"), 1, &[("connections.ini", &ini)]);
+    let check = || {
+        let out = run(Command::new(EXE)
+            .arg("check-config")
+            .env_remove("FTP_POOLER_CONFIG")
+            .env_remove("FTP_POOLER_CONNECTIONS")
+            .envs(env.iter().map(|(k, v)| (k, v))));
+        let report = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(out.status.success(), "check-config:\n{report}");
+        report
+    };
+    let first = check();
+    assert!(first.contains("remote-a"), "{first}");
+    // An edit of the Secret, as the kubelet applies it: the mounted file changes.
+    let edited = format!("{ini}\n[remote-b]\ntype = ftp\nhost = ftp-b.example.internal\n");
+    kubelet_volume(&mount("connections"), 2, &[("connections.ini", &edited)]);
+    let second = check();
+    assert!(second.contains("remote-b"), "{second}");
 }
