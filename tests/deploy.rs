@@ -4,17 +4,24 @@
 //! - the Kubernetes manifests: the kustomize base and the example overlay render with
 //!   kubectl's kustomize and validate `--strict` against the oldest and newest Kubernetes
 //!   supported; they agree with each other and with the configuration they carry, and the
-//!   service reads that configuration from the mounts as the kubelet lays them out.
+//!   service reads that configuration from the mounts as the kubelet lays them out;
+//! - the container image's Dockerfile: hadolint passes, bases pinned by digest, OCI
+//!   labels, the runtime directory, .dockerignore, and its HEALTHCHECK command answers
+//!   while the real service runs and fails when it does not.
 //!
-//! kubectl and kubernetes-validate come from PyPI, systemd-analyze from Debian
+//! kubectl, kubernetes-validate and hadolint come from PyPI, systemd-analyze from Debian
 //! (scripts/testbed/install.sh); a missing tool fails its test.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use ftp_pooler_config::{load_settings, Registry};
+use ftp_pooler_testbed::service::{Service, Topics};
 use ftp_pooler_testbed::{testbed_dir, workspace_root};
+use nix::sys::signal::Signal;
 use serde::Deserialize;
 use serde_yaml::Value;
 
@@ -483,4 +490,193 @@ fn the_service_reads_its_configuration_from_the_mounts() {
     kubelet_volume(&mount("connections"), 2, &[("connections.ini", &edited)]);
     let second = check();
     assert!(second.contains("remote-b"), "{second}");
+}
+
+// --- The container image -------------------------------------------------------------------
+
+fn dockerfile() -> String {
+    read("deploy/Dockerfile")
+}
+
+#[test]
+fn the_dockerfile_passes_hadolint() {
+    let out = run(Command::new(tool("hadolint"))
+        .arg("--no-color")
+        .arg(workspace_root().join("deploy/Dockerfile")));
+    assert!(
+        out.status.success(),
+        "hadolint:\n{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+/// The value of `KEY=value` or `KEY="value"` in a Dockerfile line.
+fn dockerfile_value<'a>(dockerfile: &'a str, key: &str) -> &'a str {
+    let at = dockerfile
+        .find(&format!("{key}="))
+        .unwrap_or_else(|| panic!("no {key}= in the Dockerfile"));
+    let rest = &dockerfile[at + key.len() + 1..];
+    match rest.strip_prefix('"') {
+        Some(quoted) => &quoted[..quoted.find('"').unwrap()],
+        None => rest.split_whitespace().next().unwrap(),
+    }
+}
+
+#[test]
+fn the_image_pins_its_bases_carries_labels_and_runs_as_uid_1000() {
+    let dockerfile = dockerfile();
+    // Every base image by digest.
+    let froms: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("FROM "))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert!(froms.len() >= 2, "multi-stage");
+    for from in &froms {
+        let digest = from
+            .split_once("@sha256:")
+            .unwrap_or_else(|| panic!("FROM {from}: not pinned by digest"))
+            .1;
+        assert!(
+            digest.len() == 64 && digest.chars().all(|c| c.is_ascii_hexdigit()),
+            "{from}"
+        );
+    }
+    // OCI labels, agreeing with Cargo.toml and with the runtime base.
+    let cargo = read("Cargo.toml");
+    let workspace_value = |key: &str| {
+        cargo
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
+            .unwrap()
+            .trim_end_matches('"')
+            .to_string()
+    };
+    assert_eq!(
+        dockerfile_value(&dockerfile, "ARG VERSION"),
+        workspace_value("version")
+    );
+    assert_eq!(
+        dockerfile_value(&dockerfile, "org.opencontainers.image.licenses"),
+        workspace_value("license")
+    );
+    for label in [
+        "title",
+        "description",
+        "version",
+        "revision",
+        "created",
+        "base.name",
+    ] {
+        dockerfile_value(&dockerfile, &format!("org.opencontainers.image.{label}"));
+    }
+    let runtime = froms.last().unwrap();
+    assert_eq!(
+        format!(
+            "{}@{}",
+            dockerfile_value(&dockerfile, "org.opencontainers.image.base.name")
+                .trim_start_matches("docker.io/library/"),
+            dockerfile_value(&dockerfile, "org.opencontainers.image.base.digest")
+        ),
+        *runtime
+    );
+    // The build's Rust is at least the workspace's rust-version.
+    let rust = froms[0]
+        .strip_prefix("rust:")
+        .expect("the build stage is rust:<version>")
+        .split('-')
+        .next()
+        .unwrap();
+    let parse = |v: &str| -> Vec<u32> { v.split('.').map(|p| p.parse().unwrap()).collect() };
+    assert!(
+        parse(rust) >= parse(&workspace_value("rust-version")),
+        "rust {rust}"
+    );
+
+    // uid 1000, its runtime directory, the ports of the configuration.
+    assert!(dockerfile.contains("USER 1000"));
+    let runtime_dir = dockerfile_value(&dockerfile, "ENV FTP_POOLER_RUNTIME_DIR");
+    assert!(
+        dockerfile.contains(&format!("install -d -m 0700 -o 1000 -g 1000 {runtime_dir}")),
+        "{runtime_dir} is not made for uid 1000"
+    );
+    let settings = load_settings(None, &[]).unwrap();
+    assert!(dockerfile.contains(&format!(
+        "EXPOSE {} {}",
+        settings.api.port, settings.metrics.port
+    )));
+    assert!(dockerfile.contains("HEALTHCHECK "));
+
+    // The build context leaves out every build output: each .gitignore entry.
+    let ignored: BTreeSet<&str> = include_str!("../.dockerignore")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    for entry in include_str!("../.gitignore")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        assert!(
+            ignored.contains(entry.trim_start_matches('/')),
+            ".dockerignore lacks {entry}"
+        );
+    }
+}
+
+/// The HEALTHCHECK's command, run as Docker runs it (with the image's environment): it
+/// fails while no service runs, succeeds while the service runs, fails after it stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_image_healthcheck_answers_while_the_service_runs() {
+    let dockerfile = dockerfile();
+    let json = dockerfile
+        .split("HEALTHCHECK ")
+        .nth(1)
+        .and_then(|h| h.split_once("CMD "))
+        .map(|(_, cmd)| cmd.lines().next().unwrap())
+        .expect("HEALTHCHECK ... CMD [...]");
+    let argv: Vec<String> = serde_json::from_str(json).unwrap();
+    assert_eq!(argv[0], "/usr/local/bin/ftp-pooler", "{argv:?}");
+    let topics = Topics::create(1).await;
+    let work = tempfile::tempdir().unwrap();
+    let ini = format!(
+        "[local]\ntype = local\nbase_path = {}\n",
+        work.path().display()
+    );
+    let dir = work.path().join("svc");
+    let health = || {
+        Command::new(EXE)
+            .args(&argv[1..])
+            .env("FTP_POOLER_RUNTIME_DIR", dir.join("rt"))
+            .output()
+            .unwrap()
+    };
+    // No service yet: unhealthy.
+    assert!(!health().status.success(), "healthy without a service");
+    let mut svc = Service::start(Path::new(EXE), &dir, &topics.config_yaml(""), &ini);
+    assert_eq!(svc.runtime_dir(), dir.join("rt"));
+    let start = Instant::now();
+    loop {
+        let out = health();
+        if out.status.success() {
+            assert!(text(&out.stdout).contains("supervisor pid"));
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never healthy:\n{}\n{}",
+            text(&out.stderr),
+            svc.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    svc.signal(Signal::SIGTERM);
+    assert!(svc
+        .wait_exit(Duration::from_secs(60))
+        .await
+        .is_some_and(|s| s.success()));
+    let after = health();
+    assert!(!after.status.success(), "healthy after the service stopped");
 }
