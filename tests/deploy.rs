@@ -1,6 +1,9 @@
 //! What an operator deploys, checked with the tools an operator would use:
 //!
-//! - the systemd unit: `systemd-analyze verify` passes;
+//! - the systemd unit: `systemd-analyze verify` passes, `systemd-analyze security` rates
+//!   its exposure 2.0 at most, its Documentation= is what the README installs, and its
+//!   SystemCallFilter= allows every system call the real service makes (recorded with
+//!   strace through a transfer, a reload and a drain);
 //! - the Kubernetes manifests: the kustomize base and the example overlay render with
 //!   kubectl's kustomize and validate `--strict` against the oldest and newest Kubernetes
 //!   supported; they agree with each other and with the configuration they carry, and the
@@ -9,19 +12,20 @@
 //!   labels, the runtime directory, .dockerignore, and its HEALTHCHECK command answers
 //!   while the real service runs and fails when it does not.
 //!
-//! kubectl, kubernetes-validate and hadolint come from PyPI, systemd-analyze from Debian
-//! (scripts/testbed/install.sh); a missing tool fails its test.
+//! kubectl, kubernetes-validate and hadolint come from PyPI, strace and systemd-analyze
+//! from Debian (scripts/testbed/install.sh); a missing tool fails its test.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use ftp_pooler_config::{load_settings, Registry};
-use ftp_pooler_testbed::service::{Service, Topics};
-use ftp_pooler_testbed::{testbed_dir, workspace_root};
-use nix::sys::signal::Signal;
+use ftp_pooler_testbed::service::{children_of, produce, Service, Topics, Watcher};
+use ftp_pooler_testbed::{testbed_dir, workspace_root, FtpKind, FtpServer};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use serde::Deserialize;
 use serde_yaml::Value;
 
@@ -66,6 +70,7 @@ fn unit() -> String {
 fn the_systemd_unit_verifies() {
     let unit = unit();
     for needle in [
+        "Documentation=",
         "Type=notify",
         "WatchdogSec=",
         "Restart=on-failure",
@@ -77,6 +82,9 @@ fn the_systemd_unit_verifies() {
         "EnvironmentFile=",
         "ReadWritePaths=",
         "RuntimeDirectory=ftp-pooler",
+        "SystemCallFilter=@system-service",
+        "SystemCallFilter=~@privileged @resources",
+        "SystemCallErrorNumber=EPERM",
     ] {
         assert!(unit.contains(needle), "the unit lacks {needle}");
     }
@@ -107,6 +115,203 @@ fn the_systemd_unit_verifies() {
         .filter(|l| l.contains("ftp-pooler.service"))
         .collect();
     assert!(complaints.is_empty(), "{complaints:?}");
+}
+
+#[test]
+fn the_systemd_units_exposure_is_at_most_2_0() {
+    let out = run(Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(workspace_root().join("systemd/ftp-pooler.service")));
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "systemd-analyze security failed:\n{stdout}{}",
+        text(&out.stderr)
+    );
+    // "→ Overall exposure level for ftp-pooler.service: 1.2 OK 🙂"
+    let level: f64 = stdout
+        .lines()
+        .find_map(|l| l.split_once("Overall exposure level for ftp-pooler.service: "))
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no overall exposure level in:\n{stdout}"))
+        .parse()
+        .unwrap();
+    assert!(level <= 2.0, "exposure {level} > 2.0:\n{stdout}");
+}
+
+#[test]
+fn the_systemd_units_documentation_is_what_the_readme_installs() {
+    let unit = unit();
+    let docs: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("Documentation="))
+        .flat_map(|l| l.split_whitespace())
+        .collect();
+    assert!(!docs.is_empty());
+    let readme = read("systemd/README.md");
+    for doc in docs {
+        let path = doc
+            .strip_prefix("file:")
+            .unwrap_or_else(|| panic!("{doc}: not a file: URI"));
+        // `sudo install -D -m 0644 <repo file> <path>` in the README's install steps.
+        let source = readme
+            .lines()
+            .filter(|l| l.contains("install ") && l.trim_end().ends_with(&format!(" {path}")))
+            .find_map(|l| l.split_whitespace().rev().nth(1))
+            .unwrap_or_else(|| panic!("systemd/README.md does not install {path}"));
+        assert!(
+            workspace_root().join(source).is_file(),
+            "{path} is installed from {source}, which does not exist"
+        );
+    }
+}
+
+/// The system calls a SystemCallFilter= set stands for, as systemd expands it.
+fn syscall_set(name: &str, memo: &mut HashMap<String, BTreeSet<String>>) -> BTreeSet<String> {
+    if !name.starts_with('@') {
+        return BTreeSet::from([name.to_string()]);
+    }
+    if let Some(s) = memo.get(name) {
+        return s.clone();
+    }
+    let out = run(Command::new("systemd-analyze").args(["syscall-filter", name]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut set = BTreeSet::new();
+    for line in text(&out.stdout).lines().skip(1) {
+        let item = line.trim();
+        if item.is_empty() || item.starts_with('#') {
+            continue;
+        }
+        set.extend(syscall_set(item, memo));
+    }
+    memo.insert(name.to_string(), set.clone());
+    set
+}
+
+/// The service under strace, through a transfer, a reload and a drain (SIGTERM): every
+/// system call it made, in any of its processes, is one the unit's SystemCallFilter=
+/// allows (otherwise it would fail with EPERM under systemd).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_syscall_filter_allows_every_call_the_service_makes() {
+    let server = FtpServer::start(FtpKind::Vsftpd, false);
+    server.put("in/f.bin", &vec![7u8; 300_000]);
+    let storage = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let topics = Topics::create(1).await;
+    let watcher = Watcher::start(&topics).await;
+
+    // `ftp-pooler run` under `strace -f`: the supervisor and every stage it spawns.
+    let trace = work.path().join("strace.log");
+    let wrapper = work.path().join("ftp-pooler-traced");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec strace -f -qq -o '{}' '{EXE}' \"$@\"\n",
+            trace.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let yaml = topics.config_yaml("shutdown:\n  drain_timeout_seconds: 10\n");
+    let ini = format!(
+        "{}\n[local]\ntype = local\nbase_path = {}\n",
+        server.ini_section("a"),
+        storage.path().display()
+    );
+    let mut svc = Service::start(&wrapper, &work.path().join("svc"), &yaml, &ini);
+    svc.wait_ready(Duration::from_secs(90)).await;
+    let task = serde_json::json!({"task_id": "t1", "src_id": "a", "src_path": "in/f.bin",
+        "dst_id": "local", "dst_path": "out/f.bin"});
+    produce(
+        &topics.tasks,
+        &[(Some("t1".into()), serde_json::to_vec(&task).unwrap())],
+    )
+    .await;
+    let seen = watcher
+        .wait_for(
+            Duration::from_secs(90),
+            "t1",
+            |s| s.by_task.contains_key("t1"),
+            || svc.log(),
+        )
+        .await;
+    assert_eq!(seen.by_task["t1"][0].value["status"], "success");
+    assert!(storage.path().join("out/f.bin").is_file());
+    // A reload that adds a connection (a new worker process).
+    let more = tempfile::tempdir().unwrap();
+    std::fs::write(
+        svc.dir.join("connections.ini"),
+        format!(
+            "{ini}\n[more]\ntype = local\nbase_path = {}\n",
+            more.path().display()
+        ),
+    )
+    .unwrap();
+    let reply = svc.reload().await;
+    assert!(
+        matches!(reply, ftp_pooler_channel::CtlResponse::Reloaded { .. }),
+        "{reply:?}"
+    );
+    svc.wait_ready(Duration::from_secs(30)).await;
+    // The drain: SIGTERM to the supervisor (strace's child), as systemd sends it.
+    let supervisor = *children_of(svc.pid())
+        .keys()
+        .next()
+        .expect("the supervisor under strace");
+    kill(Pid::from_raw(supervisor as i32), Signal::SIGTERM).unwrap();
+    let status = svc.wait_exit(Duration::from_secs(60)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}:\n{}",
+        svc.log()
+    );
+
+    // "1234  openat(AT_FDCWD, ...) = 3", "1234  <... read resumed>...", "1234  +++ exited".
+    let log = std::fs::read_to_string(&trace).unwrap();
+    let used: BTreeSet<String> = log
+        .lines()
+        .filter_map(|l| {
+            l.split_once(char::is_whitespace)
+                .map(|(_, r)| r.trim_start())
+        })
+        .filter_map(|r| r.split_once('(').map(|(name, _)| name))
+        .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .map(str::to_string)
+        .collect();
+    assert!(used.contains("clone3") || used.contains("clone") || used.contains("vfork"));
+    assert!(used.contains("execve"), "{used:?}");
+
+    let mut memo = HashMap::new();
+    let mut allowed = BTreeSet::new();
+    for line in unit().lines() {
+        let Some(filter) = line.strip_prefix("SystemCallFilter=") else {
+            continue;
+        };
+        match filter.strip_prefix('~') {
+            Some(deny) => {
+                for name in deny.split_whitespace() {
+                    for call in syscall_set(name, &mut memo) {
+                        allowed.remove(&call);
+                    }
+                }
+            }
+            None => {
+                for name in filter.split_whitespace() {
+                    allowed.extend(syscall_set(name, &mut memo));
+                }
+            }
+        }
+    }
+    let denied: Vec<&String> = used.difference(&allowed).collect();
+    assert!(
+        denied.is_empty(),
+        "the unit's SystemCallFilter= denies {denied:?}, which the service calls ({} calls seen)",
+        used.len()
+    );
 }
 
 // --- Kubernetes --------------------------------------------------------------------------
