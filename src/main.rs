@@ -3,12 +3,15 @@
 //! - `run`: the supervisor (room `supervisor/`), which re-executes this binary as
 //! - `stage ingest|transfer <id>|publish`: the stage processes (rooms `stages/*`);
 //! - `ctl status|restart <stage>`: talks to a running supervisor;
-//! - `check-config`: validates both configuration files.
+//! - `check-config`: validates both configuration files;
+//! - `completions <shell>` and `man`: shell completions and the man page (roff), both
+//!   generated from this command line, on stdout.
 //!
 //! Errors are reported here, at the edge, with `anyhow`; exit codes: 0 ok, 1 failure
 //! (including a supervisor that gave up on a crash-looping stage), 2 invalid
 //! configuration or usage.
 
+mod build_info;
 mod check_config;
 mod logging;
 
@@ -54,6 +57,12 @@ enum Command {
         #[command(subcommand)]
         action: CtlAction,
     },
+    /// Print the shell completion script for SHELL (e.g. `ftp-pooler completions bash >
+    /// /etc/bash_completion.d/ftp-pooler`).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff): `ftp-pooler man > ftp-pooler.1`, or `ftp-pooler man |
+    /// man -l -`.
+    Man,
     /// A stage process (started by the supervisor, not by hand).
     #[command(hide = true)]
     Stage {
@@ -115,29 +124,37 @@ impl RuntimeArgs {
     }
 }
 
-/// `--version` (long form): the version, and what the linked librdkafka offers.
-fn long_version() -> String {
-    let lib = ftp_pooler_kafka::librdkafka();
-    format!(
-        "{}\nlibrdkafka {}\nlibrdkafka builtin.features {}",
-        env!("CARGO_PKG_VERSION"),
-        lib.version,
-        lib.features
-    )
+/// The whole command line, `--version` (long form: commit, build date, rustc,
+/// librdkafka) included.
+fn command(build: &build_info::BuildInfo) -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command().long_version(build.long_version_static())
 }
 
 fn main() -> ExitCode {
-    use clap::{CommandFactory, FromArgMatches};
-    // Built once per process; clap keeps it for the life of the program.
-    let long: &'static str = Box::leak(long_version().into_boxed_str());
-    let matches = Cli::command().long_version(long).get_matches();
+    use clap::FromArgMatches;
+    let build = build_info::BuildInfo::current();
+    let matches = command(&build).get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
     let outcome = match cli.command {
         Command::CheckConfig(args) => check_config::run(&args.sources()),
-        Command::Run { config, runtime } => run(&config, &runtime),
+        Command::Run { config, runtime } => run(&config, &runtime, &build),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut command(&build),
+                "ftp-pooler",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => clap_mangen::Man::new(command(&build))
+            .render(&mut std::io::stdout())
+            .map(|()| ExitCode::SUCCESS)
+            .context("writing the man page"),
         Command::Ctl { runtime, action } => ctl(&runtime, action),
         Command::Stage { stage } => stage_main(stage),
     };
@@ -164,7 +181,11 @@ fn load(sources: &ftp_pooler_config::Sources) -> Result<Config, ExitCode> {
         })
 }
 
-fn run(args: &ConfigArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
+fn run(
+    args: &ConfigArgs,
+    runtime: &RuntimeArgs,
+    build: &build_info::BuildInfo,
+) -> anyhow::Result<ExitCode> {
     let mut sources = args.sources();
     let config = match load(&sources) {
         Ok(c) => c,
@@ -190,6 +211,7 @@ fn run(args: &ConfigArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
         // The supervisor owns the configuration: it reads the files at start and at each
         // reload, checked as at start (librdkafka included); stages never read them.
         load: std::sync::Arc::new(move || sources.load_checked(&ftp_pooler_kafka::check)),
+        build_info: build.labels(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

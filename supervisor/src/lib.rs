@@ -87,4 +87,7 @@ pub struct Options {
     pub runtime_dir: PathBuf,
     /// How a reload reads the files.
     pub load: LoadConfig,
+    /// The labels of the `ftp_pooler_build_info` gauge (version, commit, rustc,
+    /// librdkafka), always 1.
+    pub build_info: Vec<(String, String)>,
 }

@@ -61,8 +61,20 @@ struct OwnMetrics {
     reload_failures: prometheus::IntCounter,
 }
 
+/// `ftp_pooler_build_info{version,commit,rustc,librdkafka} 1`: what this build is.
+fn build_info(labels: &[(String, String)]) -> prometheus::IntGauge {
+    let opts = prometheus::Opts::new(
+        "ftp_pooler_build_info",
+        "The build of this service (version, git commit, rustc, librdkafka); always 1",
+    )
+    .const_labels(labels.iter().cloned().collect());
+    let gauge = prometheus::IntGauge::with_opts(opts).expect("a valid metric");
+    gauge.set(1);
+    gauge
+}
+
 impl OwnMetrics {
-    fn new() -> OwnMetrics {
+    fn new(build: &[(String, String)]) -> OwnMetrics {
         let restarts = prometheus::IntCounterVec::new(
             prometheus::Opts::new(
                 "ftp_stage_restarts_total",
@@ -95,6 +107,9 @@ impl OwnMetrics {
             .expect("unique");
         registry
             .register(Box::new(reload_failures.clone()))
+            .expect("unique");
+        registry
+            .register(Box::new(build_info(build)))
             .expect("unique");
         OwnMetrics {
             registry,
@@ -186,12 +201,13 @@ pub async fn run(config: Config, opts: Options) -> Result<Outcome, SupervisorErr
             }
         });
     }
+    let metrics = OwnMetrics::new(&opts.build_info);
     let mut shell = Shell {
         opts,
         paths,
         events: tx,
         observed,
-        metrics: OwnMetrics::new(),
+        metrics,
         notifier,
         config: config_tx,
         replies: HashMap::new(),
