@@ -91,6 +91,17 @@ enum StageKind {
     Publish,
 }
 
+impl StageKind {
+    /// The name its lines carry (`transfer:<id>`), before the id is checked.
+    fn name(&self) -> String {
+        match self {
+            StageKind::Ingest => "ingest".into(),
+            StageKind::Publish => "publish".into(),
+            StageKind::Transfer { connection_id } => format!("transfer:{connection_id}"),
+        }
+    }
+}
+
 /// Where the configuration comes from (flags win over FTP_POOLER_CONFIG / FTP_POOLER_CONNECTIONS).
 #[derive(clap::Args, Debug, Clone)]
 struct ConfigArgs {
@@ -139,6 +150,18 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    // Service processes log (fatal errors and panics included) in the configured format
+    // from the first line on; see logging.rs for the rule before the configuration.
+    match &cli.command {
+        Command::Run { config, .. } => logging::bootstrap(
+            "supervisor",
+            logging::Format::bootstrap(config.sources().config_file.as_deref()),
+        ),
+        Command::Stage { stage } => {
+            logging::bootstrap(&stage.name(), logging::Format::bootstrap(None))
+        }
+        _ => {}
+    }
     let outcome = match cli.command {
         Command::CheckConfig(args) => check_config::run(&args.sources()),
         Command::Run { config, runtime } => run(&config, &runtime, &build),
@@ -158,13 +181,15 @@ fn main() -> ExitCode {
         Command::Ctl { runtime, action } => ctl(&runtime, action),
         Command::Stage { stage } => stage_main(stage),
     };
-    match outcome {
+    let code = match outcome {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("ftp-pooler: {e:#}");
+            logging::fatal(&e);
             ExitCode::FAILURE
         }
-    }
+    };
+    logging::finish();
+    code
 }
 
 /// Loads the configuration, with the librdkafka properties checked by librdkafka, or
@@ -174,9 +199,9 @@ fn load(sources: &ftp_pooler_config::Sources) -> Result<Config, ExitCode> {
         .load_checked(&ftp_pooler_kafka::check)
         .map_err(|errors| {
             for e in errors.iter() {
-                eprintln!("{e}");
+                logging::error_line(&e.to_string());
             }
-            eprintln!("configuration invalid: {} error(s)", errors.len());
+            logging::error_line(&format!("configuration invalid: {} error(s)", errors.len()));
             ExitCode::from(2)
         })
 }
@@ -204,7 +229,7 @@ fn run(
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    let _logs = logging::init(&config.settings.logging, "supervisor");
+    logging::init(&config.settings.logging, "supervisor");
     let opts = ftp_pooler_supervisor::Options {
         exe: std::env::current_exe().context("locating the ftp-pooler executable")?,
         runtime_dir: runtime.dir(),
@@ -218,10 +243,7 @@ fn run(
         .build()?;
     match rt.block_on(ftp_pooler_supervisor::run(config, opts))? {
         Outcome::Stopped => Ok(ExitCode::SUCCESS),
-        Outcome::GaveUp { stage } => {
-            eprintln!("ftp-pooler: stage {stage} kept crashing; gave up");
-            Ok(ExitCode::FAILURE)
-        }
+        Outcome::GaveUp { stage } => Err(anyhow::anyhow!("stage {stage} kept crashing; gave up")),
     }
 }
 
@@ -302,7 +324,8 @@ fn stage_main(stage: StageKind) -> anyhow::Result<ExitCode> {
     let supervisor = rt
         .block_on(SupervisorLink::connect(&paths, role, &name, 0))
         .with_context(|| format!("{name}: no configuration from the supervisor"))?;
-    let _logs = logging::init(&supervisor.config().config.settings.logging, &name);
+    logging::init(&supervisor.config().config.settings.logging, &name);
+    test_hook_fail_at_start(&name)?;
     let result: anyhow::Result<()> = rt.block_on(async move {
         match stage {
             StageKind::Ingest => ftp_pooler_ingest::stage::run(supervisor, paths).await?,
@@ -314,9 +337,20 @@ fn stage_main(stage: StageKind) -> anyhow::Result<ExitCode> {
         Ok(())
     });
     rt.shutdown_timeout(Duration::from_secs(1));
-    if let Err(e) = result {
-        tracing::error!(error = %format!("{e:#}"), "stage failed");
-        return Err(e);
+    // A failure is reported once, by main.
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+/// Test hook: `FTP_POOLER_TEST_FAIL_AT_START=<stage>:error` makes that stage fail right
+/// after its logging is set up, `<stage>:panic` makes it panic (to prove that a failing
+/// start and a panic are one line each, in the configured format).
+fn test_hook_fail_at_start(name: &str) -> anyhow::Result<()> {
+    let Ok(hook) = std::env::var("FTP_POOLER_TEST_FAIL_AT_START") else {
+        return Ok(());
+    };
+    match hook.strip_prefix(name).and_then(|h| h.strip_prefix(':')) {
+        Some("error") => anyhow::bail!("{name}: test hook FTP_POOLER_TEST_FAIL_AT_START"),
+        Some("panic") => panic!("{name}: test hook FTP_POOLER_TEST_FAIL_AT_START"),
+        _ => Ok(()),
     }
-    Ok(ExitCode::SUCCESS)
 }

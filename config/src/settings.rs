@@ -120,6 +120,9 @@ pub struct LoggingSettings {
     pub format: String,
     /// Optional daily-rolling log file (in addition to stderr).
     pub file: Option<String>,
+    /// New: how many daily files of `file` to keep, today's included (older ones are
+    /// deleted at start and at each rollover); 0 keeps them all.
+    pub max_files: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -203,6 +206,7 @@ impl Default for LoggingSettings {
             level: "INFO".into(),
             format: "json".into(),
             file: None,
+            max_files: 7,
         }
     }
 }

@@ -52,6 +52,9 @@ pub(crate) enum Inbound {
     Watchdog,
 }
 
+/// The override of `logging.format` (`FTP_POOLER_LOGGING__FORMAT`), set on each stage.
+const ENV_LOG_FORMAT: &str = "FTP_POOLER_LOGGING__FORMAT";
+
 /// The supervisor's own metrics.
 struct OwnMetrics {
     registry: prometheus::Registry,
@@ -420,8 +423,15 @@ impl Shell {
     /// Starts a stage's process; its exit comes back as an event.
     fn spawn(&self, id: &StageId, spawn: u64) -> Result<u32, SupervisorError> {
         let mut cmd = tokio::process::Command::new(&self.opts.exe);
+        // The log format in force, for what a stage writes before it has its
+        // configuration (a failure to reach the supervisor, a panic).
+        let log_format = match self.config.borrow().config.settings.logging.is_json() {
+            Some(false) => "text",
+            _ => "json",
+        };
         cmd.args(id.command_args())
             .env(ENV_RUNTIME_DIR, self.paths.root())
+            .env(ENV_LOG_FORMAT, log_format)
             // Stages run on the configuration the supervisor hands them, never a file.
             .env_remove(ftp_pooler_config::ENV_CONFIG)
             .env_remove(ftp_pooler_config::ENV_CONNECTIONS)
