@@ -3,12 +3,15 @@
 //! - `run`: the supervisor (room `supervisor/`), which re-executes this binary as
 //! - `stage ingest|transfer <id>|publish`: the stage processes (rooms `stages/*`);
 //! - `ctl status|restart <stage>`: talks to a running supervisor;
-//! - `check-config`: validates both configuration files.
+//! - `check-config`: validates both configuration files;
+//! - `completions <shell>` and `man`: shell completions and the man page (roff), both
+//!   generated from this command line, on stdout.
 //!
 //! Errors are reported here, at the edge, with `anyhow`; exit codes: 0 ok, 1 failure
 //! (including a supervisor that gave up on a crash-looping stage), 2 invalid
 //! configuration or usage.
 
+mod build_info;
 mod check_config;
 mod logging;
 
@@ -54,6 +57,12 @@ enum Command {
         #[command(subcommand)]
         action: CtlAction,
     },
+    /// Print the shell completion script for SHELL (e.g. `ftp-pooler completions bash >
+    /// /etc/bash_completion.d/ftp-pooler`).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff): `ftp-pooler man > ftp-pooler.1`, or `ftp-pooler man |
+    /// man -l -`.
+    Man,
     /// A stage process (started by the supervisor, not by hand).
     #[command(hide = true)]
     Stage {
@@ -80,6 +89,17 @@ enum StageKind {
     Ingest,
     Transfer { connection_id: String },
     Publish,
+}
+
+impl StageKind {
+    /// The name its lines carry (`transfer:<id>`), before the id is checked.
+    fn name(&self) -> String {
+        match self {
+            StageKind::Ingest => "ingest".into(),
+            StageKind::Publish => "publish".into(),
+            StageKind::Transfer { connection_id } => format!("transfer:{connection_id}"),
+        }
+    }
 }
 
 /// Where the configuration comes from (flags win over FTP_POOLER_CONFIG / FTP_POOLER_CONNECTIONS).
@@ -115,39 +135,61 @@ impl RuntimeArgs {
     }
 }
 
-/// `--version` (long form): the version, and what the linked librdkafka offers.
-fn long_version() -> String {
-    let lib = ftp_pooler_kafka::librdkafka();
-    format!(
-        "{}\nlibrdkafka {}\nlibrdkafka builtin.features {}",
-        env!("CARGO_PKG_VERSION"),
-        lib.version,
-        lib.features
-    )
+/// The whole command line, `--version` (long form: commit, build date, rustc,
+/// librdkafka) included.
+fn command(build: &build_info::BuildInfo) -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command().long_version(build.long_version_static())
 }
 
 fn main() -> ExitCode {
-    use clap::{CommandFactory, FromArgMatches};
-    // Built once per process; clap keeps it for the life of the program.
-    let long: &'static str = Box::leak(long_version().into_boxed_str());
-    let matches = Cli::command().long_version(long).get_matches();
+    use clap::FromArgMatches;
+    let build = build_info::BuildInfo::current();
+    let matches = command(&build).get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    // Service processes log (fatal errors and panics included) in the configured format
+    // from the first line on; see logging.rs for the rule before the configuration.
+    match &cli.command {
+        Command::Run { config, .. } => logging::bootstrap(
+            "supervisor",
+            logging::Format::bootstrap(config.sources().config_file.as_deref()),
+        ),
+        Command::Stage { stage } => {
+            logging::bootstrap(&stage.name(), logging::Format::bootstrap(None))
+        }
+        _ => {}
+    }
     let outcome = match cli.command {
         Command::CheckConfig(args) => check_config::run(&args.sources()),
-        Command::Run { config, runtime } => run(&config, &runtime),
+        Command::Run { config, runtime } => run(&config, &runtime, &build),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut command(&build),
+                "ftp-pooler",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => clap_mangen::Man::new(command(&build))
+            .render(&mut std::io::stdout())
+            .map(|()| ExitCode::SUCCESS)
+            .context("writing the man page"),
         Command::Ctl { runtime, action } => ctl(&runtime, action),
         Command::Stage { stage } => stage_main(stage),
     };
-    match outcome {
+    let code = match outcome {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("ftp-pooler: {e:#}");
+            logging::fatal(&e);
             ExitCode::FAILURE
         }
-    }
+    };
+    logging::finish();
+    code
 }
 
 /// Loads the configuration, with the librdkafka properties checked by librdkafka, or
@@ -157,14 +199,18 @@ fn load(sources: &ftp_pooler_config::Sources) -> Result<Config, ExitCode> {
         .load_checked(&ftp_pooler_kafka::check)
         .map_err(|errors| {
             for e in errors.iter() {
-                eprintln!("{e}");
+                logging::error_line(&e.to_string());
             }
-            eprintln!("configuration invalid: {} error(s)", errors.len());
+            logging::error_line(&format!("configuration invalid: {} error(s)", errors.len()));
             ExitCode::from(2)
         })
 }
 
-fn run(args: &ConfigArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
+fn run(
+    args: &ConfigArgs,
+    runtime: &RuntimeArgs,
+    build: &build_info::BuildInfo,
+) -> anyhow::Result<ExitCode> {
     let mut sources = args.sources();
     let config = match load(&sources) {
         Ok(c) => c,
@@ -186,7 +232,7 @@ fn run(args: &ConfigArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    let _logs = logging::init(&config.settings.logging, "supervisor");
+    logging::init(&config.settings.logging, "supervisor");
     let opts = ftp_pooler_supervisor::Options {
         exe: std::env::current_exe().context("locating the ftp-pooler executable")?,
         runtime_dir: runtime.dir(),
@@ -197,16 +243,14 @@ fn run(args: &ConfigArgs, runtime: &RuntimeArgs) -> anyhow::Result<ExitCode> {
             std::sync::Arc::new(move || sources.load_checked(&ftp_pooler_kafka::check))
         },
         watched: std::sync::Arc::new(move || sources.watched_files()),
+        build_info: build.labels(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     match rt.block_on(ftp_pooler_supervisor::run(config, opts))? {
         Outcome::Stopped => Ok(ExitCode::SUCCESS),
-        Outcome::GaveUp { stage } => {
-            eprintln!("ftp-pooler: stage {stage} kept crashing; gave up");
-            Ok(ExitCode::FAILURE)
-        }
+        Outcome::GaveUp { stage } => Err(anyhow::anyhow!("stage {stage} kept crashing; gave up")),
     }
 }
 
@@ -287,7 +331,8 @@ fn stage_main(stage: StageKind) -> anyhow::Result<ExitCode> {
     let supervisor = rt
         .block_on(SupervisorLink::connect(&paths, role, &name, 0))
         .with_context(|| format!("{name}: no configuration from the supervisor"))?;
-    let _logs = logging::init(&supervisor.config().config.settings.logging, &name);
+    logging::init(&supervisor.config().config.settings.logging, &name);
+    test_hook_fail_at_start(&name)?;
     let result: anyhow::Result<()> = rt.block_on(async move {
         match stage {
             StageKind::Ingest => ftp_pooler_ingest::stage::run(supervisor, paths).await?,
@@ -299,9 +344,20 @@ fn stage_main(stage: StageKind) -> anyhow::Result<ExitCode> {
         Ok(())
     });
     rt.shutdown_timeout(Duration::from_secs(1));
-    if let Err(e) = result {
-        tracing::error!(error = %format!("{e:#}"), "stage failed");
-        return Err(e);
+    // A failure is reported once, by main.
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+/// Test hook: `FTP_POOLER_TEST_FAIL_AT_START=<stage>:error` makes that stage fail right
+/// after its logging is set up, `<stage>:panic` makes it panic (to prove that a failing
+/// start and a panic are one line each, in the configured format).
+fn test_hook_fail_at_start(name: &str) -> anyhow::Result<()> {
+    let Ok(hook) = std::env::var("FTP_POOLER_TEST_FAIL_AT_START") else {
+        return Ok(());
+    };
+    match hook.strip_prefix(name).and_then(|h| h.strip_prefix(':')) {
+        Some("error") => anyhow::bail!("{name}: test hook FTP_POOLER_TEST_FAIL_AT_START"),
+        Some("panic") => panic!("{name}: test hook FTP_POOLER_TEST_FAIL_AT_START"),
+        _ => Ok(()),
     }
-    Ok(ExitCode::SUCCESS)
 }

@@ -163,8 +163,20 @@ fn check_and_run(cfg: &std::path::Path, conns: &std::path::Path, env: &[(&str, &
             .envs(env.iter().copied())
             .output()
             .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let mut stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert_eq!(out.status.code(), Some(2), "{command:?}: {stderr}");
+        if command[0] == "run" {
+            // The service logs in JSON (the default format): one object per error.
+            stderr = stderr
+                .lines()
+                .map(|l| {
+                    let v: serde_json::Value =
+                        serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l:?}"));
+                    assert_eq!(v["level"], "ERROR", "{l}");
+                    format!("{}\n", v["message"].as_str().unwrap())
+                })
+                .collect();
+        }
         outs.push(stderr);
     }
     assert_eq!(outs[0], outs[1], "run refuses with check-config's errors");

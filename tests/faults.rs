@@ -4,6 +4,8 @@
 //! - kill -9 of the supervisor and every stage together, mid-run, then a fresh start on
 //!   the same files: every task still gets a result (duplicates counted and reported),
 //!   files are whole, no temporary file is left, the committed offsets reach the end.
+//! - Both run in JSON log mode, and every line every process printed (kill -9 and
+//!   restarts included) must be one JSON object.
 //! - A full local filesystem (a small tmpfs as the local connection's base_path):
 //!   downloads fail with IO_ERROR after their retries, no temporary or partial file is
 //!   left, no stage restarts, and downloads succeed again once space returns.
@@ -12,12 +14,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ftp_pooler_testbed::scenario::{mid_run, tail, wait_until, MidRun, RUN_LIMIT, TEMP_SUFFIX};
-use ftp_pooler_testbed::service::{files_ending_with, produce, SmallStack};
+use ftp_pooler_testbed::scenario::{
+    mid_run_with_env, tail, wait_until, MidRun, RUN_LIMIT, TEMP_SUFFIX,
+};
+use ftp_pooler_testbed::service::{files_ending_with, json_lines, produce, SmallStack};
 use ftp_pooler_testbed::{FtpKind, FtpServer};
 use serde_json::json;
 
 const EXE: &str = env!("CARGO_BIN_EXE_ftp-pooler");
+/// The fault tests log in JSON: what they print is checked line by line.
+const JSON_LOGS: (&str, &str) = ("FTP_POOLER_LOGGING__FORMAT", "json");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_whole_service_mid_run_then_a_restart_loses_nothing() {
@@ -27,7 +33,7 @@ async fn kill_9_of_the_whole_service_mid_run_then_a_restart_loses_nothing() {
         mut svc,
         deliveries,
         ..
-    } = mid_run(Path::new(EXE)).await;
+    } = mid_run_with_env(Path::new(EXE), &[JSON_LOGS]).await;
     let supervisor = svc.pid();
     let stages = svc.stage_processes();
     assert_eq!(stages.len(), 4, "{stages:?}");
@@ -66,6 +72,7 @@ async fn kill_9_of_the_whole_service_mid_run_then_a_restart_loses_nothing() {
     );
     sc.wait_committed(&deliveries, Duration::from_secs(30))
         .await;
+    assert!(json_lines(&svc.log()).len() > 100);
 }
 
 /// A tmpfs mounted on a fresh directory, unmounted when dropped.
@@ -158,7 +165,7 @@ async fn a_full_local_disk_fails_downloads_with_io_error_and_recovers_when_space
     server.put("src/big.bin", &big);
     let disk = Tmpfs::mount("2m");
     std::fs::create_dir(disk.path().join("in")).unwrap();
-    let mut stack = SmallStack::start(Path::new(EXE), server, disk.path(), &[]).await;
+    let mut stack = SmallStack::start(Path::new(EXE), server, disk.path(), &[JSON_LOGS]).await;
     let (topics, watcher) = (stack.topics.clone(), &stack.watcher);
 
     // 1. Full: every download fails with IO_ERROR after its retries.
@@ -259,4 +266,5 @@ async fn a_full_local_disk_fails_downloads_with_io_error_and_recovers_when_space
 
     // The service kept running: same processes, no restart.
     stack.assert_no_restart().await;
+    json_lines(&stack.svc.log());
 }

@@ -131,6 +131,9 @@ pub struct LoggingSettings {
     pub format: String,
     /// Optional daily-rolling log file (in addition to stderr).
     pub file: Option<String>,
+    /// New: how many daily files of `file` to keep, today's included (older ones are
+    /// deleted at start and at each rollover); 0 keeps them all.
+    pub max_files: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -216,6 +219,7 @@ impl Default for LoggingSettings {
             level: "INFO".into(),
             format: "json".into(),
             file: None,
+            max_files: 7,
         }
     }
 }

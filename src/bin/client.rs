@@ -12,6 +12,10 @@
 //! `$FTP_POOLER_CONFIG`) with the environment's `FTP_POOLER_KAFKA__*` overrides, so the
 //! security settings written for the service reach it too; `--bootstrap` and `-X
 //! key=value` (as kcat's) come last. Every property is checked by librdkafka before use.
+//! `--version` names the build (commit, date, rustc, librdkafka) as the service's does.
+
+#[path = "../build_info.rs"]
+mod build_info;
 
 use std::io::BufRead;
 use std::time::Duration;
@@ -147,7 +151,14 @@ enum Cmd {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = {
+        use clap::{CommandFactory, FromArgMatches};
+        let build = build_info::BuildInfo::current();
+        let matches = Cli::command()
+            .long_version(build.long_version_static())
+            .get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    };
     init_logging();
     let kafka = cli.kafka()?;
     match cli.command {

@@ -97,4 +97,7 @@ pub struct Options {
     pub load: LoadConfig,
     /// The files whose change makes a reload (when `supervisor.watch_config`).
     pub watched: WatchedFiles,
+    /// The labels of the `ftp_pooler_build_info` gauge (version, commit, rustc,
+    /// librdkafka), always 1.
+    pub build_info: Vec<(String, String)>,
 }

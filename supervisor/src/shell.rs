@@ -54,6 +54,9 @@ pub(crate) enum Inbound {
     Watchdog,
 }
 
+/// The override of `logging.format` (`FTP_POOLER_LOGGING__FORMAT`), set on each stage.
+const ENV_LOG_FORMAT: &str = "FTP_POOLER_LOGGING__FORMAT";
+
 /// The supervisor's own metrics.
 struct OwnMetrics {
     registry: prometheus::Registry,
@@ -63,8 +66,20 @@ struct OwnMetrics {
     reload_failures: prometheus::IntCounter,
 }
 
+/// `ftp_pooler_build_info{version,commit,rustc,librdkafka} 1`: what this build is.
+fn build_info(labels: &[(String, String)]) -> prometheus::IntGauge {
+    let opts = prometheus::Opts::new(
+        "ftp_pooler_build_info",
+        "The build of this service (version, git commit, rustc, librdkafka); always 1",
+    )
+    .const_labels(labels.iter().cloned().collect());
+    let gauge = prometheus::IntGauge::with_opts(opts).expect("a valid metric");
+    gauge.set(1);
+    gauge
+}
+
 impl OwnMetrics {
-    fn new() -> OwnMetrics {
+    fn new(build: &[(String, String)]) -> OwnMetrics {
         let restarts = prometheus::IntCounterVec::new(
             prometheus::Opts::new(
                 "ftp_stage_restarts_total",
@@ -97,6 +112,9 @@ impl OwnMetrics {
             .expect("unique");
         registry
             .register(Box::new(reload_failures.clone()))
+            .expect("unique");
+        registry
+            .register(Box::new(build_info(build)))
             .expect("unique");
         OwnMetrics {
             registry,
@@ -194,12 +212,13 @@ pub async fn run(config: Config, opts: Options) -> Result<Outcome, SupervisorErr
             }
         });
     }
+    let metrics = OwnMetrics::new(&opts.build_info);
     let mut shell = Shell {
         opts,
         paths,
         events: tx,
         observed,
-        metrics: OwnMetrics::new(),
+        metrics,
         notifier,
         config: config_tx,
         replies: HashMap::new(),
@@ -420,8 +439,15 @@ impl Shell {
     /// Starts a stage's process; its exit comes back as an event.
     fn spawn(&self, id: &StageId, spawn: u64) -> Result<u32, SupervisorError> {
         let mut cmd = tokio::process::Command::new(&self.opts.exe);
+        // The log format in force, for what a stage writes before it has its
+        // configuration (a failure to reach the supervisor, a panic).
+        let log_format = match self.config.borrow().config.settings.logging.is_json() {
+            Some(false) => "text",
+            _ => "json",
+        };
         cmd.args(id.command_args())
             .env(ENV_RUNTIME_DIR, self.paths.root())
+            .env(ENV_LOG_FORMAT, log_format)
             // Stages run on the configuration the supervisor hands them, never a file.
             .env_remove(ftp_pooler_config::ENV_CONFIG)
             .env_remove(ftp_pooler_config::ENV_CONNECTIONS)

@@ -710,7 +710,7 @@ fn handle(
     match TransferTask::parse(msg.payload()) {
         Err(invalid) => {
             shared.stats.lock().expect("stats").parse_errors += 1;
-            tracing::warn!(message = %id, error = %invalid, "malformed message: to the DLQ");
+            tracing::warn!(record = %id, error = %invalid, "malformed message: to the DLQ");
             let record = DlqRecord::new(
                 &kafka.input_topic,
                 id.partition,
@@ -725,7 +725,7 @@ fn handle(
                 key: msg.key().map(<[u8]>::to_vec),
             };
             if item.fit_in_frame() {
-                tracing::error!(message = %id, "DLQ value too large for a channel frame: cut");
+                tracing::error!(record = %id, "DLQ value too large for a channel frame: cut");
             }
             shared.with(|t| (t.track_direct(item), ()));
         }
@@ -741,12 +741,19 @@ fn handle(
                         direction: None,
                     };
                     if item.fit_in_frame() {
-                        tracing::error!(message = %id, "result too large for a channel frame: cut");
+                        tracing::error!(task_id = %task.task_id, record = %id, "result too large for a channel frame: cut");
                     }
                     shared.with(|t| (t.track_direct(item), ()));
                 }
                 Ok(route) => {
                     let conn = route.remote_id.clone();
+                    tracing::info!(
+                        task_id = %task.task_id,
+                        record = %id,
+                        connection = %conn,
+                        direction = route.direction.as_str(),
+                        "task received"
+                    );
                     shared.with(|t| {
                         let job = Job {
                             id,

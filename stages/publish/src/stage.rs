@@ -542,6 +542,12 @@ fn too_large(e: &rdkafka::error::KafkaError) -> bool {
 /// confirms it to its sender and to ingest.
 async fn deliver(stage: Arc<Stage>, mut item: ToPublish, origin: Option<String>) {
     let id = item.id();
+    // Every event about a result names its task (DLQ records have none).
+    let task_id = match &item {
+        ToPublish::Result { result, .. } => Some(result.task_id.clone()),
+        ToPublish::Dlq { .. } => None,
+    };
+    let task_id = task_id.as_deref();
     let mut pause = Duration::from_millis(100);
     let _ = stage.recalled.subscribe().wait_for(|r| *r).await;
     if stage.peers.lock().expect("peers").ledger.contains(id) {
@@ -568,13 +574,13 @@ async fn deliver(stage: Arc<Stage>, mut item: ToPublish, origin: Option<String>)
             Err(e) if too_large(&e) && item.shrink() => {
                 stage.metrics.truncated.inc();
                 tracing::error!(
-                    message = %id, error = %e,
+                    task_id, record = %id, error = %e,
                     "record over Kafka's message size limit: cut (marked truncated) and sent again"
                 );
             }
             Err(e) => {
                 stage.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(message = %id, error = %e, "delivery failed; retrying");
+                tracing::warn!(task_id, record = %id, error = %e, "delivery failed; retrying");
                 if *stage.stopping.borrow() {
                     stage.in_flight.send_modify(|n| *n -= 1);
                     return;
@@ -587,8 +593,19 @@ async fn deliver(stage: Arc<Stage>, mut item: ToPublish, origin: Option<String>)
     match &item {
         ToPublish::Result {
             result, direction, ..
-        } => stage.metrics.result(result, *direction),
-        ToPublish::Dlq { .. } => stage.metrics.dlq(),
+        } => {
+            tracing::info!(
+                task_id,
+                record = %id,
+                status = if result.is_success() { "success" } else { "failed" },
+                "result published"
+            );
+            stage.metrics.result(result, *direction)
+        }
+        ToPublish::Dlq { .. } => {
+            tracing::info!(record = %id, "DLQ record published");
+            stage.metrics.dlq()
+        }
     }
     {
         let mut peers = stage.peers.lock().expect("peers");

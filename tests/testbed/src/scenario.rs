@@ -462,9 +462,14 @@ pub struct MidRun {
 }
 
 pub async fn mid_run(exe: &Path) -> MidRun {
+    mid_run_with_env(exe, &[]).await
+}
+
+/// [`mid_run`], the service started with `env` (e.g. `FTP_POOLER_LOGGING__FORMAT=json`).
+pub async fn mid_run_with_env(exe: &Path, env: &[(&str, &str)]) -> MidRun {
     let sc = Scenario::new(exe, 1000).await;
     let watcher = Watcher::start(&sc.topics).await;
-    let mut svc = sc.start("");
+    let mut svc = sc.start_with_env("", env);
     let pids = svc.wait_ready(Duration::from_secs(60)).await;
     let deliveries = sc.produce().await;
     watcher

@@ -615,3 +615,18 @@ impl SmallStack {
         }
     }
 }
+
+/// Every line of a service log, each one JSON object (`logging.format: json`); panics
+/// naming the first line that is not, so that CI proves log pipelines lose nothing.
+pub fn json_lines(log: &str) -> Vec<serde_json::Map<String, Value>> {
+    log.lines()
+        .enumerate()
+        .map(|(i, line)| match serde_json::from_str::<Value>(line) {
+            Ok(Value::Object(o)) => o,
+            _ => panic!(
+                "line {} of the service log is not one JSON object: {line:?}",
+                i + 1
+            ),
+        })
+        .collect()
+}
