@@ -32,6 +32,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use crate::observed::{LastReload, Observed, REPORT_STALE};
+use crate::process_metrics;
 use crate::shell::Inbound;
 
 /// The configuration in force, read through its `Arc`.
@@ -389,7 +390,15 @@ async fn restart(State(s): State<ApiState>, Path(name): Path<String>) -> Respons
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {
-    let text = s.observed.lock().expect("observed").metrics.render();
+    let (mut text, targets) = {
+        let o = s.observed.lock().expect("observed");
+        (
+            o.metrics.render(),
+            process_metrics::targets(&o, Instant::now()),
+        )
+    };
+    // `/proc` is read outside the lock.
+    text.push_str(&process_metrics::collect(&targets));
     (
         [(
             header::CONTENT_TYPE,

@@ -11,7 +11,8 @@
 //! The rooms: [`core`] decides (pure: events in, actions out), [`shell`] runs the one
 //! event loop and does what the core decides, [`channels`] holds the sockets' tasks
 //! (stages, ctl, signals), [`reload`] plans a reload, [`policy`] restarts and gives up,
-//! [`api`], [`observed`] and [`metrics`] serve what the stages report. Invariants:
+//! [`api`], [`observed`] and [`metrics`] serve what the stages report, [`process_metrics`]
+//! what `/proc` shows of each stage process. Invariants:
 //! - the supervisor never touches Kafka or FTP; stages reconnect among themselves;
 //! - stages never read the configuration files: the supervisor reads and validates them
 //!   at start and at each reload, and a stage (re)started at any time runs on the
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod notify;
 pub mod observed;
 pub mod policy;
+pub mod process_metrics;
 pub mod reload;
 pub mod runtime_dir;
 pub mod shell;
