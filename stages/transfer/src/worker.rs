@@ -449,6 +449,7 @@ async fn run_job(worker: Arc<Worker>, job: Job) {
         id: job.id,
         result,
         direction: Some(job.route.direction),
+        enqueued_at: job.enqueued_at,
     };
     // Held until publish confirms; `Finished` follows once the result is written to
     // publish (the link's `on_written`, in `run`). The slot is freed once the result is
