@@ -195,7 +195,11 @@ pub async fn run(
 
     supervisor.ready().await?;
     tracing::info!(connection = %connection_id, sessions = limit, "transfer worker ready");
-    let metrics = WorkerMetrics::new(&connection_id, &worker.engine.retries);
+    let metrics = WorkerMetrics::new(
+        &connection_id,
+        &worker.engine.retries,
+        &worker.engine.session_wait,
+    );
     let reporter = {
         let worker = worker.clone();
         supervisor.spawn_reports(Duration::from_secs(1), move || {
@@ -271,7 +275,11 @@ struct WorkerMetrics {
 }
 
 impl WorkerMetrics {
-    fn new(connection_id: &str, retries: &prometheus::IntCounter) -> WorkerMetrics {
+    fn new(
+        connection_id: &str,
+        retries: &prometheus::IntCounter,
+        session_wait: &prometheus::HistogramVec,
+    ) -> WorkerMetrics {
         use prometheus::{IntGauge, Opts};
         let labelled = |name: &str, help: &str| {
             IntGauge::with_opts(Opts::new(name, help).const_label("connection_id", connection_id))
@@ -298,6 +306,9 @@ impl WorkerMetrics {
         }
         m.registry
             .register(Box::new(retries.clone()))
+            .expect("unique metric");
+        m.registry
+            .register(Box::new(session_wait.clone()))
             .expect("unique metric");
         m
     }
