@@ -158,7 +158,8 @@ impl ToPublish {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum IngestToPublish {
     /// A result or DLQ record decided by ingest (invalid task, malformed message, poison).
-    Publish(ToPublish),
+    /// Boxed: the other variants are small (the frame's bytes are the same).
+    Publish(Box<ToPublish>),
     /// The group committed these commit points (per partition of the task topic, the first
     /// offset not done): publish forgets what it delivered below them.
     Committed(BTreeMap<i32, i64>),

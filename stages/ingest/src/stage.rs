@@ -101,7 +101,7 @@ impl Outlets {
                     }
                 }
                 Out::Publish(item) => {
-                    let _ = self.publish.send(IngestToPublish::Publish(item));
+                    let _ = self.publish.send(IngestToPublish::Publish(Box::new(item)));
                 }
             }
         }
@@ -444,7 +444,7 @@ pub async fn run(supervisor: SupervisorLink, paths: RuntimePaths) -> Result<(), 
                     .chain(
                         t.pending_for_publish()
                             .into_iter()
-                            .map(IngestToPublish::Publish),
+                            .map(|item| IngestToPublish::Publish(Box::new(item))),
                     )
                     .collect()
             },

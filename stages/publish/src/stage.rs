@@ -83,7 +83,7 @@ impl Outgoing for Ack {
 
 /// What a peer sends: ingest's [`IngestToPublish`] and a worker's [`ToPublish`] as one.
 enum Incoming {
-    Item(ToPublish),
+    Item(Box<ToPublish>),
     Committed(BTreeMap<i32, i64>),
     Done(BTreeMap<i32, OffsetSet>),
 }
@@ -102,7 +102,7 @@ impl PeerReader {
                 IngestToPublish::Committed(points) => Incoming::Committed(points),
                 IngestToPublish::Done(done) => Incoming::Done(done),
             }),
-            PeerReader::Transfer(r) => r.recv().await?.map(Incoming::Item),
+            PeerReader::Transfer(r) => r.recv().await?.map(|item| Incoming::Item(Box::new(item))),
         })
     }
 }
@@ -319,7 +319,7 @@ async fn serve(stage: Arc<Stage>, stream: UnixStream) {
             Ok(Some(Incoming::Item(item))) => {
                 stage.in_flight.send_modify(|n| *n += 1);
                 let origin = (role == Role::Transfer).then(|| hello.name.clone());
-                tokio::spawn(deliver(stage.clone(), item, origin));
+                tokio::spawn(deliver(stage.clone(), *item, origin));
             }
             Ok(None) => break,
             Err(e) => {
