@@ -3,8 +3,9 @@
 //! the end-to-end latency of each task (`ftp_task_latency_seconds{status}`: from its
 //! message's Kafka timestamp, carried by [`EnqueuedAt`] through ingest and the transfer
 //! worker, to its result acknowledged by Kafka, retries and redeliveries included).
-//! Invariant: a result is counted once per delivery; a task without a Kafka timestamp
-//! is counted but has no latency sample.
+//! Invariants: a result is counted once per delivery; a task without a Kafka timestamp
+//! is counted but has no latency sample; `ftp_tasks_total{status}` and
+//! `ftp_kafka_messages_sent_total{topic_type}` have their series from the start, at 0.
 
 use std::sync::atomic::AtomicU64;
 use std::time::SystemTime;
@@ -108,6 +109,15 @@ impl PublishMetrics {
         for c in collectors {
             m.registry.register(c).expect("unique");
         }
+        // Series that alerts take rates of exist from the start, at 0: a counter that
+        // appears at its first increment loses that increment to `rate()`/`increase()`,
+        // and "no results for 10 minutes" needs a series that stays at 0.
+        for status in ["success", "failed"] {
+            m.tasks.with_label_values(&[status]);
+        }
+        for topic in ["result", "fail", "dlq"] {
+            m.sent.with_label_values(&[topic]);
+        }
         m
     }
 
@@ -199,5 +209,10 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("ftp_tasks_total{status=\"failed\"} 2\n"), "{t}");
+        assert!(t.contains("ftp_tasks_total{status=\"success\"} 0\n"), "{t}");
+        assert!(
+            t.contains("ftp_kafka_messages_sent_total{topic_type=\"dlq\"} 0\n"),
+            "{t}"
+        );
     }
 }
