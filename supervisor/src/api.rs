@@ -39,6 +39,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::access::{decide, Access, Configured};
 pub use crate::observed::{LastReload, Observed, REPORT_STALE};
+use crate::process_metrics;
 use crate::shell::Inbound;
 
 /// The configuration in force, read through its `Arc`.
@@ -461,7 +462,15 @@ async fn restart(State(s): State<ApiState>, Path(name): Path<String>) -> Respons
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {
-    let text = s.observed.lock().expect("observed").metrics.render();
+    let (mut text, targets) = {
+        let o = s.observed.lock().expect("observed");
+        (
+            o.metrics.render(),
+            process_metrics::targets(&o, Instant::now()),
+        )
+    };
+    // `/proc` is read outside the lock.
+    text.push_str(&process_metrics::collect(&targets));
     (
         [(
             header::CONTENT_TYPE,

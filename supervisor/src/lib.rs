@@ -12,8 +12,8 @@
 //! event loop and does what the core decides, [`channels`] holds the sockets' tasks
 //! (stages, ctl, signals), [`reload`] plans a reload, [`policy`] restarts and gives up,
 //! [`api`], [`observed`] and [`metrics`] serve what the stages report ([`access`]: who
-//! may call the mutating routes), [`watch`]
-//! decides when changed files make a reload. Invariants:
+//! may call the mutating routes), [`process_metrics`] what `/proc` shows of each stage
+//! process, [`watch`] decides when changed files make a reload. Invariants:
 //! - the supervisor never touches Kafka or FTP; stages reconnect among themselves;
 //! - stages never read the configuration files: the supervisor reads and validates them
 //!   at start and at each reload, and a stage (re)started at any time runs on the
@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod notify;
 pub mod observed;
 pub mod policy;
+pub mod process_metrics;
 pub mod reload;
 pub mod runtime_dir;
 pub mod shell;

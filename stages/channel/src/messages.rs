@@ -55,6 +55,23 @@ pub struct Hello {
     pub generation: u64,
 }
 
+/// The Kafka timestamp of a task's message (milliseconds since the Unix epoch: the
+/// producer's CreateTime, or the broker's LogAppendTime), carried with the task's job
+/// and result to publish, which observes the end-to-end latency
+/// (`ftp_task_latency_seconds`) when Kafka acknowledges the result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnqueuedAt(pub i64);
+
+impl EnqueuedAt {
+    /// The time from this timestamp to `now`; zero when the clock that stamped the task
+    /// is ahead of ours.
+    pub fn age(self, now: std::time::SystemTime) -> std::time::Duration {
+        let then = std::time::UNIX_EPOCH
+            + std::time::Duration::from_millis(u64::try_from(self.0).unwrap_or(0));
+        now.duration_since(then).unwrap_or_default()
+    }
+}
+
 /// A task to run on one FTP connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
@@ -64,6 +81,8 @@ pub struct Job {
     /// The job was with a worker that died: the worker reports its start on the socket
     /// before running it (so a second crash is blamed on it), and runs it alone.
     pub suspect: bool,
+    /// The task message's Kafka timestamp (None when the broker gave none).
+    pub enqueued_at: Option<EnqueuedAt>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,11 +103,13 @@ pub enum TransferToIngest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToPublish {
     /// A task's result: to the result topic on success, the failure topic on failure.
-    /// `direction` is None for tasks that were never routed (INVALID_CONFIG).
+    /// `direction` is None for tasks that were never routed (INVALID_CONFIG);
+    /// `enqueued_at` is the task message's Kafka timestamp.
     Result {
         id: MessageId,
         result: TransferResult,
         direction: Option<Direction>,
+        enqueued_at: Option<EnqueuedAt>,
     },
     /// A malformed message, to the DLQ topic under its original key.
     Dlq {
@@ -137,7 +158,8 @@ impl ToPublish {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum IngestToPublish {
     /// A result or DLQ record decided by ingest (invalid task, malformed message, poison).
-    Publish(ToPublish),
+    /// Boxed: the other variants are small (the frame's bytes are the same).
+    Publish(Box<ToPublish>),
     /// The group committed these commit points (per partition of the task topic, the first
     /// offset not done): publish forgets what it delivered below them.
     Committed(BTreeMap<i32, i64>),
@@ -332,4 +354,19 @@ pub enum CtlResponse {
         restarted: Vec<String>,
     },
     Error(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EnqueuedAt;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn the_age_of_a_task_is_never_negative() {
+        let now = UNIX_EPOCH + Duration::from_millis(10_500);
+        assert_eq!(EnqueuedAt(10_000).age(now), Duration::from_millis(500));
+        // A producer's clock ahead of ours, or a nonsense timestamp: zero, not a panic.
+        assert_eq!(EnqueuedAt(11_000).age(now), Duration::ZERO);
+        assert_eq!(EnqueuedAt(-1).age(now), Duration::from_millis(10_500));
+    }
 }

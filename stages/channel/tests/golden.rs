@@ -17,7 +17,7 @@ fn id() -> MessageId {
 #[test]
 fn handshake_bytes() {
     let h = Handshake::new(Role::Transfer).to_bytes();
-    assert_eq!(&h, b"FTPPOOLR\x00\x07\x03\x00");
+    assert_eq!(&h, b"FTPPOOLR\x00\x08\x03\x00");
     assert_eq!(Handshake::parse(&h).unwrap().role, Role::Transfer);
 }
 
@@ -64,17 +64,19 @@ fn job_frame_bytes() {
             local_path: "y".into(),
         },
         suspect: true,
+        enqueued_at: Some(EnqueuedAt(1000)),
     });
     let frame = encode_frame(&job).unwrap();
     #[rustfmt::skip]
     let expected: Vec<u8> = vec![
-        0, 0, 0, 29,
+        0, 0, 0, 33,
         0x00,                               // IngestToTransfer::Job
         0x07, 0x04, 0xfb, 0x58, 0x02,       // MessageId
         2, b't', b'1', 1, b'a', 2, b'/', b'x', 1, b'l', 1, b'y', // task
         0x00,                               // Direction::Download
         1, b'a', 2, b'/', b'x', 1, b'l', 1, b'y', // route
         1,                                  // suspect
+        1, 0xfb, 0xd0, 0x07,                // Some(EnqueuedAt(zigzag(1000) = 2000))
     ];
     assert_eq!(frame, expected);
     let back: IngestToTransfer = decode_payload(&frame[4..]).unwrap();
@@ -181,6 +183,7 @@ async fn a_connection_carries_frames_both_ways_and_refuses_wrong_roles() {
             id: id(),
             result,
             direction: None,
+            enqueued_at: None,
         })
         .await
         .unwrap();

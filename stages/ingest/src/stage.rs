@@ -31,9 +31,9 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use ftp_pooler_channel::{
-    run_link, ChannelError, FromPublish, Hello, IngestDetail, IngestToPublish, IngestToTransfer,
-    Job, LinkEvent, LinkSpec, MessageId, Role, RuntimePaths, StageDetail, StageReport,
-    SupervisorLink, ToPublish, PIPELINE_PACE,
+    run_link, ChannelError, EnqueuedAt, FromPublish, Hello, IngestDetail, IngestToPublish,
+    IngestToTransfer, Job, LinkEvent, LinkSpec, MessageId, Role, RuntimePaths, StageDetail,
+    StageReport, SupervisorLink, ToPublish, PIPELINE_PACE,
 };
 use ftp_pooler_config::{Config, Registry};
 use ftp_pooler_contract::{DlqRecord, TransferResult, TransferTask};
@@ -101,7 +101,7 @@ impl Outlets {
                     }
                 }
                 Out::Publish(item) => {
-                    let _ = self.publish.send(IngestToPublish::Publish(item));
+                    let _ = self.publish.send(IngestToPublish::Publish(Box::new(item)));
                 }
             }
         }
@@ -450,7 +450,7 @@ pub async fn run(supervisor: SupervisorLink, paths: RuntimePaths) -> Result<(), 
                     .chain(
                         t.pending_for_publish()
                             .into_iter()
-                            .map(IngestToPublish::Publish),
+                            .map(|item| IngestToPublish::Publish(Box::new(item))),
                     )
                     .collect()
             },
@@ -707,6 +707,7 @@ fn handle(
         offset: msg.offset(),
     };
     shared.metrics.received.inc();
+    let enqueued_at = msg.timestamp().to_millis().map(EnqueuedAt);
     match TransferTask::parse(msg.payload()) {
         Err(invalid) => {
             shared.stats.lock().expect("stats").parse_errors += 1;
@@ -739,6 +740,7 @@ fn handle(
                         id,
                         result,
                         direction: None,
+                        enqueued_at,
                     };
                     if item.fit_in_frame() {
                         tracing::error!(task_id = %task.task_id, record = %id, "result too large for a channel frame: cut");
@@ -760,6 +762,7 @@ fn handle(
                             task,
                             route,
                             suspect: false,
+                            enqueued_at,
                         };
                         (t.track_job(&conn, job), ())
                     });

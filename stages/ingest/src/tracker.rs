@@ -548,6 +548,7 @@ impl Tracker {
                             id,
                             result,
                             direction: Some(job.route.direction),
+                            enqueued_at: job.enqueued_at,
                         };
                         out.push(Out::Publish(item.clone()));
                         Kind::replace(e, Kind::Direct(item), &mut self.bytes);
@@ -610,6 +611,7 @@ impl Tracker {
                     id: job.id,
                     result,
                     direction: Some(job.route.direction),
+                    enqueued_at: job.enqueued_at,
                 };
                 if e.state == State::Backlog {
                     p.backlog -= 1;

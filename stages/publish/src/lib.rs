@@ -13,6 +13,7 @@
 //! payloads are unchanged.
 
 pub mod ledger;
+mod metrics;
 pub mod stage;
 
 use std::collections::HashMap;

@@ -30,24 +30,24 @@
 //!   [`PIPELINE_PACE`]): under load one write carries every ack that came meanwhile.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use std::borrow::Cow;
 
 use ftp_pooler_channel::{
-    accept_peer, accept_until, bind, ChannelError, Direction, FromPublish, IngestToPublish,
-    MessageId, OffsetSet, Outgoing, PacedWriter, PublishDetail, Receiver, Role, RuntimePaths,
-    StageDetail, StageReport, SupervisorLink, ToPublish, PIPELINE_PACE,
+    accept_peer, accept_until, bind, ChannelError, FromPublish, IngestToPublish, MessageId,
+    OffsetSet, Outgoing, PacedWriter, PublishDetail, Receiver, Role, RuntimePaths, StageDetail,
+    StageReport, SupervisorLink, ToPublish, PIPELINE_PACE,
 };
 use ftp_pooler_config::Config;
-use ftp_pooler_contract::TransferResult;
 use std::collections::BTreeMap;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch};
 
 use crate::ledger::Ledger;
+use crate::metrics::PublishMetrics;
 use crate::Publisher;
 
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +88,7 @@ impl Outgoing for Ack {
 
 /// What a peer sends: ingest's [`IngestToPublish`] and a worker's [`ToPublish`] as one.
 enum Incoming {
-    Item(ToPublish),
+    Item(Box<ToPublish>),
     Committed(BTreeMap<i32, i64>),
     Done(BTreeMap<i32, OffsetSet>),
 }
@@ -107,7 +107,7 @@ impl PeerReader {
                 IngestToPublish::Committed(points) => Incoming::Committed(points),
                 IngestToPublish::Done(done) => Incoming::Done(done),
             }),
-            PeerReader::Transfer(r) => r.recv().await?.map(Incoming::Item),
+            PeerReader::Transfer(r) => r.recv().await?.map(|item| Incoming::Item(Box::new(item))),
         })
     }
 }
@@ -180,118 +180,6 @@ struct Stage {
     stopping: watch::Receiver<bool>,
     metrics: PublishMetrics,
     broker_up: AtomicBool,
-}
-
-/// The Python version's task metrics, counted when Kafka has the result (so they match
-/// what was published), plus the Kafka ones.
-struct PublishMetrics {
-    registry: prometheus::Registry,
-    tasks: prometheus::IntCounterVec,
-    duration: prometheus::HistogramVec,
-    bytes: prometheus::IntCounterVec,
-    errors: prometheus::IntCounterVec,
-    sent: prometheus::IntCounterVec,
-    dlq: prometheus::IntCounter,
-    truncated: prometheus::IntCounter,
-    already: prometheus::IntCounter,
-    send_errors: AtomicU64,
-}
-
-impl PublishMetrics {
-    fn new() -> PublishMetrics {
-        use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
-        let m = PublishMetrics {
-            registry: prometheus::Registry::new(),
-            tasks: IntCounterVec::new(
-                Opts::new(
-                    "ftp_tasks_total",
-                    "Total number of transfer tasks processed",
-                ),
-                &["status"],
-            )
-            .expect("a valid metric"),
-            duration: HistogramVec::new(
-                HistogramOpts::new(
-                    "ftp_transfer_duration_seconds",
-                    "Transfer duration in seconds",
-                )
-                .buckets(vec![
-                    0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
-                ]),
-                &["direction", "status"],
-            )
-            .expect("a valid metric"),
-            bytes: IntCounterVec::new(
-                Opts::new("ftp_transfer_bytes_total", "Total bytes transferred"),
-                &["direction"],
-            )
-            .expect("a valid metric"),
-            errors: IntCounterVec::new(
-                Opts::new("ftp_errors_total", "Total number of errors"),
-                &["error_code"],
-            )
-            .expect("a valid metric"),
-            sent: IntCounterVec::new(
-                Opts::new("ftp_kafka_messages_sent_total", "Total Kafka messages sent"),
-                &["topic_type"],
-            )
-            .expect("a valid metric"),
-            dlq: IntCounter::new(
-                "ftp_dlq_messages_total",
-                "Malformed messages written to the DLQ",
-            )
-            .expect("a valid metric"),
-            truncated: IntCounter::new(
-                "ftp_publish_truncated_total",
-                "Records cut to fit Kafka's message size limit (huge paths or DLQ values)",
-            )
-            .expect("a valid metric"),
-            already: IntCounter::new(
-                "ftp_publish_already_in_kafka_total",
-                "Outcomes not sent because Kafka already had one for the same task message (sent again after a restart)",
-            )
-            .expect("a valid metric"),
-            send_errors: AtomicU64::new(0),
-        };
-        let collectors: [Box<dyn prometheus::core::Collector>; 8] = [
-            Box::new(m.already.clone()),
-            Box::new(m.tasks.clone()),
-            Box::new(m.duration.clone()),
-            Box::new(m.bytes.clone()),
-            Box::new(m.errors.clone()),
-            Box::new(m.sent.clone()),
-            Box::new(m.dlq.clone()),
-            Box::new(m.truncated.clone()),
-        ];
-        for c in collectors {
-            m.registry.register(c).expect("unique");
-        }
-        m
-    }
-
-    fn result(&self, r: &TransferResult, direction: Option<Direction>) {
-        let status = if r.is_success() { "success" } else { "failed" };
-        let direction = direction.map_or("unknown", Direction::as_str);
-        self.tasks.with_label_values(&[status]).inc();
-        self.duration
-            .with_label_values(&[direction, status])
-            .observe(r.duration_ms as f64 / 1000.0);
-        if r.bytes_transferred > 0 {
-            self.bytes
-                .with_label_values(&[direction])
-                .inc_by(r.bytes_transferred);
-        }
-        if let Some(code) = r.error_code {
-            self.errors.with_label_values(&[code.as_str()]).inc();
-        }
-        let topic = if r.is_success() { "result" } else { "fail" };
-        self.sent.with_label_values(&[topic]).inc();
-    }
-
-    fn dlq(&self) {
-        self.dlq.inc();
-        self.sent.with_label_values(&["dlq"]).inc();
-    }
 }
 
 /// Runs the stage until asked to stop, on the configuration in force that `supervisor`
@@ -456,7 +344,7 @@ async fn serve(stage: Arc<Stage>, stream: UnixStream) {
             Ok(Some(Incoming::Item(item))) => {
                 stage.in_flight.send_modify(|n| *n += 1);
                 let origin = (role == Role::Transfer).then(|| hello.name.clone());
-                tokio::spawn(deliver(stage.clone(), item, origin));
+                tokio::spawn(deliver(stage.clone(), *item, origin));
             }
             Ok(None) => break,
             Err(e) => {
@@ -592,7 +480,10 @@ async fn deliver(stage: Arc<Stage>, mut item: ToPublish, origin: Option<String>)
     }
     match &item {
         ToPublish::Result {
-            result, direction, ..
+            result,
+            direction,
+            enqueued_at,
+            ..
         } => {
             tracing::info!(
                 task_id,
@@ -600,7 +491,9 @@ async fn deliver(stage: Arc<Stage>, mut item: ToPublish, origin: Option<String>)
                 status = if result.is_success() { "success" } else { "failed" },
                 "result published"
             );
-            stage.metrics.result(result, *direction)
+            stage
+                .metrics
+                .result(result, *direction, *enqueued_at, SystemTime::now())
         }
         ToPublish::Dlq { .. } => {
             tracing::info!(record = %id, "DLQ record published");

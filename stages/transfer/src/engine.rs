@@ -72,7 +72,16 @@ pub struct Engine {
     claims: Claims,
     /// `ftp_transfer_retries_total{connection_id}` (registered by the worker).
     pub retries: prometheus::IntCounter,
+    /// `ftp_session_wait_seconds{connection_id,outcome}`: a task's wait for a session of
+    /// the pool (registered by the worker, observed by the pool).
+    pub session_wait: prometheus::HistogramVec,
 }
+
+/// Buckets of the wait for a session (seconds): an idle session at once, a login, a
+/// task queued behind busy sessions up to the transfer timeout.
+pub const SESSION_WAIT_BUCKETS: [f64; 14] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
+];
 
 /// What the engine knows about its server's health, for the API.
 #[derive(Debug, Clone, Default)]
@@ -114,6 +123,17 @@ impl Engine {
         if !s.pool.reuse_sessions {
             pool = pool.without_reuse();
         }
+        let session_wait = prometheus::HistogramVec::new(
+            prometheus::HistogramOpts::new(
+                "ftp_session_wait_seconds",
+                "Seconds a task waited for a session of the pool (outcome: reused, new, failed)",
+            )
+            .const_label("connection_id", connection_id)
+            .buckets(SESSION_WAIT_BUCKETS.to_vec()),
+            &["outcome"],
+        )
+        .expect("a valid metric");
+        let pool = pool.with_wait_metric(session_wait.clone());
         let locals = config
             .registry
             .iter()
@@ -151,6 +171,7 @@ impl Engine {
                 .const_label("connection_id", connection_id),
             )
             .expect("a valid metric"),
+            session_wait,
         })
     }
 

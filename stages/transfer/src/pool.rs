@@ -16,6 +16,11 @@
 //!   longer than [`NOOP_AFTER`] is proved alive with NOOP before it is handed out (the
 //!   server may have closed it), and replaced when dead.
 //!
+//! - every [`Pool::acquire`] (a task asking for a session) is timed into the wait
+//!   histogram, when one is attached ([`Pool::with_wait_metric`]), by outcome: `reused`
+//!   (an idle session), `new` (a login), `failed` (no session: timeout or login error);
+//!   pre-warming is not a task's wait and is not timed.
+//!
 //! Session states, as the stats API shows them: DISCONNECTED (slots without a session),
 //! IDLE, BUSY (leased), ERROR (sessions discarded after a failure, counted).
 
@@ -64,6 +69,24 @@ struct Inner {
     logins: AtomicU64,
     discarded: AtomicU64,
     refused: AtomicU64,
+    /// `ftp_session_wait_seconds{outcome}` (with the connection_id const label).
+    wait: Option<prometheus::HistogramVec>,
+}
+
+/// Where a task's session came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Got {
+    Reused,
+    New,
+}
+
+/// The `outcome` label of a wait.
+fn wait_outcome<T>(r: &Result<(T, Got), TransferError>) -> &'static str {
+    match r {
+        Ok((_, Got::Reused)) => "reused",
+        Ok((_, Got::New)) => "new",
+        Err(_) => "failed",
+    }
 }
 
 /// Counters of a pool, for logs, tests and the stats API.
@@ -121,6 +144,7 @@ impl Pool {
                 logins: AtomicU64::new(0),
                 discarded: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
+                wait: None,
             }),
         }
     }
@@ -133,6 +157,15 @@ impl Pool {
     pub fn without_reuse(self) -> Pool {
         let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| panic!("set before use"));
         inner.reuse = false;
+        Pool {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Times every task's wait for a session into `histogram` (label `outcome`).
+    pub fn with_wait_metric(self, histogram: prometheus::HistogramVec) -> Pool {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| panic!("set before use"));
+        inner.wait = Some(histogram);
         Pool {
             inner: Arc::new(inner),
         }
@@ -158,8 +191,19 @@ impl Pool {
     }
 
     /// A session for one task: an idle one (checked when it has been idle for a while) or
-    /// a new one. Waits at most `wait` for a free slot.
+    /// a new one. Waits at most `wait` for a free slot. The time it took is observed in
+    /// the wait histogram.
     pub async fn acquire(&self, wait: Duration) -> Result<Lease, TransferError> {
+        let start = Instant::now();
+        let got = self.checkout(wait).await;
+        if let Some(h) = &self.inner.wait {
+            h.with_label_values(&[wait_outcome(&got)])
+                .observe(start.elapsed().as_secs_f64());
+        }
+        got.map(|(lease, _)| lease)
+    }
+
+    async fn checkout(&self, wait: Duration) -> Result<(Lease, Got), TransferError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let permit =
@@ -177,7 +221,7 @@ impl Pool {
                     })?
                     .expect("the pool's semaphore is never closed");
             if let Some(session) = self.take_idle().await {
-                return Ok(self.lease(session, permit));
+                return Ok((self.lease(session, permit), Got::Reused));
             }
             match FtpSession::connect(
                 &self.inner.conn,
@@ -189,7 +233,7 @@ impl Pool {
                 Ok(session) => {
                     self.inner.open.fetch_add(1, Ordering::SeqCst);
                     self.inner.logins.fetch_add(1, Ordering::Relaxed);
-                    return Ok(self.lease(session, permit));
+                    return Ok((self.lease(session, permit), Got::New));
                 }
                 Err(e) if e.is_too_many_connections() => {
                     self.inner.refused.fetch_add(1, Ordering::Relaxed);
@@ -242,9 +286,9 @@ impl Pool {
     pub async fn prewarm(&self, n: usize, within: Duration) -> usize {
         let n = n.min(self.stats().cap);
         let tries = (0..n).map(|_| async {
-            let lease = tokio::time::timeout(within, self.acquire(within)).await;
+            let lease = tokio::time::timeout(within, self.checkout(within)).await;
             match lease {
-                Ok(Ok(lease)) => {
+                Ok(Ok((lease, _))) => {
                     lease.release();
                     true
                 }
@@ -401,5 +445,20 @@ impl Drop for Lease {
         if let Some(permit) = self.permit.take() {
             give_back(&self.inner, permit);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{wait_outcome, Got};
+    use crate::TransferError;
+    use ftp_pooler_contract::ErrorCode;
+
+    #[test]
+    fn a_wait_is_labelled_by_where_its_session_came_from() {
+        assert_eq!(wait_outcome(&Ok(((), Got::Reused))), "reused");
+        assert_eq!(wait_outcome(&Ok(((), Got::New))), "new");
+        let err: Result<((), Got), _> = Err(TransferError::new(ErrorCode::TransferTimeout, "t"));
+        assert_eq!(wait_outcome(&err), "failed");
     }
 }

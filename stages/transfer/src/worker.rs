@@ -195,7 +195,11 @@ pub async fn run(
 
     supervisor.ready().await?;
     tracing::info!(connection = %connection_id, sessions = limit, "transfer worker ready");
-    let metrics = WorkerMetrics::new(&connection_id, &worker.engine.retries);
+    let metrics = WorkerMetrics::new(
+        &connection_id,
+        &worker.engine.retries,
+        &worker.engine.session_wait,
+    );
     let reporter = {
         let worker = worker.clone();
         supervisor.spawn_reports(Duration::from_secs(1), move || {
@@ -271,7 +275,11 @@ struct WorkerMetrics {
 }
 
 impl WorkerMetrics {
-    fn new(connection_id: &str, retries: &prometheus::IntCounter) -> WorkerMetrics {
+    fn new(
+        connection_id: &str,
+        retries: &prometheus::IntCounter,
+        session_wait: &prometheus::HistogramVec,
+    ) -> WorkerMetrics {
         use prometheus::{IntGauge, Opts};
         let labelled = |name: &str, help: &str| {
             IntGauge::with_opts(Opts::new(name, help).const_label("connection_id", connection_id))
@@ -298,6 +306,9 @@ impl WorkerMetrics {
         }
         m.registry
             .register(Box::new(retries.clone()))
+            .expect("unique metric");
+        m.registry
+            .register(Box::new(session_wait.clone()))
             .expect("unique metric");
         m
     }
@@ -449,6 +460,7 @@ async fn run_job(worker: Arc<Worker>, job: Job) {
         id: job.id,
         result,
         direction: Some(job.route.direction),
+        enqueued_at: job.enqueued_at,
     };
     // Held until publish confirms; `Finished` follows once the result is written to
     // publish (the link's `on_written`, in `run`). The slot is freed once the result is

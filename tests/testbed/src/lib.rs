@@ -17,6 +17,8 @@
 //!   demand (a short download, a refused upload); unit-level only.
 //!   [`scripted_active_server`] does the same for active mode (a server that never
 //!   connects back, one that refuses EPRT), and records what the client announced.
+//! - [`promql`]: the metric names a PromQL expression reads (monitoring/'s rules and
+//!   dashboard against a real scrape).
 //!
 //! Servers run through `scripts/testbed/serve` (the same script the dev stack uses), as
 //! children of one long-lived spawner thread with `PR_SET_PDEATHSIG`, so they die with the
@@ -27,6 +29,7 @@ pub mod engine_bed;
 pub mod http;
 mod kafka;
 mod process;
+pub mod promql;
 pub mod sasl_front;
 pub mod scenario;
 pub mod service;

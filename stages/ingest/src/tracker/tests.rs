@@ -23,6 +23,7 @@ fn job(partition: i32, offset: i64) -> Job {
     };
     Job {
         suspect: false,
+        enqueued_at: None,
         id: id(partition, offset),
         route: Route {
             direction: Direction::Download,
