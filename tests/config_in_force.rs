@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use ftp_pooler_channel::{CtlResponse, StageId};
 use ftp_pooler_testbed::http::request;
 use ftp_pooler_testbed::service::{produce, Service, Topics, Watcher};
+use ftp_pooler_testbed::two_servers::TwoServers;
 use ftp_pooler_testbed::{ftp_password, ftp_user, FtpKind, FtpServer};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -75,29 +76,25 @@ impl Ini<'_> {
     }
 }
 
-struct Bed {
-    a: FtpServer,
-    b: FtpServer,
-    storage: tempfile::TempDir,
-    work: tempfile::TempDir,
-    topics: Topics,
+/// [`TwoServers`] and this file's helpers.
+struct Bed(TwoServers);
+
+impl std::ops::Deref for Bed {
+    type Target = TwoServers;
+    fn deref(&self) -> &TwoServers {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Bed {
+    fn deref_mut(&mut self) -> &mut TwoServers {
+        &mut self.0
+    }
 }
 
 impl Bed {
     async fn new() -> Bed {
-        let bed = Bed {
-            a: FtpServer::start(FtpKind::Vsftpd, false),
-            b: FtpServer::start(FtpKind::Pyftpdlib, false),
-            storage: tempfile::Builder::new()
-                .prefix("storage-")
-                .tempdir()
-                .unwrap(),
-            work: tempfile::tempdir().unwrap(),
-            topics: Topics::create(3).await,
-        };
-        bed.a.put("r/f.bin", b"from a");
-        bed.b.put("r/f.bin", b"from b");
-        bed
+        Bed(TwoServers::new(FtpKind::Vsftpd).await)
     }
 
     fn yaml(&self, topics: &Topics) -> String {

@@ -16,37 +16,34 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ftp_pooler_testbed::http::request;
-use ftp_pooler_testbed::service::{produce, Service, Topics, Watcher};
-use ftp_pooler_testbed::{FtpKind, FtpServer};
+use ftp_pooler_testbed::service::{produce, Service, Watcher};
+use ftp_pooler_testbed::two_servers::TwoServers;
+use ftp_pooler_testbed::FtpKind;
 use serde_json::{json, Value};
 
 const EXE: &str = env!("CARGO_BIN_EXE_ftp-pooler");
 /// Within this, a settled edit is in force (two 1 s readings, the reload, a worker start).
 const PICKUP: Duration = Duration::from_secs(15);
 
-struct Bed {
-    a: FtpServer,
-    b: FtpServer,
-    storage: tempfile::TempDir,
-    work: tempfile::TempDir,
-    topics: Topics,
+/// [`TwoServers`] and this file's helpers.
+struct Bed(TwoServers);
+
+impl std::ops::Deref for Bed {
+    type Target = TwoServers;
+    fn deref(&self) -> &TwoServers {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Bed {
+    fn deref_mut(&mut self) -> &mut TwoServers {
+        &mut self.0
+    }
 }
 
 impl Bed {
     async fn new() -> Bed {
-        let bed = Bed {
-            a: FtpServer::start(FtpKind::Pyftpdlib, false),
-            b: FtpServer::start(FtpKind::Pyftpdlib, false),
-            storage: tempfile::Builder::new()
-                .prefix("storage-")
-                .tempdir()
-                .unwrap(),
-            work: tempfile::tempdir().unwrap(),
-            topics: Topics::create(3).await,
-        };
-        bed.a.put("r/f.bin", b"from a");
-        bed.b.put("r/f.bin", b"from b");
-        bed
+        Bed(TwoServers::new(FtpKind::Pyftpdlib).await)
     }
 
     /// config.yaml, with `supervisor` keys added.

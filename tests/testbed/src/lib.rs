@@ -33,6 +33,7 @@ pub mod promql;
 pub mod sasl_front;
 pub mod scenario;
 pub mod service;
+pub mod two_servers;
 pub mod xferlog;
 
 pub use kafka::{
