@@ -17,6 +17,9 @@
 //!   demand (a short download, a refused upload); unit-level only.
 //!   [`scripted_active_server`] does the same for active mode (a server that never
 //!   connects back, one that refuses EPRT), and records what the client announced.
+//! - [`link`]: a link simulator (this kernel has no netem): a TCP proxy on 127.0.0.2 that
+//!   delays each direction by RTT/2, can cap bandwidth, and relays FTP data connections
+//!   (227/229 replies, PORT/EPRT) or, for FTPS, a server's passive ports.
 //! - [`promql`]: the metric names a PromQL expression reads (monitoring/'s rules and
 //!   dashboard against a real scrape).
 //!
@@ -28,6 +31,7 @@
 pub mod engine_bed;
 pub mod http;
 mod kafka;
+pub mod link;
 mod process;
 pub mod promql;
 pub mod sasl_front;
