@@ -171,8 +171,16 @@ fn a_session_takes_eleven_round_trips_more(kind: FtpKind) {
     let content: Vec<u8> = (0..4096u32).map(|i| (i * 7) as u8).collect();
     server.put("small.bin", &content);
     let rtt = Duration::from_millis(50);
-    let own = session_phases(&server, 0, &content);
-    let wan = session_phases(&server, 50, &content);
+    // The fastest of three sessions, phase by phase: a busy machine (CI, other builds)
+    // only ever adds time, so the minimum is what the link and the server take.
+    let fastest = |rtt_ms: u64| {
+        let runs: Vec<[Duration; 4]> = (0..3)
+            .map(|_| session_phases(&server, rtt_ms, &content))
+            .collect();
+        std::array::from_fn::<Duration, 4, _>(|i| runs.iter().map(|r| r[i]).min().unwrap())
+    };
+    let own = fastest(0);
+    let wan = fastest(50);
     let total = |p: &[Duration; 4]| p.iter().sum::<Duration>();
     eprintln!(
         "{}: phases at RTT 0 {:?} ms, at RTT 50 {:?} ms: the link added {:.2} RTT",
@@ -181,6 +189,17 @@ fn a_session_takes_eleven_round_trips_more(kind: FtpKind) {
         wan.map(|d| ms(d).round()),
         (total(&wan).as_secs_f64() - total(&own).as_secs_f64()) / rtt.as_secs_f64()
     );
+    let added_rtts = (total(&wan).as_secs_f64() - total(&own).as_secs_f64()) / rtt.as_secs_f64();
+    assert!(
+        (10.0..13.0).contains(&added_rtts),
+        "{}: the link added {added_rtts:.2} RTT to the session, not 11",
+        kind.name()
+    );
+    if kind == FtpKind::Vsftpd {
+        // vsftpd's own pauses (about 40 ms to log in and to open a transfer) shift between
+        // phases with the timing of its peer's packets: only the whole session is checked.
+        return;
+    }
     let names = ["greeting", "login", "EPSV+RETR", "PASV+RETR"];
     for (i, rtts) in [2u32, 3, 3, 3].into_iter().enumerate() {
         let added = ms(wan[i]) - ms(own[i]);
