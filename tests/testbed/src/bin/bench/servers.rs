@@ -13,15 +13,17 @@
 //! server of its own with [`PASSIVE_PORTS_EACH`], its own files and its own service
 //! instance, dropped before the next. All directories written are named by the scenario.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
 use ftp_pooler_testbed::service::{Service, Topics, Watcher};
-use ftp_pooler_testbed::{ca_file, FtpKind, FtpServer};
+use ftp_pooler_testbed::{broker, ca_file, FtpKind, FtpServer};
 
 use super::{
-    lftp, log, median, paired_ratio, round_ratios, settle, small_downloads, small_uploads, task,
-    timed_run, warm_up, Args, Bench, Row,
+    cpu_by_component, cpu_delta, cpu_times, lftp, lftp_profiled, log, median, paired_ratio,
+    round_ratios, settle, small_downloads, small_uploads, task, timed_run, warm_up, Args, Bench,
+    Row,
 };
 
 /// Passive ports of each server started here: fewer than the main server's 4,000, since
@@ -51,6 +53,8 @@ struct Rates {
     lftp_down: Vec<f64>,
     up: Vec<f64>,
     lftp_up: Vec<f64>,
+    /// The first round's CPU per download, by component (for the notes).
+    cpu: String,
 }
 
 impl Rates {
@@ -82,6 +86,51 @@ impl Rates {
     }
 }
 
+/// CPU over one run, by component (from /proc) and for the whole machine.
+struct Cpu {
+    components: HashMap<&'static str, f64>,
+    busy: (f64, f64),
+}
+
+impl Cpu {
+    fn start(port: u16, broker_port: &str) -> Cpu {
+        Cpu {
+            components: cpu_by_component(port, broker_port),
+            busy: cpu_times(),
+        }
+    }
+
+    /// "machine 0.71 ms/file, 98 % busy (service 0.30, broker 0.12, ...)": the
+    /// components' CPU per file since `start` (`lftp`: lftp's own, sampled by
+    /// [`lftp_profiled`]); "the rest" is the machine's busy time not in any component
+    /// (the server when it is not vsftpd, the kernel's softirqs, other processes).
+    fn per_file(&self, port: u16, broker_port: &str, n: usize, lftp: &[(String, f64)]) -> String {
+        let (busy, all) = cpu_times();
+        let machine = (busy - self.busy.0) * 10.0 / n as f64;
+        let share = 100.0 * (busy - self.busy.0) / (all - self.busy.1).max(1.0);
+        let mut parts = cpu_delta(&self.components, &cpu_by_component(port, broker_port), n);
+        parts.extend(lftp.iter().filter(|(c, _)| c == "lftp").cloned());
+        let mut service = 0.0;
+        let mut shown = Vec::new();
+        for (c, ms) in &parts {
+            if matches!(c.as_str(), "ingest" | "transfer" | "publish" | "supervisor") {
+                service += ms;
+            } else {
+                shown.push(format!("{c} {ms:.3}"));
+            }
+        }
+        if service > 0.0 {
+            shown.insert(0, format!("the service's stages {service:.3}"));
+        }
+        let known: f64 = parts.iter().map(|(_, ms)| ms).sum();
+        format!(
+            "machine {machine:.3} ms/file, {share:.0} % busy ({}, the rest {:.3})",
+            shown.join(", "),
+            (machine - known).max(0.0)
+        )
+    }
+}
+
 /// `rounds` rounds on `bench`'s server of: the service's downloads, lftp's, the service's
 /// uploads, lftp's (`lftp_set`: lftp settings before the mirror, e.g. for TLS).
 async fn rounds(
@@ -94,20 +143,35 @@ async fn rounds(
     rounds: usize,
 ) -> Rates {
     let mut rates = Rates::default();
+    let port = bench.server.port;
+    let bp = broker().bootstrap().rsplit(':').next().unwrap().to_string();
     for r in 0..rounds {
         let tasks = small_downloads(&format!("{tag}-d{r}"), &format!("{tag}-down/{r}"), n);
         settle();
+        let cpu = Cpu::start(port, &bp);
         rates
             .down
             .push(n as f64 / timed_run(topics, watcher, &tasks).await);
+        let svc_cpu = cpu.per_file(port, &bp, n, &[]);
         let dir = bench.storage.path().join(format!("{tag}-lftp-down/{r}"));
         std::fs::create_dir_all(&dir).unwrap();
         settle();
-        let s = lftp(
+        let cpu = Cpu::start(port, &bp);
+        let (s, lftp_profile) = lftp_profiled(
             &bench.server,
+            &bp,
             &format!("{lftp_set}mirror --parallel=10 /small {}", dir.display()),
+            n,
         );
         rates.lftp_down.push(n as f64 / s);
+        let line = format!(
+            "{tag} round {r} downloads, CPU: the service's run {svc_cpu}; lftp's {}",
+            cpu.per_file(port, &bp, n, &lftp_profile)
+        );
+        log(&line);
+        if r == 0 {
+            rates.cpu = line;
+        }
         let tasks = small_uploads(&format!("{tag}-u{r}"), &format!("/{tag}-svc-up/{r}"), n);
         settle();
         rates
@@ -139,7 +203,7 @@ pub(super) async fn every_kind(
     notes: &mut Vec<String>,
 ) {
     let n = a.small;
-    let mut per_round = Vec::new();
+    let (mut per_round, mut cpu) = (Vec::new(), Vec::new());
     for kind in [
         FtpKind::Vsftpd,
         FtpKind::PureFtpd,
@@ -176,10 +240,15 @@ pub(super) async fn every_kind(
         drop(svc);
         rows.extend(rates.rows(n, &format!("{name}, 10 sessions"), "", 1.0));
         per_round.push(format!("{name}: {}", rates.per_round()));
+        cpu.push(rates.cpu.clone());
     }
     notes.push(format!(
         "Small files on every server kind of the test bed (vsftpd: the main scenario's server, with 4,000 passive ports; the others each with {PASSIVE_PORTS_EACH}; a service instance of their own), each round's ratio to lftp: {}.",
         per_round.join("; ")
+    ));
+    notes.push(format!(
+        "CPU per file of the first round's downloads on each server kind, as /proc counts it (ms; \"the rest\" is the machine's busy time in no listed process: the FTP server when it is not vsftpd, the kernel's softirqs, anything else on the machine): {}.",
+        cpu.join("; ")
     ));
 }
 
