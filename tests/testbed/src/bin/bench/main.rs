@@ -7,12 +7,16 @@
 //! --parallel=10`), pooled vs connect-per-task (`pool.reuse_sessions: false`), one large
 //! file down and up (service vs `curl`), the transfer worker's peak RSS for a 64 MiB and a
 //! large file, produce-to-result latency at a steady 100 tasks/s, and scale-out with 1, 2
-//! and 3 instances in one group on 6 partitions. Not in the report: `--only ab --ab EXE`
+//! and 3 instances in one group on 6 partitions; small files on every server kind of the
+//! test bed and over explicit FTPS ([`servers`]); the time from start to the first
+//! result ([`startup`]). Not in the report: `--only ab --ab EXE`
 //! compares two builds of the service (small uploads and downloads, alternating).
 //! `--replot` draws the chart again from the report `--out` names ([`chart`]), and runs
 //! nothing.
 
 mod chart;
+mod servers;
+mod startup;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -49,7 +53,8 @@ struct Args {
 }
 
 impl Args {
-    /// Whether scenario `name` runs: small, kafka, latency, large, pool, scale.
+    /// Whether scenario `name` runs: small, kafka, latency, large, pool, scale, servers,
+    /// ftps, startup.
     fn wants(&self, name: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|o| o == name)
     }
@@ -291,6 +296,22 @@ impl Bench {
         topics.config_yaml(&format!(
             "pool:\n  max_sessions_per_connection: {sessions}\n  prewarm_sessions_per_connection: {sessions}\n  reuse_sessions: {reuse}\ntransfer:\n  transfer_timeout_seconds: 900\nlogging:\n  level: INFO\n  format: text\n"
         ))
+    }
+
+    /// The small files: `n` of 4 KiB on the server (`small/fNNNNN.bin`) and as many in the
+    /// local storage (`up/fNNNNN.bin`).
+    fn prepare_small(&self, n: usize) {
+        log(&format!(
+            "preparing {n} files of 4 KiB on each side ({})",
+            self.server.kind.name()
+        ));
+        for i in 0..n {
+            self.server
+                .put(&format!("small/f{i:05}.bin"), &vec![(i % 251) as u8; 4096]);
+            let up = self.storage.path().join(format!("up/f{i:05}.bin"));
+            std::fs::create_dir_all(up.parent().unwrap()).unwrap();
+            std::fs::write(up, vec![(i % 241) as u8; 4096]).unwrap();
+        }
     }
 
     async fn start(&self, name: &str, topics: &Topics, sessions: u64, reuse: bool) -> Service {
@@ -805,16 +826,7 @@ async fn main() {
     let mut notes: Vec<String> = Vec::new();
     let n = a.small;
 
-    // Small files on the server and locally.
-    log(&format!("preparing {n} files of 4 KiB on each side"));
-    for i in 0..n {
-        bench
-            .server
-            .put(&format!("small/f{i:05}.bin"), &vec![(i % 251) as u8; 4096]);
-        let up = bench.storage.path().join(format!("up/f{i:05}.bin"));
-        std::fs::create_dir_all(up.parent().unwrap()).unwrap();
-        std::fs::write(up, vec![(i % 241) as u8; 4096]).unwrap();
-    }
+    bench.prepare_small(n);
 
     if let Some(b_exe) = a.ab.clone().filter(|_| a.wants("ab")) {
         ab(&bench, &b_exe, n, a.repeats).await;
@@ -1252,6 +1264,16 @@ async fn main() {
     ));
     }
 
+    if a.wants("servers") {
+        servers::every_kind(&a, &bench, &mut rows, &mut notes).await;
+    }
+    if a.wants("ftps") {
+        servers::ftps(&a, &bench.exe, &mut rows, &mut notes).await;
+    }
+    if a.wants("startup") {
+        startup::startup(&a, &bench, &mut notes).await;
+    }
+
     write_report(&a, &rows, &notes, &scale);
     log(&format!(
         "wrote {} and {}",
@@ -1316,7 +1338,12 @@ fn write_report(a: &Args, rows: &[Row], notes: &[String], scale: &[(usize, f64)]
         chrono_now()
     ));
     md.push_str(&format!("- Machine: {}\n", machine()));
-    md.push_str(&format!("- ftp-pooler {} (release build); broker Tansu 0.6 (the test bed's); FTP server vsftpd ({}), all on 127.0.0.1\n", env!("CARGO_PKG_VERSION"), "Debian package"));
+    let others = if a.wants("servers") {
+        "; in the per-server rows also pure-ftpd and proftpd (unpacked from their Debian packages) and pyftpdlib (the test bed's venv)"
+    } else {
+        ""
+    };
+    md.push_str(&format!("- ftp-pooler {} (release build); broker Tansu 0.6 (the test bed's); FTP server vsftpd (Debian package){others}, all on 127.0.0.1\n", env!("CARGO_PKG_VERSION")));
     md.push_str(&format!(
         "- Files, the FTP server's and the local ones, of the service and of the baselines alike: {}\n",
         a.fs
