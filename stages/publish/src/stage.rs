@@ -437,15 +437,22 @@ async fn deliver(stage: Arc<Stage>, mut item: ToPublish, origin: Option<String>)
     };
     let task_id = task_id.as_deref();
     let mut pause = Duration::from_millis(100);
-    let _ = stage.recalled.subscribe().wait_for(|r| *r).await;
-    if stage.peers.lock().expect("peers").ledger.contains(id) {
-        // Kafka has an outcome of this message already (delivered by a killed publish, or
-        // by this one for an earlier send): a second one would be a duplicate.
-        stage.metrics.already.inc();
-        tracing::info!(message = %id, "already in Kafka: not sent again");
-        stage.peers.lock().expect("peers").route_ack(id, origin);
-        stage.in_flight.send_modify(|n| *n -= 1);
-        return;
+    if !*stage.recalled.borrow() {
+        let _ = stage.recalled.subscribe().wait_for(|r| *r).await;
+    }
+    {
+        let mut peers = stage.peers.lock().expect("peers");
+        if peers.ledger.contains(id) {
+            // Kafka has an outcome of this message already (delivered by a killed
+            // publish, or by this one for an earlier send): a second one would be a
+            // duplicate.
+            stage.metrics.already.inc();
+            tracing::info!(task_id, record = %id, "already in Kafka: not sent again");
+            peers.route_ack(id, origin);
+            drop(peers);
+            stage.in_flight.send_modify(|n| *n -= 1);
+            return;
+        }
     }
     loop {
         let sent = match &item {
