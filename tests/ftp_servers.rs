@@ -3,6 +3,8 @@
 //! reuse on the data channel); each in passive mode and in active mode (`passive = false`: EPRT,
 //! the server connects back). Log in, upload, rename, size, download, delete; and the
 //! failures that map to error codes.
+//! Many transfers in a row on one plain session, on each server, check the data
+//! connections opened ahead and the downloads pipelined with the next EPSV.
 //! Two scripted (fake) servers show what no real one shows on demand: where a plain
 //! upload's bytes go relative to the 150, and a refused upload of a large file.
 
@@ -140,6 +142,91 @@ async fn round_trip_in(kind: FtpKind, tls: bool, data: Data) {
     s.noop().await.unwrap();
     assert!(!s.is_poisoned(), "{label}");
     s.quit().await;
+}
+
+/// Many uploads and downloads in turn on one plain passive session, each checked byte for
+/// byte: the data connections opened ahead (with an upload's SIZE, and with a download's
+/// RETR on servers that hold commands during a transfer) carry the right file every time.
+async fn transfers_in_a_row(kind: FtpKind, pipelines_downloads: bool) {
+    let server = FtpServer::start(kind, false);
+    let label = kind.name();
+    let mut s = session(&server).await;
+    assert_eq!(s.pipelines_downloads(), pipelines_downloads, "{label}");
+    let files: Vec<Vec<u8>> = [0usize, 1, 4096, 70_000, 300_000, 5, 65_536, 1_000_000]
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| payload(len, i as u8))
+        .collect();
+    for (i, data) in files.iter().enumerate() {
+        let tmp = format!("/up/.f{i}.tmp");
+        if i == 0 {
+            s.mkdir_all("/up").await.unwrap();
+        }
+        s.upload(&mut data.as_slice(), &tmp).await.unwrap();
+        assert_eq!(
+            s.size(&tmp).await.unwrap(),
+            data.len() as u64,
+            "{label} {i}"
+        );
+        assert!(
+            s.has_data_ahead(),
+            "{label}: SIZE opened the next data connection"
+        );
+        s.rename(&tmp, &format!("/up/f{i}")).await.unwrap();
+    }
+    for round in 0..2 {
+        for (i, data) in files.iter().enumerate() {
+            let mut got = Vec::new();
+            let n = s.download(&format!("/up/f{i}"), &mut got).await.unwrap();
+            assert_eq!(n, data.len() as u64, "{label} round {round} file {i}");
+            assert_eq!(sha(&got), sha(data), "{label} round {round} file {i}");
+            assert!(!s.is_poisoned(), "{label}");
+            assert_eq!(s.has_data_ahead(), pipelines_downloads, "{label}");
+        }
+    }
+    // Downloads and uploads interleaved, the data connection ahead used by either.
+    for (i, data) in files.iter().enumerate() {
+        let mut got = Vec::new();
+        s.download(&format!("/up/f{i}"), &mut got).await.unwrap();
+        assert_eq!(sha(&got), sha(data), "{label} interleaved {i}");
+        s.upload(&mut data.as_slice(), &format!("/up/g{i}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.size(&format!("/up/g{i}")).await.unwrap(),
+            data.len() as u64
+        );
+        let stored = std::fs::read(server.root().join(format!("up/g{i}"))).unwrap();
+        assert_eq!(sha(&stored), sha(data), "{label} interleaved upload {i}");
+    }
+    assert!(
+        s.pipelines_downloads() == pipelines_downloads && !s.is_poisoned(),
+        "{label}"
+    );
+    s.noop().await.unwrap();
+    s.quit().await;
+}
+
+#[tokio::test]
+async fn vsftpd_transfers_in_a_row_with_data_connections_ahead() {
+    transfers_in_a_row(FtpKind::Vsftpd, true).await;
+}
+
+#[tokio::test]
+async fn pure_ftpd_transfers_in_a_row_with_data_connections_ahead() {
+    transfers_in_a_row(FtpKind::PureFtpd, true).await;
+}
+
+#[tokio::test]
+async fn proftpd_transfers_in_a_row_with_data_connections_ahead() {
+    transfers_in_a_row(FtpKind::Proftpd, true).await;
+}
+
+/// pyftpdlib runs a command as soon as it arrives, and an EPSV during a download closes
+/// that download's data connection: downloads are not pipelined there (uploads' SIZE is).
+#[tokio::test]
+async fn pyftpdlib_transfers_in_a_row_without_pipelined_downloads() {
+    transfers_in_a_row(FtpKind::Pyftpdlib, false).await;
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! ftp-pooler-transfer: the transfer stage's room.
 //!
 //! Owns everything that speaks FTP: [`FtpSession`] (one logged-in control connection,
-//! plain, explicit or implicit FTPS; passive or [`active`]-mode data connections), its TLS
+//! plain, explicit or implicit FTPS; passive or [`active`]-mode data connections; plain
+//! passive transfers pipelined, their data connections opened ahead: [`plain`]), its TLS
 //! setup ([`tls`]), and the mapping of FTP and I/O failures to the contract's error codes
 //! ([`TransferError`]), the session [`pool`],
 //! local path confinement ([`local`]), one attempt at a time per temporary name
@@ -22,6 +23,7 @@ pub mod engine;
 mod error;
 pub mod local;
 pub mod localio;
+mod plain;
 pub mod pool;
 mod session;
 pub mod tls;

@@ -12,9 +12,10 @@
 //! cannot reach). Connections with `passive = false` use active mode instead (EPRT, then
 //! PORT), in [`crate::active`]; everything else (poisoning, timeouts) is the same.
 //!
-//! A plain upload sends the STOR, the file's first bytes (a small file whole, with its
-//! end) together, before the server's 150 ([`stor_plain`]); over TLS the data waits for
-//! the 150 and the handshake.
+//! Plain passive sessions speak their transfers by hand ([`crate::plain`]): pipelined
+//! commands, the STOR with the file's first bytes before the 150, and the next data
+//! connection opened ahead; over TLS (and in active mode) suppaftp's one command per round
+//! trip, and an upload's data waits for the 150 and the handshake.
 //!
 //! A download ends with EOF on the data connection and the server's 226; when the 150
 //! reply announced a size ("(4096 bytes)"), the bytes received must match it. A plain
@@ -39,6 +40,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::active::{self, ActiveOptions, DataTls};
+use crate::plain::{Ahead, Pipelining, Plain};
 use crate::tls::TlsContext;
 use crate::TransferError;
 
@@ -62,6 +64,8 @@ pub struct SessionOptions {
     reset_data: Arc<AtomicBool>,
     /// Active mode (`passive = false`): how data listeners bind and what they announce.
     active: Option<ActiveOptions>,
+    /// Whether downloads carry the next transfer's EPSV ([`crate::plain`]).
+    pipelining: Pipelining,
 }
 
 impl SessionOptions {
@@ -75,6 +79,7 @@ impl SessionOptions {
             op_timeout: Duration::from_secs(secs),
             reset_data: Arc::new(AtomicBool::new(true)),
             active: ActiveOptions::for_connection(conn),
+            pipelining: Pipelining::default(),
         }
     }
 }
@@ -116,6 +121,11 @@ pub struct FtpSession {
     opts: SessionOptions,
     /// The streaming buffer of this session's transfers (empty until the first one).
     buf: Vec<u8>,
+    /// Plain passive sessions: the next transfer's data connection, opened ahead.
+    ahead: Option<Ahead>,
+    /// The server holds a command sent during a transfer until it ends (its greeting
+    /// says which server it is: [`crate::plain::holds_commands`]).
+    holds_commands: bool,
 }
 
 impl std::fmt::Debug for FtpSession {
@@ -155,6 +165,8 @@ impl FtpSession {
             data_tls,
             opts,
             buf: Vec::new(),
+            ahead: None,
+            holds_commands: false,
         };
         let user = conn.user.clone();
         let password: Secret = conn.password.clone();
@@ -174,6 +186,8 @@ impl FtpSession {
                 .map_err(|e| TransferError::ftp("TYPE I", e))?;
             let home =
                 with_ftp!(session, f => f.pwd().await).map_err(|e| TransferError::ftp("PWD", e))?;
+            session.holds_commands = with_ftp!(session, f => f.get_welcome_msg())
+                .is_some_and(crate::plain::holds_commands);
             with_ftp!(session, f => {
                 f.set_mode(Mode::ExtendedPassive);
                 f.set_passive_nat_workaround(true);
@@ -199,6 +213,20 @@ impl FtpSession {
     /// True once a failure may have left the session unusable: discard it.
     pub fn is_poisoned(&self) -> bool {
         self.poisoned
+    }
+
+    /// Whether this session's downloads carry the next transfer's EPSV (a plain passive
+    /// session on a server that holds commands during a transfer; [`crate::plain`]).
+    pub fn pipelines_downloads(&self) -> bool {
+        matches!(self.ftp, Ftp::Plain(_))
+            && self.opts.active.is_none()
+            && self.holds_commands
+            && !self.opts.pipelining.is_refused()
+    }
+
+    /// Whether the next transfer's data connection is already open (or opening).
+    pub fn has_data_ahead(&self) -> bool {
+        self.ahead.is_some()
     }
 
     /// The login directory.
@@ -232,21 +260,40 @@ impl FtpSession {
         self.settle("NOOP", r, true)
     }
 
-    /// SIZE of a remote file, in bytes.
+    /// SIZE of a remote file, in bytes. A plain passive session without a data
+    /// connection ahead sends the next EPSV with it and opens that connection
+    /// ([`crate::plain::size`]): an upload's SIZE check is followed by a rename and, in a
+    /// busy pool, the session's next transfer.
     pub async fn size(&mut self, path: &str) -> Result<u64, TransferError> {
         let path = self.remote_path(path)?;
         self.guard("SIZE")?;
-        let r = with_ftp!(self, f => timed(self.opts.op_timeout, f.size(path.as_str())).await);
+        let op = self.opts.op_timeout;
+        if let (Ftp::Plain(f), None) = (&mut self.ftp, &self.opts.active) {
+            let mut p = Plain {
+                f,
+                epsv: &mut self.extended,
+                ahead: &mut self.ahead,
+                op,
+            };
+            let (size, next) = crate::plain::size(&mut p, &path).await;
+            if let Err(e) = next {
+                tracing::debug!(error = %e, "no data connection ahead; the session is discarded");
+                self.poisoned = true;
+            }
+            return size;
+        }
+        let r = with_ftp!(self, f => timed(op, f.size(path.as_str())).await);
         self.settle("SIZE", r, false).map(|n| n as u64)
     }
 
-    /// RNFR/RNTO. On a plain connection both go in one write ([`pipelined_rename`]).
+    /// RNFR/RNTO. On a plain connection both go in one write
+    /// ([`crate::plain::pipelined_rename`]).
     pub async fn rename(&mut self, from: &str, to: &str) -> Result<(), TransferError> {
         let (from, to) = (self.remote_path(from)?, self.remote_path(to)?);
         self.guard("RNFR/RNTO")?;
         let op = self.opts.op_timeout;
         let r = match &mut self.ftp {
-            Ftp::Plain(f) => timed(op, pipelined_rename(f, &from, &to)).await,
+            Ftp::Plain(f) => timed(op, crate::plain::pipelined_rename(f, &from, &to)).await,
             Ftp::Tls(f) => timed(op, f.rename(from.as_str(), to.as_str())).await,
         };
         self.settle("RNFR/RNTO", r, false)
@@ -296,9 +343,31 @@ impl FtpSession {
             Some(a) => {
                 with_ftp!(self, f => active::retr(f, &mut self.extended, a, tls, &path, out, op, &mut self.buf).await)
             }
-            None => {
-                with_ftp!(self, f => retr(f, &mut self.extended, reset, &path, out, op, &mut self.buf).await)
-            }
+            None => match &mut self.ftp {
+                Ftp::Plain(f) => {
+                    let mut p = Plain {
+                        f,
+                        epsv: &mut self.extended,
+                        ahead: &mut self.ahead,
+                        op,
+                    };
+                    let pipelining = self.holds_commands.then_some(&self.opts.pipelining);
+                    match crate::plain::retr(&mut p, pipelining, reset, &path, out, &mut self.buf)
+                        .await
+                    {
+                        Ok((n, Ok(()))) => Ok(n),
+                        Ok((n, Err(e))) => {
+                            tracing::debug!(error = %e, "no data connection ahead; the session is discarded");
+                            self.poisoned = true;
+                            return Ok(n);
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                Ftp::Tls(f) => {
+                    retr(f, &mut self.extended, reset, &path, out, op, &mut self.buf).await
+                }
+            },
         };
         if r.is_err() {
             self.poisoned = true;
@@ -323,7 +392,14 @@ impl FtpSession {
             }
             None => match &mut self.ftp {
                 Ftp::Plain(f) => {
-                    stor_plain(f, &mut self.extended, input, &path, op, &mut self.buf).await
+                    let mut p = Plain {
+                        f,
+                        epsv: &mut self.extended,
+                        ahead: &mut self.ahead,
+                        op,
+                    };
+                    crate::plain::stor(&mut p, self.holds_commands, input, &path, &mut self.buf)
+                        .await
                 }
                 Ftp::Tls(f) => stor(f, &mut self.extended, input, &path, op, &mut self.buf).await,
             },
@@ -448,7 +524,7 @@ async fn tcp(addr: &str) -> Result<TcpStream, TransferError> {
 }
 
 /// True when a reply to EPSV means "not supported" (switch to PASV).
-fn epsv_refused(e: &FtpError) -> bool {
+pub(crate) fn epsv_refused(e: &FtpError) -> bool {
     matches!(e, FtpError::UnexpectedResponse(r) if matches!(crate::error::reply_code(r), 500..=502))
 }
 
@@ -592,7 +668,7 @@ where
 }
 
 /// Streams the rest of `input` to an upload's data connection; returns the bytes sent.
-async fn send_rest<R, W>(
+pub(crate) async fn send_rest<R, W>(
     input: &mut R,
     out: &mut W,
     op: Duration,
@@ -616,199 +692,6 @@ where
     }
 }
 
-/// RNFR and RNTO in one write, then both replies: one round trip (and one wake-up of the
-/// server) instead of two, on every upload. Safe to pipeline: if RNFR fails, the server
-/// refuses the RNTO (503, "RNFR required first") and nothing is renamed; both replies
-/// are read either way, so the channel stays in step. suppaftp sends one command per
-/// round trip, so the line goes straight to the control socket (plain connections only:
-/// a TLS channel must go through its TLS stream); the paths were checked for CR, LF and
-/// NUL by [`FtpSession::remote_path`].
-async fn pipelined_rename(f: &mut AsyncFtpStream, from: &str, to: &str) -> Result<(), FtpError> {
-    send_raw(f, &format!("RNFR {from}\r\nRNTO {to}\r\n")).await?;
-    let from_reply = f.read_response_in(&[Status::RequestFilePending]).await;
-    if let Err(FtpError::ConnectionError(_)) = from_reply {
-        return from_reply.map(|_| ());
-    }
-    // Some non-compliant servers (e.g. bftpd) reply 200 instead of 250, as suppaftp allows.
-    let to_reply = f
-        .read_response_in(&[Status::RequestedFileActionOk, Status::CommandOk])
-        .await;
-    from_reply?;
-    to_reply.map(|_| ())
-}
-
-/// Writes command lines straight to a plain control socket, without reading a reply:
-/// suppaftp sends one command per round trip. The caller reads every reply. Paths in
-/// `lines` were checked for CR, LF and NUL by [`FtpSession::remote_path`].
-async fn send_raw(f: &mut AsyncFtpStream, lines: &str) -> Result<(), FtpError> {
-    let control = f.get_ref().await;
-    let mut sent = 0;
-    while sent < lines.len() {
-        control
-            .writable()
-            .await
-            .map_err(FtpError::ConnectionError)?;
-        match control.try_write(&lines.as_bytes()[sent..]) {
-            Ok(n) => sent += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(FtpError::ConnectionError(e)),
-        }
-    }
-    Ok(())
-}
-
-/// The data address of a plain session's next transfer: EPSV, or PASV for good once the
-/// server has refused EPSV; the port with the control connection's peer address (as
-/// suppaftp's NAT workaround does for PASV).
-async fn passive_address(
-    f: &mut AsyncFtpStream,
-    epsv: &mut Extended,
-    op: Duration,
-) -> Result<std::net::SocketAddr, TransferError> {
-    loop {
-        let (cmd, status) = match *epsv {
-            Extended::Refused => ("PASV", Status::PassiveMode),
-            _ => ("EPSV", Status::ExtendedPassiveMode),
-        };
-        let reply = match timed(op, f.custom_command(cmd, &[status])).await {
-            Err(Fail::Ftp(e)) if *epsv == Extended::Untried && epsv_refused(&e) => {
-                *epsv = Extended::Refused;
-                f.set_mode(Mode::Passive);
-                continue;
-            }
-            r => r.map_err(|fail| fail.classify(cmd, op))?,
-        };
-        if *epsv == Extended::Untried {
-            *epsv = Extended::Works;
-        }
-        let text = String::from_utf8_lossy(&reply.body);
-        let port = passive_port(&text).ok_or_else(|| {
-            TransferError::new(
-                ErrorCode::ConnectionError,
-                format!("{cmd}: no port in the reply {:?}", excerpt(&text, 200)),
-            )
-        })?;
-        let mut addr =
-            f.get_ref().await.peer_addr().map_err(|e| {
-                TransferError::new(ErrorCode::ConnectionError, format!("{cmd}: {e}"))
-            })?;
-        addr.set_port(port);
-        return Ok(addr);
-    }
-}
-
-/// The port of an EPSV reply ("229 Entering Extended Passive Mode (|||6446|)", any
-/// delimiter, RFC 2428) or of a PASV reply ("227 Entering Passive Mode
-/// (127,0,0,1,25,46)").
-fn passive_port(reply: &str) -> Option<u16> {
-    let inner = &reply[reply.find('(')? + 1..];
-    let inner = &inner[..inner.find(')')?];
-    let mut chars = inner.chars();
-    if let Some(d) = chars.next().filter(|c| !c.is_ascii_digit()) {
-        let rest = inner.strip_prefix(d.to_string().repeat(3).as_str())?;
-        return rest.strip_suffix(d)?.parse().ok();
-    }
-    let parts: Vec<u16> = inner
-        .split(',')
-        .map(|p| p.trim().parse().ok())
-        .collect::<Option<_>>()?;
-    match parts[..] {
-        [_, _, _, _, hi, lo] if hi < 256 && lo < 256 => Some(hi * 256 + lo),
-        _ => None,
-    }
-}
-
-/// STOR on a plain session, with the file's first bytes sent ahead of the server's 150:
-/// the command, as much of the file as the kernel takes at once (a small file whole,
-/// with its FIN) go out together, and the 150 and the 226 are then read together: one
-/// round trip fewer per upload than suppaftp's STOR, which waits for the 150 before it
-/// sends a byte (an upload is EPSV, STOR, SIZE and RNFR+RNTO: four round trips, not
-/// five).
-///
-/// Safe: nothing ahead of the 150 waits. Data is written only while the socket takes it
-/// without blocking, so a server that refuses the STOR (and never reads the connection)
-/// cannot stall us; the rest of a large file waits for the 150, as before. The bytes a
-/// server receives before it accepts the data connection sit in its kernel's queue, and
-/// it reads them, as any others, once the STOR has opened its file; a refused STOR's
-/// bytes are never read. The replies are read in order whatever happens, and any failure
-/// poisons the session (the caller).
-async fn stor_plain<R>(
-    f: &mut AsyncFtpStream,
-    epsv: &mut Extended,
-    input: &mut R,
-    path: &str,
-    op: Duration,
-    buf: &mut [u8],
-) -> Result<u64, TransferError>
-where
-    R: AsyncRead + Unpin,
-{
-    let addr = passive_address(f, epsv, op).await?;
-    let mut data = TransferError::connecting(
-        &format!("STOR data connection to {addr}"),
-        op,
-        TcpStream::connect(addr),
-    )
-    .await?;
-    let _ = data.set_nodelay(true);
-    timed(op, send_raw(f, &format!("STOR {path}\r\n")))
-        .await
-        .map_err(|fail| fail.classify("STOR", op))?;
-    let read = |e: std::io::Error| TransferError::local_io("read source", &e);
-    let written = |e: std::io::Error| {
-        TransferError::new(ErrorCode::ConnectionError, format!("STOR data: {e}"))
-    };
-    // Ahead of the 150: whole chunks, while the socket takes them without waiting.
-    let mut total = 0u64;
-    let mut rest = 0..0;
-    loop {
-        let n = input.read(buf).await.map_err(read)?;
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        let mut off = 0;
-        while off < n {
-            match data.try_write(&buf[off..n]) {
-                Ok(k) => off += k,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(written(e)),
-            }
-        }
-        if off < n {
-            rest = off..n;
-            break;
-        }
-    }
-    let preliminary = [Status::AboutToSend, Status::AlreadyOpen];
-    if rest.is_empty() {
-        // All of it is out: close, so the server sees EOF, before the 150 is even read.
-        let shut = data.shutdown().await;
-        drop(data);
-        timed(op, f.read_response_in(&preliminary))
-            .await
-            .map_err(|fail| fail.classify("STOR", op))?;
-        shut.map_err(written)?;
-    } else {
-        // A file larger than what the socket took at once: the rest once the server has
-        // accepted the STOR.
-        timed(op, f.read_response_in(&preliminary))
-            .await
-            .map_err(|fail| fail.classify("STOR", op))?;
-        data_io("STOR", op, data.write_all(&buf[rest])).await?;
-        total += send_rest(input, &mut data, op, buf).await?;
-        data_io("STOR", op, data.shutdown()).await?;
-        drop(data);
-    }
-    timed(
-        op,
-        f.read_response_in(&[Status::ClosingDataConnection, Status::RequestedFileActionOk]),
-    )
-    .await
-    .map_err(|fail| fail.classify("STOR", op))?;
-    Ok(total)
-}
-
 /// Ends a plain download's data connection, at EOF, with a reset instead of a FIN.
 ///
 /// The server closed first (EOF is how stream mode ends a file), so a FIN from us would
@@ -825,7 +708,7 @@ where
 /// server answer a reset download with a failure (one that reads its data connection to
 /// the end before it replies might), the connection's sessions stop resetting
 /// ([`SessionOptions`]) and the retry closes with a FIN.
-fn reset_after_eof(tcp: &TcpStream) {
+pub(crate) fn reset_after_eof(tcp: &TcpStream) {
     use std::os::fd::AsRawFd;
     // SAFETY: a zeroed sockaddr with family AF_UNSPEC is a valid argument, and the
     // descriptor stays open (owned by `tcp`) for the duration of the call.
@@ -888,25 +771,7 @@ pub(crate) async fn timed<T>(
 
 #[cfg(test)]
 mod tests {
-    use super::{announced_size, passive_port};
-
-    #[test]
-    fn the_port_of_an_epsv_or_pasv_reply() {
-        let epsv = "229 Entering Extended Passive Mode (|||6446|)";
-        assert_eq!(passive_port(epsv), Some(6446));
-        assert_eq!(passive_port("229 EPSV ok (!!!40001!)"), Some(40001));
-        let pasv = "227 Entering Passive Mode (127,0,0,1,25,46).";
-        assert_eq!(passive_port(pasv), Some(25 * 256 + 46));
-        for bad in [
-            "229 Entering Extended Passive Mode",
-            "229 (|||port|)",
-            "229 (||6446|)",
-            "227 Entering Passive Mode (127,0,0,1,25)",
-            "227 Entering Passive Mode (127,0,0,1,256,1)",
-        ] {
-            assert_eq!(passive_port(bad), None, "{bad}");
-        }
-    }
+    use super::announced_size;
 
     #[test]
     fn the_150_reply_announces_the_size_when_the_server_says_it() {

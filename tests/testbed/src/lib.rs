@@ -403,7 +403,11 @@ pub fn scripted_server(
             std::thread::spawn(move || {
                 let mut lines = BufReader::new(control.try_clone().unwrap());
                 let mut data = None;
-                control.write_all(b"220 fake\r\n").unwrap();
+                // Greets as vsftpd does: the client sends an upload's first bytes before the
+                // 150 only to servers it knows to take them (it reads the greeting).
+                control
+                    .write_all(b"220 (vsFTPd 3.0.3) scripted\r\n")
+                    .unwrap();
                 let mut line = String::new();
                 while lines.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
                     let verb = line.split_whitespace().next().unwrap_or("").to_uppercase();
