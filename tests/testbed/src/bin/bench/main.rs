@@ -10,11 +10,13 @@
 //! and 3 instances in one group on 6 partitions; small files on every server kind of the
 //! test bed and over explicit FTPS ([`servers`]); the time from start to the first
 //! result ([`startup`]); small files through a simulated WAN link of 10 and 50 ms round
-//! trip against lftp ([`wan`]). Not in the report: `--only ab --ab EXE`
+//! trip against lftp ([`wan`]), and a large file through a bandwidth-capped link, as a
+//! ratio to the cap, curl beside it ([`capped`]). Not in the report: `--only ab --ab EXE`
 //! compares two builds of the service (small uploads and downloads, alternating).
 //! `--replot` draws the chart again from the report `--out` names ([`chart`]), and runs
 //! nothing.
 
+mod capped;
 mod chart;
 mod servers;
 mod startup;
@@ -57,11 +59,14 @@ struct Args {
     wan_files: usize,
     wan_rtts: Vec<u64>,
     wan_server: FtpKind,
+    /// `capped`: the file's size (MiB) and the link's cap (MB/s, 10^6 bytes per second).
+    capped_mib: u64,
+    capped_mbps: u64,
 }
 
 impl Args {
     /// Whether scenario `name` runs: small, kafka, latency, large, pool, scale, servers,
-    /// ftps, startup, wan.
+    /// ftps, startup, wan, capped.
     fn wants(&self, name: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|o| o == name)
     }
@@ -88,6 +93,8 @@ fn args() -> Args {
         wan_files: 500,
         wan_rtts: vec![10, 50],
         wan_server: FtpKind::Proftpd,
+        capped_mib: 1024,
+        capped_mbps: 50,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -124,6 +131,8 @@ fn args() -> Args {
                         panic!("--wan-server: vsftpd, proftpd, pure-ftpd or pyftpdlib, not {name}")
                     })
             }
+            "--capped-mib" => a.capped_mib = v().parse().expect("--capped-mib N"),
+            "--capped-mbps" => a.capped_mbps = v().parse().expect("--capped-mbps MB/s"),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -1307,6 +1316,9 @@ async fn main() {
     if a.wants("wan") {
         wan::wan(&a, &bench.exe, &mut rows, &mut notes).await;
     }
+    if a.wants("capped") {
+        capped::capped(&a, &bench, &mut rows, &mut notes).await;
+    }
 
     write_report(&a, &rows, &notes, &scale);
     log(&format!(
@@ -1377,7 +1389,7 @@ fn write_report(a: &Args, rows: &[Row], notes: &[String], scale: &[(usize, f64)]
     } else {
         ""
     };
-    let link = if a.wants("wan") {
+    let link = if a.wants("wan") || a.wants("capped") {
         "; the rows through a link reach it through the test bed's link simulator on 127.0.0.2"
     } else {
         ""
