@@ -119,7 +119,7 @@ pub(super) async fn capped(a: &Args, bench: &Bench, rows: &mut Vec<Row>, notes: 
             .join(" ")
     };
     let line = format!(
-        "A {mib} MiB file through the link simulator on 127.0.0.2 (RTT {RTT_MS} ms, capped at {cap:.0} MB/s each way, the cap shared by the link's control and data connections), vsftpd behind it: the service's one task from produce to result (its data synced before the rename), curl's process time, in the same rounds. Each round's ratio to the cap: downloads, the service {}, curl {}; uploads, the service {}, curl {}. The service against curl in each round: downloads {}, uploads {}. The link paces its chunks a few per cent slower than the cap (a 32 MiB download capped at 20 MB/s took 3-4 % longer than at the cap, docs/NOTES.md), so about 0.96x is the most a client can show.",
+        "A {mib} MiB file through the link simulator on 127.0.0.2 (RTT {RTT_MS} ms, capped at {cap:.0} MB/s each way, the cap shared by the link's control and data connections), vsftpd behind it: the service's one task from produce to result (its data synced before the rename), curl's process time, in the same rounds. Each round's ratio to the cap: downloads, the service {}, curl {}; uploads, the service {}, curl {}. The service against curl in each round: downloads {}, uploads {}. curl's time includes its connection, its login and the commands before the transfer, each a round trip or more through the link (the service's session was logged in before the clock). The link's own pacing: a 32 MiB download capped at 20 MB/s took 3-4 % longer than at the cap (debug build, docs/NOTES.md).",
         to_cap(&rates.down),
         to_cap(&rates.curl_down),
         to_cap(&rates.up),
