@@ -9,17 +9,22 @@
 //! large file, produce-to-result latency at a steady 100 tasks/s, and scale-out with 1, 2
 //! and 3 instances in one group on 6 partitions; small files on every server kind of the
 //! test bed and over explicit FTPS ([`servers`]); the time from start to the first
-//! result ([`startup`]). Not in the report: `--only ab --ab EXE`
+//! result ([`startup`]); small files through a simulated WAN link of 10 and 50 ms round
+//! trip against lftp ([`wan`]), and a large file through a bandwidth-capped link, as a
+//! ratio to the cap, curl beside it ([`capped`]). Not in the report: `--only ab --ab EXE`
 //! compares two builds of the service (small uploads and downloads, alternating).
 //! `--replot` draws the chart again from the report `--out` names ([`chart`]), and runs
 //! nothing.
 
+mod capped;
 mod chart;
 mod servers;
 mod startup;
+mod wan;
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -50,11 +55,18 @@ struct Args {
     ab: Option<PathBuf>,
     /// `--replot`: only draw `chart` again from the report at `out`.
     replot: bool,
+    /// `wan`: small files per round, the link's round trips (ms), the FTP server.
+    wan_files: usize,
+    wan_rtts: Vec<u64>,
+    wan_server: FtpKind,
+    /// `capped`: the file's size (MiB) and the link's cap (MB/s, 10^6 bytes per second).
+    capped_mib: u64,
+    capped_mbps: u64,
 }
 
 impl Args {
     /// Whether scenario `name` runs: small, kafka, latency, large, pool, scale, servers,
-    /// ftps, startup.
+    /// ftps, startup, wan, capped.
     fn wants(&self, name: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|o| o == name)
     }
@@ -78,6 +90,11 @@ fn args() -> Args {
         fs: String::from("the system's temporary directory"),
         ab: None,
         replot: false,
+        wan_files: 500,
+        wan_rtts: vec![10, 50],
+        wan_server: FtpKind::Proftpd,
+        capped_mib: 1024,
+        capped_mbps: 50,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -98,6 +115,24 @@ fn args() -> Args {
             "--fs" => a.fs = v(),
             "--ab" => a.ab = Some(v().into()),
             "--replot" => a.replot = true,
+            "--wan-files" => a.wan_files = v().parse().expect("--wan-files N"),
+            "--wan-rtts" => {
+                a.wan_rtts = v()
+                    .split(',')
+                    .map(|r| r.parse().expect("--wan-rtts MS,MS,..."))
+                    .collect()
+            }
+            "--wan-server" => {
+                let name = v();
+                a.wan_server = *FtpKind::ALL
+                    .iter()
+                    .find(|k| k.name() == name)
+                    .unwrap_or_else(|| {
+                        panic!("--wan-server: vsftpd, proftpd, pure-ftpd or pyftpdlib, not {name}")
+                    })
+            }
+            "--capped-mib" => a.capped_mib = v().parse().expect("--capped-mib N"),
+            "--capped-mbps" => a.capped_mbps = v().parse().expect("--capped-mbps MB/s"),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -563,6 +598,11 @@ async fn warm_up(topics: &Topics, watcher: &Watcher, server: &FtpServer, tag: &s
 }
 
 fn lftp(server: &FtpServer, script: &str) -> f64 {
+    lftp_at(SocketAddr::from(([127, 0, 0, 1], server.port)), script)
+}
+
+/// As [`lftp`], to the FTP server (or link) at `addr`.
+fn lftp_at(addr: SocketAddr, script: &str) -> f64 {
     let t0 = Instant::now();
     let out = Command::new("lftp")
         .arg("-u")
@@ -571,7 +611,7 @@ fn lftp(server: &FtpServer, script: &str) -> f64 {
         .arg(format!(
             "set net:max-retries 1; set ftp:passive-mode on; set xfer:clobber on; {script}; quit"
         ))
-        .arg(format!("ftp://127.0.0.1:{}", server.port))
+        .arg(format!("ftp://{addr}"))
         .output()
         .expect("lftp (scripts/testbed/install.sh installs it)");
     assert!(
@@ -1273,6 +1313,12 @@ async fn main() {
     if a.wants("startup") {
         startup::startup(&a, &bench, &mut notes).await;
     }
+    if a.wants("wan") {
+        wan::wan(&a, &bench.exe, &mut rows, &mut notes).await;
+    }
+    if a.wants("capped") {
+        capped::capped(&a, &bench, &mut rows, &mut notes).await;
+    }
 
     write_report(&a, &rows, &notes, &scale);
     log(&format!(
@@ -1343,7 +1389,12 @@ fn write_report(a: &Args, rows: &[Row], notes: &[String], scale: &[(usize, f64)]
     } else {
         ""
     };
-    md.push_str(&format!("- ftp-pooler {} (release build); broker Tansu 0.6 (the test bed's); FTP server vsftpd (Debian package){others}, all on 127.0.0.1\n", env!("CARGO_PKG_VERSION")));
+    let link = if a.wants("wan") || a.wants("capped") {
+        "; the rows through a link reach it through the test bed's link simulator on 127.0.0.2"
+    } else {
+        ""
+    };
+    md.push_str(&format!("- ftp-pooler {} (release build); broker Tansu 0.6 (the test bed's); FTP server vsftpd (Debian package){others}, all on 127.0.0.1{link}\n", env!("CARGO_PKG_VERSION")));
     md.push_str(&format!(
         "- Files, the FTP server's and the local ones, of the service and of the baselines alike: {}\n",
         a.fs

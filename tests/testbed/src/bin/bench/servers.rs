@@ -31,10 +31,10 @@ use super::{
 /// random places (1,500 each: no free range left for the third server). 600 ports
 /// leave tens of TIME_WAIT sockets per port within a minute of 2,000-file rounds, not
 /// the thousands of 64 ports.
-const PASSIVE_PORTS_EACH: u16 = 600;
+pub(super) const PASSIVE_PORTS_EACH: u16 = 600;
 
 /// A bench around `server`: fresh local storage and work directories.
-fn bench_on(server: FtpServer, exe: &Path) -> Bench {
+pub(super) fn bench_on(server: FtpServer, exe: &Path) -> Bench {
     Bench {
         server,
         storage: tempfile::Builder::new()
