@@ -328,9 +328,11 @@ impl Bench {
     }
 
     fn yaml(&self, topics: &Topics, sessions: u64, reuse: bool) -> String {
-        topics.config_yaml(&format!(
-            "pool:\n  max_sessions_per_connection: {sessions}\n  prewarm_sessions_per_connection: {sessions}\n  reuse_sessions: {reuse}\ntransfer:\n  transfer_timeout_seconds: 900\nlogging:\n  level: INFO\n  format: text\n"
-        ))
+        let yaml = topics.config_yaml(&format!(
+            "pool:\n  max_sessions_per_connection: {sessions}\n  prewarm_sessions_per_connection: {sessions}\n  reuse_sessions: {reuse}\ntransfer:\n  transfer_timeout_seconds: 900{}\nlogging:\n  level: INFO\n  format: text\n",
+            experiment("BENCH_TRANSFER").map(|t| format!("\n  {t}")).unwrap_or_default()
+        ));
+        experiment_kafka(yaml)
     }
 
     /// The small files: `n` of 4 KiB on the server (`small/fNNNNN.bin`) and as many in the
@@ -1384,6 +1386,11 @@ fn write_report(a: &Args, rows: &[Row], notes: &[String], scale: &[(usize, f64)]
         chrono_now()
     ));
     md.push_str(&format!("- Machine: {}\n", machine()));
+    for name in ["BENCH_TRANSFER", "BENCH_CONSUMER", "BENCH_PRODUCER"] {
+        if let Some(v) = experiment(name) {
+            md.push_str(&format!("- Experiment: {name}=`{v}` (not the service's defaults)\n"));
+        }
+    }
     let others = if a.wants("servers") {
         "; in the per-server rows also pure-ftpd and proftpd (unpacked from their Debian packages) and pyftpdlib (the test bed's venv)"
     } else {
@@ -1456,4 +1463,25 @@ fn chrono_now() -> String {
         .ok();
     out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default()
+}
+
+/// An experiment's setting from the environment (not in the report's runs): a
+/// `transfer:` key (`BENCH_TRANSFER="fsync: per_file"`), or librdkafka properties for the
+/// service's consumer or producer (`BENCH_CONSUMER="fetch.wait.max.ms: 10"`,
+/// `BENCH_PRODUCER="linger.ms: 0"`). The report's header names them when set.
+fn experiment(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// The service's config with the `BENCH_CONSUMER` / `BENCH_PRODUCER` properties added.
+fn experiment_kafka(yaml: String) -> String {
+    let mut yaml = yaml;
+    if let Some(c) = experiment("BENCH_CONSUMER") {
+        yaml = yaml.replacen("consumer_config: {", &format!("consumer_config: {{{c}, "), 1);
+    }
+    if let Some(p) = experiment("BENCH_PRODUCER") {
+        let sep = if yaml.contains("producer_config: {}") { "" } else { ", " };
+        yaml = yaml.replacen("producer_config: {", &format!("producer_config: {{{p}{sep}"), 1);
+    }
+    yaml
 }
