@@ -1425,7 +1425,9 @@ fn write_report(a: &Args, rows: &[Row], notes: &[String], scale: &[(usize, f64)]
     md.push_str(&format!("- Machine: {}\n", machine()));
     for name in ["BENCH_TRANSFER", "BENCH_CONSUMER", "BENCH_PRODUCER"] {
         if let Some(v) = experiment(name) {
-            md.push_str(&format!("- Experiment: {name}=`{v}` (not the service's defaults)\n"));
+            md.push_str(&format!(
+                "- Experiment: {name}=`{v}` (not the service's defaults)\n"
+            ));
         }
     }
     let others = if a.wants("servers") {
@@ -1514,11 +1516,23 @@ fn experiment(name: &str) -> Option<String> {
 fn experiment_kafka(yaml: String) -> String {
     let mut yaml = yaml;
     if let Some(c) = experiment("BENCH_CONSUMER") {
-        yaml = yaml.replacen("consumer_config: {", &format!("consumer_config: {{{c}, "), 1);
+        yaml = yaml.replacen(
+            "consumer_config: {",
+            &format!("consumer_config: {{{c}, "),
+            1,
+        );
     }
     if let Some(p) = experiment("BENCH_PRODUCER") {
-        let sep = if yaml.contains("producer_config: {}") { "" } else { ", " };
-        yaml = yaml.replacen("producer_config: {", &format!("producer_config: {{{p}{sep}"), 1);
+        let sep = if yaml.contains("producer_config: {}") {
+            ""
+        } else {
+            ", "
+        };
+        yaml = yaml.replacen(
+            "producer_config: {",
+            &format!("producer_config: {{{p}{sep}"),
+            1,
+        );
     }
     yaml
 }
