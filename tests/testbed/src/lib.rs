@@ -43,7 +43,9 @@ pub mod xferlog;
 pub use kafka::{
     broker, use_persistent_broker, use_secured_broker, Broker, Security, SASL_PASSWORD, SASL_USER,
 };
-pub use process::{free_port, free_port_range, unique, workspace_root, ServerProcess};
+pub use process::{
+    free_port, free_port_range, release_port_range, unique, workspace_root, ServerProcess,
+};
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
@@ -198,6 +200,9 @@ impl FtpServer {
         }
         // Enough passive ports for thousands of small transfers a second (a data port
         // lingers in TIME_WAIT after each one).
+        if self.pasv != 0 {
+            release_port_range(self.pasv, self.pasv_count);
+        }
         let pasv = free_port_range(self.pasv_count);
         self.pasv = pasv;
         let mut args: Vec<String> = vec![
@@ -246,6 +251,11 @@ impl FtpServer {
 
     /// Restarts the server with `count` passive ports instead of 64.
     pub fn with_passive_ports(mut self, count: u16) -> FtpServer {
+        self.stop();
+        if self.pasv != 0 {
+            release_port_range(self.pasv, self.pasv_count);
+            self.pasv = 0;
+        }
         self.pasv_count = count;
         self.restart();
         self
@@ -335,6 +345,9 @@ impl FtpServer {
 impl Drop for FtpServer {
     fn drop(&mut self) {
         self.stop();
+        if self.pasv != 0 {
+            release_port_range(self.pasv, self.pasv_count);
+        }
     }
 }
 
