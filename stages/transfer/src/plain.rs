@@ -122,9 +122,14 @@ impl Ahead {
         }
     }
 
+    /// Too old to be used ([`AHEAD_MAX_AGE`]).
+    pub(crate) fn is_stale(&self) -> bool {
+        self.since.elapsed() > AHEAD_MAX_AGE
+    }
+
     /// The connection, if it is young enough and connected within `op`.
     async fn take(self, op: Duration) -> Option<TcpStream> {
-        if self.since.elapsed() > AHEAD_MAX_AGE {
+        if self.is_stale() {
             return None;
         }
         let addr = self.addr;

@@ -253,9 +253,14 @@ impl FtpSession {
         }
     }
 
-    /// NOOP: proves the session alive.
+    /// NOOP: proves the session alive. An idle session's data connection opened ahead is
+    /// closed once stale, rather than left to the server's idle timeout (pyftpdlib ends
+    /// the whole session when an idle data connection times out).
     pub async fn noop(&mut self) -> Result<(), TransferError> {
         self.guard("NOOP")?;
+        if self.ahead.as_ref().is_some_and(Ahead::is_stale) {
+            self.ahead = None;
+        }
         let r = with_ftp!(self, f => timed(self.opts.op_timeout, f.noop()).await);
         self.settle("NOOP", r, true)
     }
