@@ -133,6 +133,18 @@ fn cases() -> Vec<Case> {
             "is empty",
         ),
         dlq("deep-nesting", deep, "not valid JSON"),
+        dlq(
+            "checksum-unknown-algorithm",
+            br#"{"task_id":"h-crc","src_id":"a","src_path":"p","dst_id":"local","dst_path":"x","checksum":{"algorithm":"crc32","value":"00000000"}}"#
+                .to_vec(),
+            "checksum.algorithm",
+        ),
+        dlq(
+            "checksum-short-value",
+            br#"{"task_id":"h-short","src_id":"a","src_path":"p","dst_id":"local","dst_path":"x","checksum":{"algorithm":"sha256","value":"abc"}}"#
+                .to_vec(),
+            "checksum.value must be 64 hex digits",
+        ),
         dlq("deep-field", deep_field, "not valid JSON"),
         dlq("ten-mib-text", big_text, "not valid JSON"),
         dlq("ten-mib-binary", big_binary, "not UTF-8"),
@@ -165,6 +177,23 @@ fn cases() -> Vec<Case> {
             value: None,
             outcome: Outcome::Dlq("no value"),
         },
+        failed(
+            "expected-checksum-differs",
+            {
+                let mut t: Value = serde_json::from_slice(&task(
+                    "h-sum",
+                    "a",
+                    "src/ok.bin",
+                    "local",
+                    "/hostile/sum.bin",
+                ))
+                .unwrap();
+                t["checksum"] = json!({"algorithm": "sha256", "value": "0".repeat(64)});
+                serde_json::to_vec(&t).unwrap()
+            },
+            "h-sum",
+            "CHECKSUM_MISMATCH",
+        ),
         failed(
             "unknown-src-id",
             task("h-unknown-src", "nope", "src/ok.bin", "local", "/x"),
@@ -440,6 +469,14 @@ async fn hostile_run(limit: Option<usize>) {
                 let got = std::fs::read(storage.path().join(local))
                     .unwrap_or_else(|e| panic!("{}: {local:?}: {e}", c.name));
                 assert!(got == payload, "{}: bytes differ", c.name);
+                // The digest of the bytes, sha256 by default (issue 21).
+                assert_eq!(r.value["checksum"]["algorithm"], "sha256", "{}", c.name);
+                assert_eq!(
+                    r.value["checksum"]["value"],
+                    format!("{:x}", Sha256::digest(&payload)),
+                    "{}",
+                    c.name
+                );
             }
         }
     }
@@ -450,6 +487,8 @@ async fn hostile_run(limit: Option<usize>) {
     assert!(stack.server.root().join("src/ok.bin").exists());
     assert!(!Path::new("/etc/h-dotdot").exists());
     assert!(files_ending_with(storage.path(), TEMP_SUFFIX).is_empty());
+    // An expected digest that differs puts nothing in place.
+    assert!(!storage.path().join("hostile/sum.bin").exists());
 
     // Nothing crashed: the same stage processes, no restart.
     stack.assert_no_restart().await;

@@ -83,6 +83,7 @@ async fn consumer_group_with_manual_commits_resumes_where_it_committed() {
             src_path: format!("/f{i}"),
             dst_id: "local".into(),
             dst_path: format!("/d{i}"),
+            checksum: None,
         };
         let (p, o) = publisher
             .send(

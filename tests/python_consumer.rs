@@ -1,11 +1,14 @@
 //! A consumer written for the Python ftp-pooler parses what we publish: Python's own
 //! `json` and `datetime.fromisoformat` read our results and DLQ records, and every key
-//! the Python version wrote is there with the JSON type it had (ours add keys only).
+//! the Python version wrote is there with the JSON type it had (ours add keys only:
+//! `truncated`, and `checksum` since issue 21, which such a consumer ignores).
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use ftp_pooler_contract::{DlqRecord, ErrorCode, InvalidMessage, TransferResult, TransferTask};
+use ftp_pooler_contract::{
+    Checksum, ChecksumAlgorithm, DlqRecord, ErrorCode, InvalidMessage, TransferResult, TransferTask,
+};
 
 const CONSUMER: &str = r#"
 import base64, json, sys
@@ -40,6 +43,9 @@ for line in sys.stdin:
         assert msg["status"] in ("success", "failed")
         if msg["status"] == "failed":
             check(msg, FAILURE)
+        # Issue 21's addition: a consumer that knows it finds an object or null.
+        c = msg.get("checksum")
+        assert c is None or (isinstance(c["algorithm"], str) and isinstance(c["value"], str)), c
         kinds.append(msg["status"])
 print(",".join(kinds))
 "#;
@@ -52,7 +58,21 @@ fn python_reads_our_results_and_dlq_records() {
     .unwrap();
     let lines = [
         TransferResult::success(&task, 123, 4, 1).to_json(),
+        TransferResult::success(&task, 123, 4, 1)
+            .with_checksum(Some(Checksum {
+                algorithm: ChecksumAlgorithm::Sha256,
+                value: "ab".repeat(32),
+            }))
+            .to_json(),
         TransferResult::failure(&task, ErrorCode::FileNotFound, "550 No such file", 2, 1).to_json(),
+        TransferResult::failure(
+            &task,
+            ErrorCode::ChecksumMismatch,
+            "the bytes' sha256 is ...",
+            2,
+            1,
+        )
+        .to_json(),
         DlqRecord::new(
             "ftp-tasks",
             1,
@@ -93,6 +113,6 @@ fn python_reads_our_results_and_dlq_records() {
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        "success,failed,dlq,dlq"
+        "success,success,failed,failed,dlq,dlq"
     );
 }

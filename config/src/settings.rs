@@ -93,6 +93,10 @@ pub struct TransferSettings {
     /// for file systems whose `syncfs` does nothing (some FUSE file systems) or that other
     /// programs keep full of unwritten data.
     pub fsync: String,
+    /// New (issue 21): the digest every transfer computes of its bytes as they pass, put
+    /// on its result: `sha256` (default), `md5`, `xxh3` or `none`. A task that expects a
+    /// digest gets it computed in its own algorithm whatever this says.
+    pub checksum: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -182,6 +186,7 @@ impl Default for TransferSettings {
             transfer_timeout_seconds: 300,
             connect_timeout_seconds: 30,
             fsync: "group".into(),
+            checksum: "sha256".into(),
         }
     }
 }
@@ -578,6 +583,15 @@ fn validate(s: &Settings, at: &dyn Fn(&str) -> Place, errors: &mut ConfigErrors)
             format!("{:?} is not a mode (group or per_file)", s.transfer.fsync),
         );
     }
+    if s.transfer.checksum_name().is_none() {
+        bad(
+            "transfer.checksum",
+            format!(
+                "{:?} is not an algorithm (sha256, md5, xxh3 or none)",
+                s.transfer.checksum
+            ),
+        );
+    }
     if s.logging.is_json().is_none() {
         bad(
             "logging.format",
@@ -591,6 +605,15 @@ fn validate(s: &Settings, at: &dyn Fn(&str) -> Place, errors: &mut ConfigErrors)
 
 impl TransferSettings {
     /// `Some(true)` for `per_file`, `Some(false)` for `group`, `None` if unknown.
+    /// `transfer.checksum` as its canonical lowercase name (`Some("none")` for none), if
+    /// valid. The transfer stage maps the name to its algorithm.
+    pub fn checksum_name(&self) -> Option<&'static str> {
+        let name = self.checksum.to_ascii_lowercase();
+        ["sha256", "md5", "xxh3", "none"]
+            .into_iter()
+            .find(|known| *known == name)
+    }
+
     pub fn per_file_fsync(&self) -> Option<bool> {
         match self.fsync.to_ascii_lowercase().as_str() {
             "group" => Some(false),

@@ -221,7 +221,7 @@ api: {port: 70000}
 kafka: {result_topic: ftp-tasks, base_backoff_ms: 5000, max_backoff_ms: 100,
         producer_config: {acks: \"1\"}}
 logging: {level: LOUD, format: xml}
-transfer: {fsync: never}
+transfer: {fsync: never, checksum: crc32}
 ",
     );
     let e = env(&[("FTP_POOLER_METRICS__PORT", "0")]);
@@ -236,6 +236,7 @@ transfer: {fsync: never}
         format!("{path}: logging.level: \"LOUD\" is not a level (TRACE, DEBUG, INFO, WARNING, ERROR, CRITICAL)"),
         format!("{path}: logging.format: \"xml\" is not a format (json or text)"),
         format!("{path}: transfer.fsync: \"never\" is not a mode (group or per_file)"),
+        format!("{path}: transfer.checksum: \"crc32\" is not an algorithm (sha256, md5, xxh3 or none)"),
     ] {
         assert!(errs.contains(&want), "missing {want:?} in {errs:#?}");
     }

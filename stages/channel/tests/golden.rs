@@ -17,7 +17,7 @@ fn id() -> MessageId {
 #[test]
 fn handshake_bytes() {
     let h = Handshake::new(Role::Transfer).to_bytes();
-    assert_eq!(&h, b"FTPPOOLR\x00\x08\x03\x00");
+    assert_eq!(&h, b"FTPPOOLR\x00\x09\x03\x00");
     assert_eq!(Handshake::parse(&h).unwrap().role, Role::Transfer);
 }
 
@@ -55,6 +55,7 @@ fn job_frame_bytes() {
             src_path: "/x".into(),
             dst_id: "l".into(),
             dst_path: "y".into(),
+            checksum: None,
         },
         route: Route {
             direction: Direction::Download,
@@ -69,10 +70,11 @@ fn job_frame_bytes() {
     let frame = encode_frame(&job).unwrap();
     #[rustfmt::skip]
     let expected: Vec<u8> = vec![
-        0, 0, 0, 33,
+        0, 0, 0, 34,
         0x00,                               // IngestToTransfer::Job
         0x07, 0x04, 0xfb, 0x58, 0x02,       // MessageId
         2, b't', b'1', 1, b'a', 2, b'/', b'x', 1, b'l', 1, b'y', // task
+        0,                                  // task.checksum: None (issue 21)
         0x00,                               // Direction::Download
         1, b'a', 2, b'/', b'x', 1, b'l', 1, b'y', // route
         1,                                  // suspect
@@ -173,6 +175,7 @@ async fn a_connection_carries_frames_both_ways_and_refuses_wrong_roles() {
                 src_path: "p".into(),
                 dst_id: "l".into(),
                 dst_path: "q".into(),
+                checksum: None,
             },
             ftp_pooler_contract::ErrorCode::FileNotFound,
             "550",

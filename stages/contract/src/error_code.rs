@@ -18,10 +18,13 @@ pub enum ErrorCode {
     IoError,
     TransferTimeout,
     UnknownError,
+    /// The bytes' digest is not the one expected: the task's `checksum` (not retried: the
+    /// source is not what its producer expected) or, later, the server's own digest.
+    ChecksumMismatch,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::InvalidMessage,
         ErrorCode::InvalidConfig,
         ErrorCode::PathNotAllowed,
@@ -31,6 +34,7 @@ impl ErrorCode {
         ErrorCode::IoError,
         ErrorCode::TransferTimeout,
         ErrorCode::UnknownError,
+        ErrorCode::ChecksumMismatch,
     ];
 
     /// Retried with backoff before the failure is published.
@@ -53,6 +57,7 @@ impl ErrorCode {
             ErrorCode::IoError => "IO_ERROR",
             ErrorCode::TransferTimeout => "TRANSFER_TIMEOUT",
             ErrorCode::UnknownError => "UNKNOWN_ERROR",
+            ErrorCode::ChecksumMismatch => "CHECKSUM_MISMATCH",
         }
     }
 }

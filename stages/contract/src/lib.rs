@@ -2,7 +2,8 @@
 //!
 //! Owns the JSON shapes that clients written by others depend on: [`TransferTask`] on
 //! `ftp-tasks`, [`TransferResult`] on `ftp-results` / `ftp-failures`, [`DlqRecord`] on
-//! `ftp-tasks-dlq`, the [`ErrorCode`]s, the size [`limits`], and the record headers
+//! `ftp-tasks-dlq`, the [`ErrorCode`]s, the [`Checksum`] a task may expect and a result
+//! carries (issue 21), the size [`limits`], and the record headers
 //! naming the task a record answers ([`answers`], an addition of issue 18). It knows no configuration:
 //! routing a task through the connection registry is ingest's (`ftp_pooler_ingest::route`).
 //! Invariants:
@@ -13,6 +14,7 @@
 //! - the golden tests in `tests/golden.rs` pin the bytes: change them only additively.
 
 pub mod answers;
+mod checksum;
 mod dlq;
 mod error_code;
 pub mod limits;
@@ -21,6 +23,7 @@ mod task;
 mod timestamp;
 
 pub use answers::Answers;
+pub use checksum::{Checksum, ChecksumAlgorithm};
 pub use dlq::{DlqRecord, Encoding, TruncatedValue};
 pub use error_code::ErrorCode;
 pub use result::{Status, TransferResult};

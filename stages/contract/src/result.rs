@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::limits::{excerpt, MAX_ERROR_MESSAGE_BYTES, SHRUNK_PATH_BYTES};
-use crate::{ErrorCode, Timestamp, TransferTask};
+use crate::{Checksum, ErrorCode, Timestamp, TransferTask};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -37,6 +37,11 @@ pub struct TransferResult {
     /// struct travels as bincode between the stages, which needs every field.
     #[serde(default)]
     pub truncated: bool,
+    /// The digest of the bytes transferred, computed as they passed (issue 21): in the
+    /// task's algorithm when it expected one, else `transfer.checksum`'s; null on
+    /// failures and with `transfer.checksum: none`. Always present, as `truncated`.
+    #[serde(default)]
+    pub checksum: Option<Checksum>,
 }
 
 impl TransferResult {
@@ -86,7 +91,14 @@ impl TransferResult {
             attempts: 0,
             retryable: false,
             truncated: false,
+            checksum: None,
         }
+    }
+
+    /// The same result carrying the digest of its bytes.
+    pub fn with_checksum(mut self, checksum: Option<Checksum>) -> Self {
+        self.checksum = checksum;
+        self
     }
 
     /// Cuts the echoed connection ids and paths to [`SHRUNK_PATH_BYTES`] and marks the

@@ -2,9 +2,12 @@
 //! the DLQ instead (DESIGN.md section 8): not JSON, not an object, a required field
 //! missing, null, empty or not a string, or a task_id that is not a string or is over
 //! 256 characters. A missing (or null) task_id gets a UUID v4. Unknown fields are ignored.
+//! An optional `checksum` (issue 21) that is not a valid [`Checksum`] is refused too.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+use crate::Checksum;
 
 /// Longest task_id accepted, in characters.
 pub const MAX_TASK_ID_CHARS: usize = 256;
@@ -16,6 +19,9 @@ pub struct TransferTask {
     pub src_path: String,
     pub dst_id: String,
     pub dst_path: String,
+    /// The digest the producer expects of the bytes (optional; issue 21): the transfer
+    /// fails with `CHECKSUM_MISMATCH` rather than put other bytes in place.
+    pub checksum: Option<Checksum>,
 }
 
 /// Why a payload is not a task; it goes to the DLQ as `INVALID_MESSAGE` with this text.
@@ -57,12 +63,23 @@ impl TransferTask {
             src_path: required(&obj, "src_path")?,
             dst_id: required(&obj, "dst_id")?,
             dst_path: required(&obj, "dst_path")?,
+            checksum: match obj.get("checksum") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(Checksum::from_task_field(v).map_err(InvalidMessage)?),
+            },
         })
     }
 
-    /// The task as JSON (what a client would produce).
+    /// The task as JSON (what a client would produce): without `checksum` when it has
+    /// none (the struct keeps the field for bincode, which cannot skip one).
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a task serialises")
+        let mut v = serde_json::to_value(self).expect("a task serialises");
+        if self.checksum.is_none() {
+            if let Value::Object(obj) = &mut v {
+                obj.remove("checksum");
+            }
+        }
+        serde_json::to_vec(&v).expect("a task serialises")
     }
 }
 

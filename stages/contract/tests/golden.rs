@@ -27,7 +27,7 @@ fn success_result_bytes() {
     r.timestamp = at();
     assert_eq!(
         String::from_utf8(r.to_json()).unwrap(),
-        r#"{"task_id":"uuid-1234","status":"success","src_id":"remote-ftp","src_path":"/data/file.txt","dst_id":"local","dst_path":"/storage/file.txt","bytes_transferred":1048576,"duration_ms":1234,"timestamp":"2025-11-25T19:00:03.045406+00:00","error_code":null,"error_message":null,"attempts":1,"retryable":false,"truncated":false}"#
+        r#"{"task_id":"uuid-1234","status":"success","src_id":"remote-ftp","src_path":"/data/file.txt","dst_id":"local","dst_path":"/storage/file.txt","bytes_transferred":1048576,"duration_ms":1234,"timestamp":"2025-11-25T19:00:03.045406+00:00","error_code":null,"error_message":null,"attempts":1,"retryable":false,"truncated":false,"checksum":null}"#
     );
 }
 
@@ -43,7 +43,7 @@ fn failure_result_bytes() {
     r.timestamp = at();
     assert_eq!(
         String::from_utf8(r.to_json()).unwrap(),
-        r#"{"task_id":"uuid-1234","status":"failed","src_id":"remote-ftp","src_path":"/data/file.txt","dst_id":"local","dst_path":"/storage/file.txt","bytes_transferred":0,"duration_ms":5000,"timestamp":"2025-11-25T19:00:03.045406+00:00","error_code":"CONNECTION_ERROR","error_message":"Connection refused","attempts":6,"retryable":true,"truncated":false}"#
+        r#"{"task_id":"uuid-1234","status":"failed","src_id":"remote-ftp","src_path":"/data/file.txt","dst_id":"local","dst_path":"/storage/file.txt","bytes_transferred":0,"duration_ms":5000,"timestamp":"2025-11-25T19:00:03.045406+00:00","error_code":"CONNECTION_ERROR","error_message":"Connection refused","attempts":6,"retryable":true,"truncated":false,"checksum":null}"#
     );
     let never_tried =
         TransferResult::failure(&task(), ErrorCode::InvalidConfig, "both local", 0, 0);
@@ -213,7 +213,7 @@ fn a_result_too_large_for_kafka_shrinks_and_says_so() {
     let mut r = TransferResult::failure(&t, ErrorCode::PathNotAllowed, "too long", 0, 0);
     assert!(String::from_utf8(r.to_json())
         .unwrap()
-        .ends_with(r#""truncated":false}"#));
+        .ends_with(r#""truncated":false,"checksum":null}"#));
     assert!(r.shrink());
     assert!(r.src_path.len() < 1100 && r.src_path.ends_with("... (2000000 bytes)"));
     assert_eq!(r.dst_path, t.dst_path, "short fields stay whole");

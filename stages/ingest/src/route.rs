@@ -95,6 +95,7 @@ mod tests {
             src_path: "/s".into(),
             dst_id: dst.into(),
             dst_path: "/d".into(),
+            checksum: None,
         };
         let down = resolve(&t("ftp-a", "disk"), &registry).unwrap();
         assert_eq!(
@@ -153,6 +154,7 @@ mod tests {
             src_path: "s".repeat(4096),
             dst_id: "disk".into(),
             dst_path: "/d".into(),
+            checksum: None,
         };
         assert!(resolve(&t, &registry).is_ok(), "4096 bytes is allowed");
         t.dst_path = "d".repeat(4097);

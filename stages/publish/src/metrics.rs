@@ -187,6 +187,7 @@ mod tests {
             src_path: "x".into(),
             dst_id: "l".into(),
             dst_path: "y".into(),
+            checksum: None,
         };
         let failed = TransferResult::failure(&task, ErrorCode::FileNotFound, "550", 1, 1);
         let now = UNIX_EPOCH + Duration::from_secs(1_000);

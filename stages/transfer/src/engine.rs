@@ -8,6 +8,10 @@
 //!   rename before their result (see [`crate::commit`]); uploads stream to a temporary
 //!   remote name, the server's SIZE is checked, then RNFR/RNTO: a destination is absent,
 //!   old, or complete, never partial;
+//! - every transfer's bytes are hashed as they pass ([`crate::digest`]: in the task's
+//!   algorithm when it expects a digest, else `transfer.checksum`'s) and the result
+//!   carries the digest; an expected digest that differs fails the attempt with
+//!   CHECKSUM_MISMATCH (not retried) before the rename, so the destination is untouched;
 //! - a failed attempt removes its temporary file (local always; remote when the session
 //!   can still speak);
 //! - local paths are confined (see [`crate::local`]) before any byte is written;
@@ -24,11 +28,12 @@ use std::time::{Duration, Instant};
 
 use ftp_pooler_channel::{Direction, Route};
 use ftp_pooler_config::{Config, ConnectionKind};
-use ftp_pooler_contract::{ErrorCode, TransferResult, TransferTask};
+use ftp_pooler_contract::{Checksum, ChecksumAlgorithm, ErrorCode, TransferResult, TransferTask};
 
 use crate::breaker::{BreakerState, CircuitBreaker};
 use crate::claim::Claims;
 use crate::commit::Committer;
+use crate::digest::Hashed;
 use crate::local::{self, split_remote, temp_name};
 use crate::pool::Pool;
 use crate::tls::TlsContext;
@@ -70,6 +75,8 @@ pub struct Engine {
     committer: Committer,
     /// Temporary names (local and remote) in use: one attempt at a time per name.
     claims: Claims,
+    /// `transfer.checksum`: the digest every transfer computes (None: `none`).
+    checksum: Option<ChecksumAlgorithm>,
     /// `ftp_transfer_retries_total{connection_id}` (registered by the worker).
     pub retries: prometheus::IntCounter,
     /// `ftp_session_wait_seconds{connection_id,outcome}`: a task's wait for a session of
@@ -144,8 +151,13 @@ impl Engine {
             .collect();
         let committer = Committer::new(s.transfer.per_file_fsync() == Some(true))
             .map_err(|e| TransferError::local_io("start the group-commit thread", &e))?;
+        let checksum = s
+            .transfer
+            .checksum_name()
+            .and_then(ChecksumAlgorithm::parse);
         Ok(Engine {
             connection_id: connection_id.to_string(),
+            checksum,
             committer,
             claims: Claims::default(),
             pool,
@@ -205,7 +217,7 @@ impl Engine {
         &self,
         task: &TransferTask,
         route: &Route,
-    ) -> Result<u64, TransferError> {
+    ) -> Result<Done, TransferError> {
         if let Err(wait) = self
             .breaker
             .lock()
@@ -261,7 +273,10 @@ impl Engine {
             let outcome = self.guarded_attempt(task, route).await;
             let ms = start.elapsed().as_millis() as u64;
             match outcome {
-                Ok(bytes) => return TransferResult::success(task, bytes, ms, attempts),
+                Ok(Done { bytes, checksum }) => {
+                    return TransferResult::success(task, bytes, ms, attempts)
+                        .with_checksum(checksum)
+                }
                 Err(e) if e.code.is_retryable() && attempts <= self.retry.max_retries => {
                     self.retries.inc();
                     let pause = self.retry.backoff(attempts, 0.5 + fastrand::f64() / 2.0);
@@ -273,7 +288,7 @@ impl Engine {
         }
     }
 
-    async fn attempt(&self, task: &TransferTask, route: &Route) -> Result<u64, TransferError> {
+    async fn attempt(&self, task: &TransferTask, route: &Route) -> Result<Done, TransferError> {
         let base = self.locals.get(&route.local_id).ok_or_else(|| {
             TransferError::new(
                 ErrorCode::InvalidConfig,
@@ -286,12 +301,20 @@ impl Engine {
         }
     }
 
+    /// The algorithm of this task's digest: the task's own when it expects one.
+    fn algorithm(&self, task: &TransferTask) -> Option<ChecksumAlgorithm> {
+        task.checksum
+            .as_ref()
+            .map(|c| c.algorithm)
+            .or(self.checksum)
+    }
+
     async fn download(
         &self,
         task: &TransferTask,
         route: &Route,
         base: &Path,
-    ) -> Result<u64, TransferError> {
+    ) -> Result<Done, TransferError> {
         let dest = local::resolve(base, &route.local_path)?;
         let tmp = local::temp_path(&dest, &task.task_id);
         if let Some(dir) = dest.parent() {
@@ -323,20 +346,24 @@ impl Engine {
         })?;
         // The session is taken only now: it is not held while the local file is created.
         let mut lease = self.pool.acquire(self.transfer_timeout).await?;
-        let mut sink = crate::localio::SyncFile::new(file);
+        let mut sink = Hashed::new(crate::localio::SyncFile::new(file), self.algorithm(task));
         let got = lease
             .session()
             .download(&route.remote_path, &mut sink)
             .await;
         lease.release();
         let bytes = got?;
+        let checksum = sink.take_checksum();
+        // Before the rename: other bytes than the producer expected are never put in
+        // place (the guard removes the temporary file).
+        expected(task, checksum.as_ref())?;
         // The step that waits for the device (see commit.rs), off the runtime threads.
         self.committer
-            .commit(sink.into_inner(), &tmp, &dest, claim)
+            .commit(sink.into_inner().into_inner(), &tmp, &dest, claim)
             .await
             .map_err(|e| TransferError::local_io("commit", &e))?;
         guard.disarm();
-        Ok(bytes)
+        Ok(Done { bytes, checksum })
     }
 
     async fn upload(
@@ -344,10 +371,10 @@ impl Engine {
         task: &TransferTask,
         route: &Route,
         base: &Path,
-    ) -> Result<u64, TransferError> {
+    ) -> Result<Done, TransferError> {
         let src = local::resolve(base, &route.local_path)?;
         let mut file = match std::fs::File::open(&src) {
-            Ok(f) => crate::localio::SyncFile::new(f),
+            Ok(f) => Hashed::new(crate::localio::SyncFile::new(f), self.algorithm(task)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(TransferError::new(
                     ErrorCode::FileNotFound,
@@ -401,8 +428,15 @@ impl Engine {
                     format!("server has {size} bytes of {tmp}, {sent} were sent"),
                 ));
             }
+            // The bytes sent are the bytes read: checked before the rename, so other bytes
+            // than the producer expected never take the remote name.
+            let checksum = file.take_checksum();
+            expected(task, checksum.as_ref())?;
             session.rename(&tmp, &remote).await?;
-            Ok(sent)
+            Ok(Done {
+                bytes: sent,
+                checksum,
+            })
         }
         .await;
         if r.is_err() {
@@ -432,6 +466,26 @@ impl Engine {
             }
             lease.release();
         }
+    }
+}
+
+/// What a successful attempt moved.
+struct Done {
+    bytes: u64,
+    checksum: Option<Checksum>,
+}
+
+/// `CHECKSUM_MISMATCH` unless the task expected no digest or this one.
+fn expected(task: &TransferTask, got: Option<&Checksum>) -> Result<(), TransferError> {
+    match (&task.checksum, got) {
+        (Some(want), Some(got)) if want != got => Err(TransferError::new(
+            ErrorCode::ChecksumMismatch,
+            format!(
+                "the bytes' {} is {}, the task expected {}",
+                got.algorithm, got.value, want.value
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -5,7 +5,8 @@
 //! passive transfers pipelined, their data connections opened ahead: [`plain`]), its TLS
 //! setup ([`tls`]), and the mapping of FTP and I/O failures to the contract's error codes
 //! ([`TransferError`]), the session [`pool`],
-//! local path confinement ([`local`]), one attempt at a time per temporary name
+//! local path confinement ([`local`]), the digest of the bytes as they pass ([`digest`]),
+//! one attempt at a time per temporary name
 //! ([`claim`]), the durable [`commit`] of downloads, the
 //! [`engine`] that runs a task with retries, and the stage process itself ([`worker`]).
 //! Invariants:
@@ -19,6 +20,7 @@ pub mod active;
 pub mod breaker;
 pub mod claim;
 pub mod commit;
+pub mod digest;
 pub mod engine;
 mod error;
 pub mod local;

@@ -58,6 +58,7 @@ impl EngineBed {
             src_path: src.1.into(),
             dst_id: dst.0.into(),
             dst_path: dst.1.into(),
+            checksum: None,
         };
         let route = resolve(&task, &self.config.registry).unwrap();
         (task, route)

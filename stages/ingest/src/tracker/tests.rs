@@ -20,6 +20,7 @@ fn job(partition: i32, offset: i64) -> Job {
         src_path: "x".into(),
         dst_id: "l".into(),
         dst_path: "y".into(),
+        checksum: None,
     };
     Job {
         suspect: false,
