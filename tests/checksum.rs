@@ -41,7 +41,7 @@ async fn every_result_carries_the_digest_of_its_bytes_down_and_up() {
         let server = FtpServer::start(kind, false);
         let bed = bed(&server, "sha256");
         let engine = bed.engine("a");
-        let sizes = [0usize, 1, 4096, 300_000, 3_000_000];
+        let sizes = [0usize, 1, 4096, 300_000, 9_000_000];
         let mut tasks = Vec::new();
         for (i, &size) in sizes.iter().enumerate() {
             server.put(&format!("d/f{i}"), &data(i, size));

@@ -475,7 +475,8 @@ struct Done {
     checksum: Option<Checksum>,
 }
 
-/// `CHECKSUM_MISMATCH` unless the task expected no digest or this one.
+/// `CHECKSUM_MISMATCH` unless the task expected no digest or this one (a digest that
+/// could not be computed, its thread lost, is an `IO_ERROR`, retried).
 fn expected(task: &TransferTask, got: Option<&Checksum>) -> Result<(), TransferError> {
     match (&task.checksum, got) {
         (Some(want), Some(got)) if want != got => Err(TransferError::new(
@@ -484,6 +485,10 @@ fn expected(task: &TransferTask, got: Option<&Checksum>) -> Result<(), TransferE
                 "the bytes' {} is {}, the task expected {}",
                 got.algorithm, got.value, want.value
             ),
+        )),
+        (Some(_), None) => Err(TransferError::new(
+            ErrorCode::IoError,
+            "the digest of the bytes could not be computed",
         )),
         _ => Ok(()),
     }
