@@ -49,7 +49,8 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 use crate::session::{
-    announced_size, data_io, epsv_refused, reset_after_eof, send_rest, timed, Extended, Fail,
+    announced_size, data_io, epsv_refused, read_to_eof, reset_after_eof, send_rest, timed,
+    Extended, Fail,
 };
 use crate::TransferError;
 
@@ -320,21 +321,10 @@ where
     W: AsyncWrite + Unpin,
 {
     let op = p.op;
-    let mut total = 0u64;
-    let mut was_reset = false;
-    loop {
-        let n = data_io("RETR", op, data.read(buf)).await?;
-        if n == 0 {
-            if reset.load(Ordering::Relaxed) {
-                reset_after_eof(&data);
-                was_reset = true;
-            }
-            break;
-        }
-        out.write_all(&buf[..n])
-            .await
-            .map_err(|e| TransferError::local_io("write destination", &e))?;
-        total += n as u64;
+    let total = read_to_eof(&mut data, out, op, buf).await?;
+    let was_reset = reset.load(Ordering::Relaxed);
+    if was_reset {
+        reset_after_eof(&data);
     }
     drop(data);
     out.flush()
@@ -413,48 +403,39 @@ where
         .await
         .map_err(|fail| fail.classify("STOR", op))?;
     let preliminary = [Status::AboutToSend, Status::AlreadyOpen];
-    if !early_data {
-        timed(op, f.read_response_in(&preliminary))
-            .await
-            .map_err(|fail| fail.classify("STOR", op))?;
-        let total = send_rest(input, &mut data, op, buf).await?;
-        data_io("STOR", op, data.shutdown()).await?;
-        drop(data);
-        timed(
-            op,
-            f.read_response_in(&[Status::ClosingDataConnection, Status::RequestedFileActionOk]),
-        )
-        .await
-        .map_err(|fail| fail.classify("STOR", op))?;
-        return Ok(total);
-    }
     let read = |e: std::io::Error| TransferError::local_io("read source", &e);
     let written = |e: std::io::Error| {
         TransferError::new(ErrorCode::ConnectionError, format!("STOR data: {e}"))
     };
-    // Ahead of the 150: whole chunks, while the socket takes them without waiting.
+    // Ahead of the 150 (servers that take it): whole chunks, while the socket takes them
+    // without waiting. Without `early_data` nothing goes ahead, and all of the file
+    // follows the 150.
     let mut total = 0u64;
     let mut rest = 0..0;
-    loop {
-        let n = input.read(buf).await.map_err(read)?;
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        let mut off = 0;
-        while off < n {
-            match data.try_write(&buf[off..n]) {
-                Ok(k) => off += k,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(written(e)),
+    let mut all_out = false;
+    if early_data {
+        loop {
+            let n = input.read(buf).await.map_err(read)?;
+            if n == 0 {
+                all_out = true;
+                break;
+            }
+            total += n as u64;
+            let mut off = 0;
+            while off < n {
+                match data.try_write(&buf[off..n]) {
+                    Ok(k) => off += k,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(written(e)),
+                }
+            }
+            if off < n {
+                rest = off..n;
+                break;
             }
         }
-        if off < n {
-            rest = off..n;
-            break;
-        }
     }
-    if rest.is_empty() {
+    if all_out {
         // All of it is out: close, so the server sees EOF, before the 150 is even read.
         let shut = data.shutdown().await;
         drop(data);
@@ -463,8 +444,8 @@ where
             .map_err(|fail| fail.classify("STOR", op))?;
         shut.map_err(written)?;
     } else {
-        // A file larger than what the socket took at once: the rest once the server has
-        // accepted the STOR.
+        // A file larger than what the socket took at once (or a server that gets no
+        // data ahead): the rest once the server has accepted the STOR.
         timed(op, f.read_response_in(&preliminary))
             .await
             .map_err(|fail| fail.classify("STOR", op))?;

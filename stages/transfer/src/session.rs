@@ -613,23 +613,13 @@ where
     W: AsyncWrite + Unpin,
 {
     let (mut stream, announced) = open_data(f, epsv, DataCmd::Retr, path, op).await?;
-    let mut total = 0u64;
+    let total = read_to_eof(&mut stream, out, op, buf).await?;
     let mut was_reset = false;
-    loop {
-        let n = data_io("RETR", op, stream.read(buf)).await?;
-        if n == 0 {
-            if let AsyncDataStream::Tcp(tcp) = stream.get_ref() {
-                if reset.load(Ordering::Relaxed) {
-                    reset_after_eof(tcp);
-                    was_reset = true;
-                }
-            }
-            break;
+    if let AsyncDataStream::Tcp(tcp) = stream.get_ref() {
+        if reset.load(Ordering::Relaxed) {
+            reset_after_eof(tcp);
+            was_reset = true;
         }
-        out.write_all(&buf[..n])
-            .await
-            .map_err(|e| TransferError::local_io("write destination", &e))?;
-        total += n as u64;
     }
     out.flush()
         .await
@@ -647,6 +637,31 @@ where
             format!("RETR {path}: the server announced {size} bytes and sent {total}"),
         )),
         _ => Ok(total),
+    }
+}
+
+/// Streams a download's data connection into `out` until EOF; returns the bytes. The
+/// caller ends the connection ([`reset_after_eof`]) and flushes `out`.
+pub(crate) async fn read_to_eof<R, W>(
+    data: &mut R,
+    out: &mut W,
+    op: Duration,
+    buf: &mut [u8],
+) -> Result<u64, TransferError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut total = 0u64;
+    loop {
+        let n = data_io("RETR", op, data.read(buf)).await?;
+        if n == 0 {
+            return Ok(total);
+        }
+        out.write_all(&buf[..n])
+            .await
+            .map_err(|e| TransferError::local_io("write destination", &e))?;
+        total += n as u64;
     }
 }
 
