@@ -176,3 +176,104 @@ async fn an_expected_digest_that_differs_fails_once_and_puts_nothing_in_place() 
         data(7, 70_000)
     );
 }
+
+/// The server's own digest (issue 21, item 3): what each server of the test bed offers,
+/// asked through a session. proftpd with mod_digest and the test bed's pyftpdlib offer
+/// HASH and the X commands; vsftpd, pure-ftpd and stock pyftpdlib offer none.
+#[tokio::test]
+async fn each_server_gives_its_digest_where_it_offers_one() {
+    use ftp_pooler_config::TransferSettings;
+    use ftp_pooler_transfer::{FtpSession, SessionOptions};
+    let content = data(3, 300_000);
+    for (kind, options, offers) in [
+        (FtpKind::Proftpd, &["digests"][..], true),
+        (FtpKind::Pyftpdlib, &["digests"][..], true),
+        (FtpKind::Proftpd, &[][..], false),
+        (FtpKind::Vsftpd, &[][..], false),
+        (FtpKind::PureFtpd, &[][..], false),
+        (FtpKind::Pyftpdlib, &[][..], false),
+    ] {
+        let server = FtpServer::start_with(kind, false, options);
+        server.put("d/f.bin", &content);
+        let conn = server.connection();
+        let opts = SessionOptions::for_connection(&conn, &TransferSettings::default());
+        let mut s = FtpSession::connect(&conn, None, opts).await.unwrap();
+        let label = format!("{} {options:?}", kind.name());
+        for want in [sha256(&content), md5(&content)] {
+            assert_eq!(s.offers_digest(want.algorithm), offers, "{label}");
+            let got = s
+                .server_checksum("d/f.bin", want.algorithm, content.len() as u64)
+                .await
+                .unwrap();
+            assert_eq!(got, offers.then(|| want.clone()), "{label}");
+            // Twice: HASH's algorithm is selected once, then kept.
+            let again = s
+                .server_checksum("/d/f.bin", want.algorithm, content.len() as u64)
+                .await
+                .unwrap();
+            assert_eq!(again, got, "{label}");
+        }
+        // A missing file is no digest and leaves the session usable.
+        let missing = s
+            .server_checksum("d/none.bin", ChecksumAlgorithm::Sha256, 0)
+            .await
+            .unwrap();
+        assert_eq!(missing, None, "{label}");
+        assert!(!s.is_poisoned(), "{label}");
+        assert!(!s.offers_digest(ChecksumAlgorithm::Xxh3), "{label}");
+        s.noop().await.unwrap();
+    }
+}
+
+/// With an honest server's digest both ways the transfers pass; a server whose digest
+/// never matches fails them with CHECKSUM_MISMATCH, retried (`retryable: true`, every
+/// attempt spent), and puts nothing in place on either side.
+#[tokio::test]
+async fn a_server_digest_that_differs_is_a_retried_mismatch_and_nothing_is_put_in_place() {
+    for (kind, options, honest) in [
+        (FtpKind::Proftpd, "digests", true),
+        (FtpKind::Pyftpdlib, "digests", true),
+        (FtpKind::Pyftpdlib, "lie", false),
+    ] {
+        let label = format!("{} {options}", kind.name());
+        let server = FtpServer::start_with(kind, false, &[options]);
+        for checksum in ["sha256", "md5"] {
+            let bed = bed(&server, checksum);
+            let engine = bed.engine("a");
+            let down_data = data(11, 2_000_000);
+            let up_data = data(12, 2_000_000);
+            server.put("src.bin", &down_data);
+            std::fs::write(bed.local("up.bin"), &up_data).unwrap();
+            let (down, route) = bed.task("down", ("a", "src.bin"), ("local", "dst.bin"));
+            let r = engine.run(&down, &route).await;
+            let (up, up_route) = bed.task("up", ("local", "up.bin"), ("a", "in/up.bin"));
+            let u = engine.run(&up, &up_route).await;
+            if honest {
+                assert!(r.is_success(), "{label} {checksum}: {r:?}");
+                assert_eq!(std::fs::read(bed.local("dst.bin")).unwrap(), down_data);
+                assert!(u.is_success(), "{label} {checksum}: {u:?}");
+                assert_eq!(
+                    std::fs::read(server.root().join("in/up.bin")).unwrap(),
+                    up_data
+                );
+                continue;
+            }
+            for (r, what) in [(&r, "download"), (&u, "upload")] {
+                assert_eq!(
+                    r.error_code,
+                    Some(ErrorCode::ChecksumMismatch),
+                    "{label} {checksum} {what}: {r:?}"
+                );
+                assert!(r.retryable, "{label} {what}: the server's digest: retried");
+                assert_eq!(r.attempts, 4, "{label} {what}: 1 + max_retries");
+            }
+            assert!(!bed.local("dst.bin").exists(), "{label}: no destination");
+            assert!(
+                !server.root().join("in/up.bin").exists(),
+                "{label}: no remote destination"
+            );
+            assert!(temp_files(bed.storage.path()).is_empty(), "{label}");
+            assert!(temp_files(server.root()).is_empty(), "{label}");
+        }
+    }
+}

@@ -97,6 +97,15 @@ pub struct TransferSettings {
     /// on its result: `sha256` (default), `md5`, `xxh3` or `none`. A task that expects a
     /// digest gets it computed in its own algorithm whatever this says.
     pub checksum: String,
+    /// New (issue 21): ask the server for its own digest of each file moved, where its
+    /// FEAT offers one in the transfer's algorithm (HASH, XSHA256, XMD5), and fail the
+    /// attempt with CHECKSUM_MISMATCH (retried) when it differs. One round trip per file
+    /// on those servers, and the server reads the file once more.
+    pub verify_server_checksum: bool,
+    /// New (issue 21): a retried transfer continues where the failed attempt stopped
+    /// (REST + RETR, APPE) when that attempt moved at least 1 MiB, the source is unchanged
+    /// and the kept part checks out; otherwise it starts again from zero.
+    pub resume: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -187,6 +196,8 @@ impl Default for TransferSettings {
             connect_timeout_seconds: 30,
             fsync: "group".into(),
             checksum: "sha256".into(),
+            verify_server_checksum: true,
+            resume: true,
         }
     }
 }

@@ -95,6 +95,14 @@ impl TransferResult {
         }
     }
 
+    /// The same failure with `retryable` as the service decided it, where that is not
+    /// what its code says (a CHECKSUM_MISMATCH against the server's own digest is
+    /// retried; against the task's expected digest it is not).
+    pub fn with_retryable(mut self, retryable: bool) -> Self {
+        self.retryable = retryable;
+        self
+    }
+
     /// The same result carrying the digest of its bytes.
     pub fn with_checksum(mut self, checksum: Option<Checksum>) -> Self {
         self.checksum = checksum;

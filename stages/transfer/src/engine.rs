@@ -277,13 +277,17 @@ impl Engine {
                     return TransferResult::success(task, bytes, ms, attempts)
                         .with_checksum(checksum)
                 }
-                Err(e) if e.code.is_retryable() && attempts <= self.retry.max_retries => {
+                Err(e) if e.is_retryable() && attempts <= self.retry.max_retries => {
                     self.retries.inc();
                     let pause = self.retry.backoff(attempts, 0.5 + fastrand::f64() / 2.0);
                     tracing::debug!(task_id = %task.task_id, attempt = attempts, error = %e, pause_ms = pause.as_millis() as u64, "attempt failed; retrying");
                     tokio::time::sleep(pause).await;
                 }
-                Err(e) => return TransferResult::failure(task, e.code, e.message, ms, attempts),
+                Err(e) => {
+                    let retryable = e.is_retryable();
+                    return TransferResult::failure(task, e.code, e.message, ms, attempts)
+                        .with_retryable(retryable);
+                }
             }
         }
     }
@@ -347,13 +351,19 @@ impl Engine {
         // The session is taken only now: it is not held while the local file is created.
         let mut lease = self.pool.acquire(self.transfer_timeout).await?;
         let mut sink = Hashed::new(crate::localio::SyncFile::new(file), self.algorithm(task));
-        let got = lease
-            .session()
-            .download(&route.remote_path, &mut sink)
-            .await;
+        let session = lease.session();
+        let got = session.download(&route.remote_path, &mut sink).await;
+        let checksum = sink.take_checksum();
+        let checked = match &got {
+            Ok(bytes) => {
+                self.against_server(session, &route.remote_path, checksum.as_ref(), *bytes)
+                    .await
+            }
+            Err(_) => Ok(()),
+        };
         lease.release();
         let bytes = got?;
-        let checksum = sink.take_checksum();
+        checked?;
         // Before the rename: other bytes than the producer expected are never put in
         // place (the guard removes the temporary file).
         expected(task, checksum.as_ref())?;
@@ -432,6 +442,8 @@ impl Engine {
             // than the producer expected never take the remote name.
             let checksum = file.take_checksum();
             expected(task, checksum.as_ref())?;
+            self.against_server(session, &tmp, checksum.as_ref(), sent)
+                .await?;
             session.rename(&tmp, &remote).await?;
             Ok(Done {
                 bytes: sent,
@@ -454,6 +466,35 @@ impl Engine {
         }
         lease.release();
         r
+    }
+
+    /// CHECKSUM_MISMATCH, retried, when the server offers its digest of `path` (the file
+    /// just read, or the temporary file just written) in our digest's algorithm and it
+    /// differs from ours: the bytes changed on the way or on the server's disk, or the
+    /// server lies. Nothing to compare (no digest, none offered, or
+    /// `transfer.verify_server_checksum: false`) passes.
+    async fn against_server(
+        &self,
+        session: &mut crate::FtpSession,
+        path: &str,
+        ours: Option<&Checksum>,
+        bytes: u64,
+    ) -> Result<(), TransferError> {
+        let Some(ours) = ours else { return Ok(()) };
+        if !session.offers_digest(ours.algorithm) {
+            return Ok(());
+        }
+        match session.server_checksum(path, ours.algorithm, bytes).await? {
+            Some(theirs) if theirs != *ours => Err(TransferError::new(
+                ErrorCode::ChecksumMismatch,
+                format!(
+                    "the server's {} of {path} is {}, the bytes' is {}",
+                    theirs.algorithm, theirs.value, ours.value
+                ),
+            )
+            .retried(true)),
+            _ => Ok(()),
+        }
     }
 
     /// Best-effort DELE of a remote temporary file on a fresh or idle session.

@@ -16,6 +16,10 @@ pub struct TransferError {
     /// The FTP reply code behind the failure, when there was one (421: too many
     /// connections, which the pool answers by lowering its limit).
     pub reply: Option<u32>,
+    /// Whether the failure is retried, when not as its code says: a server's digest that
+    /// differs from ours is CHECKSUM_MISMATCH retried (the bytes may have been damaged on
+    /// the way), a task's expected digest that differs is not.
+    pub retryable: Option<bool>,
 }
 
 impl TransferError {
@@ -24,7 +28,21 @@ impl TransferError {
             code,
             message: message.into(),
             reply: None,
+            retryable: None,
         }
+    }
+
+    /// The same failure, retried (or not) whatever its code says.
+    pub fn retried(self, retryable: bool) -> Self {
+        TransferError {
+            retryable: Some(retryable),
+            ..self
+        }
+    }
+
+    /// Whether the engine tries the task again after this failure (retries permitting).
+    pub fn is_retryable(&self) -> bool {
+        self.retryable.unwrap_or_else(|| self.code.is_retryable())
     }
 
     /// A local file-system failure while streaming (reading the source or writing the

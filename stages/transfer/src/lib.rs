@@ -6,6 +6,8 @@
 //! setup ([`tls`]), and the mapping of FTP and I/O failures to the contract's error codes
 //! ([`TransferError`]), the session [`pool`],
 //! local path confinement ([`local`]), the digest of the bytes as they pass ([`digest`]),
+//! the server's own digest and the checks that let a retry resume ([`server_digest`],
+//! `verify`),
 //! one attempt at a time per temporary name
 //! ([`claim`]), the durable [`commit`] of downloads, the
 //! [`engine`] that runs a task with retries, and the stage process itself ([`worker`]).
@@ -27,8 +29,10 @@ pub mod local;
 pub mod localio;
 mod plain;
 pub mod pool;
+pub mod server_digest;
 mod session;
 pub mod tls;
+mod verify;
 pub mod worker;
 
 pub use active::ActiveOptions;

@@ -41,6 +41,7 @@ use tokio::time::timeout;
 
 use crate::active::{self, ActiveOptions, DataTls};
 use crate::plain::{Ahead, Pipelining, Plain};
+use crate::server_digest::ServerDigests;
 use crate::tls::TlsContext;
 use crate::TransferError;
 
@@ -66,6 +67,9 @@ pub struct SessionOptions {
     active: Option<ActiveOptions>,
     /// Whether downloads carry the next transfer's EPSV ([`crate::plain`]).
     pipelining: Pipelining,
+    /// `transfer.verify_server_checksum`: learn at login (FEAT) which digests the server
+    /// offers ([`crate::server_digest`]).
+    pub(crate) verify_server_checksum: bool,
 }
 
 impl SessionOptions {
@@ -80,11 +84,12 @@ impl SessionOptions {
             reset_data: Arc::new(AtomicBool::new(true)),
             active: ActiveOptions::for_connection(conn),
             pipelining: Pipelining::default(),
+            verify_server_checksum: transfer.verify_server_checksum,
         }
     }
 }
 
-enum Ftp {
+pub(crate) enum Ftp {
     Plain(AsyncFtpStream),
     Tls(AsyncRustlsFtpStream),
 }
@@ -93,11 +98,12 @@ enum Ftp {
 macro_rules! with_ftp {
     ($session:expr, $f:ident => $body:expr) => {
         match &mut $session.ftp {
-            Ftp::Plain($f) => $body,
-            Ftp::Tls($f) => $body,
+            $crate::session::Ftp::Plain($f) => $body,
+            $crate::session::Ftp::Tls($f) => $body,
         }
     };
 }
+pub(crate) use with_ftp;
 
 /// The session's use of RFC 2428's extended commands: EPSV in passive mode, EPRT in
 /// active mode.
@@ -111,14 +117,14 @@ pub(crate) enum Extended {
 }
 
 pub struct FtpSession {
-    ftp: Ftp,
+    pub(crate) ftp: Ftp,
     /// The login directory; relative remote paths resolve against it.
     home: String,
     extended: Extended,
-    poisoned: bool,
+    pub(crate) poisoned: bool,
     /// FTPS: what active-mode data connections need to resume the control's TLS session.
     data_tls: Option<DataTls>,
-    opts: SessionOptions,
+    pub(crate) opts: SessionOptions,
     /// The streaming buffer of this session's transfers (empty until the first one).
     buf: Vec<u8>,
     /// Plain passive sessions: the next transfer's data connection, opened ahead.
@@ -126,6 +132,9 @@ pub struct FtpSession {
     /// The server holds a command sent during a transfer until it ends (its greeting
     /// says which server it is: [`crate::plain::holds_commands`]).
     holds_commands: bool,
+    /// The digests the server offers (FEAT at login; none unless
+    /// `transfer.verify_server_checksum`).
+    pub(crate) digests: ServerDigests,
 }
 
 impl std::fmt::Debug for FtpSession {
@@ -167,6 +176,7 @@ impl FtpSession {
             buf: Vec::new(),
             ahead: None,
             holds_commands: false,
+            digests: ServerDigests::default(),
         };
         let user = conn.user.clone();
         let password: Secret = conn.password.clone();
@@ -188,6 +198,9 @@ impl FtpSession {
                 with_ftp!(session, f => f.pwd().await).map_err(|e| TransferError::ftp("PWD", e))?;
             session.holds_commands = with_ftp!(session, f => f.get_welcome_msg())
                 .is_some_and(crate::plain::holds_commands);
+            if session.opts.verify_server_checksum {
+                session.digests = crate::verify::features(&mut session).await?;
+            }
             with_ftp!(session, f => {
                 f.set_mode(Mode::ExtendedPassive);
                 f.set_passive_nat_workaround(true);

@@ -147,7 +147,9 @@ impl FtpServer {
     }
 
     /// As [`FtpServer::start`], with extra server options: vsftpd's (`max_per_ip=2`,
-    /// `idle_session_timeout=2`, ...) or pyftpdlib's `noepsv` (EPSV answered with 500).
+    /// `idle_session_timeout=2`, ...), pyftpdlib's `noepsv` (EPSV answered with 500),
+    /// `digests` (HASH, XSHA256, XMD5), `lie` (every digest wrong) or `truncate=N` (every
+    /// RETR cut after N bytes, still 226), proftpd's `digests` (mod_digest).
     pub fn start_with(kind: FtpKind, tls: bool, vsftpd_options: &[&str]) -> FtpServer {
         Self::start_full(kind, tls, vsftpd_options, false)
     }
@@ -159,9 +161,18 @@ impl FtpServer {
     }
 
     fn start_full(kind: FtpKind, tls: bool, vsftpd_options: &[&str], log: bool) -> FtpServer {
+        let allowed = |o: &&str| match kind {
+            FtpKind::Vsftpd => true,
+            FtpKind::Pyftpdlib => {
+                ["noepsv", "digests", "lie"].contains(o) || o.starts_with("truncate=")
+            }
+            FtpKind::Proftpd => *o == "digests",
+            FtpKind::PureFtpd => false,
+        };
         assert!(
-            vsftpd_options.is_empty() || kind == FtpKind::Vsftpd || vsftpd_options == ["noepsv"],
-            "options for pyftpdlib: only noepsv"
+            vsftpd_options.iter().all(|o| allowed(o)),
+            "options {vsftpd_options:?} not for {}: see scripts/testbed/serve",
+            kind.name()
         );
         assert!(
             !log || matches!(kind, FtpKind::Vsftpd | FtpKind::Pyftpdlib),
