@@ -1,6 +1,6 @@
 """pyftpdlib's own command line (`python -m pyftpdlib ...`), with the test bed's fixes.
 
-    pyftpdlib_serve.py [--xferlog PATH] [--digests|--lie] [--truncate N] [--noepsv]
+    pyftpdlib_serve.py [--xferlog PATH] [--digests|--lie] [--truncate N] [--noepsv] [--norest]
                        PYFTPDLIB-ARGS...
 
 - Active mode (PORT/EPRT) with a guarded data connector: pyftpdlib 2.2.0 keeps its
@@ -12,6 +12,7 @@
   sessions). Once the socket is handed over, the connector owns nothing and its close
   does nothing.
 - `--noepsv`: EPSV answered with 500 (as old or NATed servers do).
+- `--norest`: REST answered with 500 (a server that cannot resume).
 - `--digests`: the server's own digests of a file (issue 21), as proftpd's mod_digest
   offers them: FEAT lists `HASH SHA-256*;MD5`, `XSHA256` and `XMD5`; `OPTS HASH <alg>`
   selects; `HASH <path>` answers `213 SHA-256 0-<last> <hex> <path>`, `XSHA256 <path>`
@@ -175,10 +176,11 @@ if args[:1] in (["--digests"], ["--lie"]):
 if args[:1] == ["--truncate"]:
     truncate_downloads(int(args[1]))
     args = args[2:]
-if args[:1] == ["--noepsv"]:
-    args = args[1:]
-    handlers.FTPHandler.proto_cmds = {
-        k: v for k, v in handlers.FTPHandler.proto_cmds.items() if k != "EPSV"
-    }
+for flag, command in (("--noepsv", "EPSV"), ("--norest", "REST")):
+    if args[:1] == [flag]:
+        args = args[1:]
+        handlers.FTPHandler.proto_cmds = {
+            k: v for k, v in handlers.FTPHandler.proto_cmds.items() if k != command
+        }
 sys.argv = ["pyftpdlib"] + args
 cli.main()

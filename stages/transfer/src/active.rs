@@ -357,8 +357,8 @@ where
     .map_err(|fail| fail.classify(verb, op))
 }
 
-/// RETR `path` in active mode into `out`; returns the bytes written. When the 150 reply
-/// announced a size, the bytes received must match it.
+/// RETR `path` in active mode into `out`; returns the bytes written and the size the 150
+/// reply announced, if it did (the caller checks them).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn retr<T, W>(
     f: &mut ImplAsyncFtpStream<T>,
@@ -369,7 +369,7 @@ pub(crate) async fn retr<T, W>(
     out: &mut W,
     op: Duration,
     buf: &mut [u8],
-) -> Result<u64, TransferError>
+) -> Result<(u64, Option<u64>), TransferError>
 where
     T: TokioTlsStream + Send,
     W: AsyncWrite + Unpin,
@@ -394,16 +394,10 @@ where
         .map_err(|e| TransferError::local_io("write destination", &e))?;
     drop(data);
     finish(f, "RETR", op).await?;
-    match announced {
-        Some(size) if size != total => Err(TransferError::new(
-            ErrorCode::IoError,
-            format!("RETR {path}: the server announced {size} bytes and sent {total}"),
-        )),
-        _ => Ok(total),
-    }
+    Ok((total, announced))
 }
 
-/// STOR `input` to `path` in active mode; returns the bytes sent.
+/// STOR (or APPE: `verb`) `input` to `path` in active mode; returns the bytes sent.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn stor<T, R>(
     f: &mut ImplAsyncFtpStream<T>,
@@ -412,6 +406,7 @@ pub(crate) async fn stor<T, R>(
     tls: Option<&DataTls>,
     input: &mut R,
     path: &str,
+    verb: &str,
     op: Duration,
     buf: &mut [u8],
 ) -> Result<u64, TransferError>
@@ -419,7 +414,8 @@ where
     T: TokioTlsStream + Send,
     R: AsyncRead + Unpin,
 {
-    let (_, mut data, _claim) = open(f, extended, active, tls, &format!("STOR {path}"), op).await?;
+    let (_, mut data, _claim) =
+        open(f, extended, active, tls, &format!("{verb} {path}"), op).await?;
     let mut total = 0u64;
     loop {
         let n = input
@@ -429,11 +425,11 @@ where
         if n == 0 {
             break;
         }
-        data_io("STOR", op, data.write_all(&buf[..n])).await?;
+        data_io(verb, op, data.write_all(&buf[..n])).await?;
         total += n as u64;
     }
     // The end of the file: EOF (after TLS's close_notify) on the data connection.
-    data_io("STOR", op, data.shutdown()).await?;
+    data_io(verb, op, data.shutdown()).await?;
     if tls.is_some() {
         // The server may have sent what we never read (TLS 1.3 session tickets): closing
         // with unread data resets the connection, and the reset can overtake the
@@ -450,7 +446,7 @@ where
         .await;
     }
     drop(data);
-    finish(f, "STOR", op).await?;
+    finish(f, verb, op).await?;
     Ok(total)
 }
 

@@ -187,6 +187,18 @@ impl<S> Hashed<S> {
         }
     }
 
+    /// A stream whose digest goes on from `digester`, which has hashed the `hashed` bytes
+    /// before this stream's first (a resumed transfer; None: no digest).
+    pub fn resuming(inner: S, digester: Option<Digester>, hashed: u64) -> Self {
+        Hashed {
+            inner,
+            state: match digester {
+                Some(d) => State::Inline(d, hashed),
+                None => State::Off,
+            },
+        }
+    }
+
     /// The digest of every byte so far (None without an algorithm, or once taken). With
     /// a hashing thread, waits for it to finish the bytes in flight.
     pub fn take_checksum(&mut self) -> Option<Checksum> {

@@ -29,6 +29,7 @@ pub mod local;
 pub mod localio;
 mod plain;
 pub mod pool;
+pub mod resume;
 pub mod server_digest;
 mod session;
 pub mod tls;

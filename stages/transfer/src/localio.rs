@@ -41,6 +41,15 @@ impl SyncFile {
         }
     }
 
+    /// A file positioned at `pos` already (a resumed download writes on from there).
+    pub fn at(file: std::fs::File, pos: u64) -> Self {
+        SyncFile {
+            file,
+            written: pos,
+            flushed_to: pos,
+        }
+    }
+
     pub fn into_inner(self) -> std::fs::File {
         self.file
     }

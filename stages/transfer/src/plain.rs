@@ -50,7 +50,7 @@ use tokio::task::JoinHandle;
 
 use crate::session::{
     announced_size, data_io, epsv_refused, read_to_eof, reset_after_eof, send_rest, timed,
-    Extended, Fail,
+    Announces, Extended, Fail,
 };
 use crate::TransferError;
 
@@ -262,6 +262,8 @@ pub(crate) async fn retr<W>(
     pipelining: Option<&Pipelining>,
     reset: &AtomicBool,
     path: &str,
+    offset: u64,
+    announces: &Announces,
     out: &mut W,
     buf: &mut [u8],
 ) -> Result<(u64, Result<(), TransferError>), TransferError>
@@ -272,13 +274,32 @@ where
     let data = p.data_connection("RETR").await?;
     let _ = data.set_nodelay(true);
     let pipelined = pipelining.filter(|p| p.allowed());
-    let mut lines = format!("RETR {path}\r\n");
+    // A server not known to announce the size in its 150 is asked it, in the same write:
+    // a download cut short with a 226 all the same is then found out.
+    let ask_size = !announces.known();
+    let mut lines = String::new();
+    if ask_size {
+        lines.push_str(&format!("SIZE {path}\r\n"));
+    }
+    lines.push_str(&format!("RETR {path}\r\n"));
     if pipelined.is_some() {
         lines.push_str(p.passive_command());
     }
     timed(op, send_raw(p.f, &lines))
         .await
         .map_err(|fail| fail.classify("RETR", op))?;
+    let size = if ask_size {
+        match timed(op, p.f.read_response_in(&[Status::File])).await {
+            Ok(reply) => String::from_utf8_lossy(&reply.body)
+                .get(4..)
+                .and_then(|n| n.trim().parse::<u64>().ok()),
+            // No size (550: the RETR's own reply says what is wrong).
+            Err(Fail::Ftp(FtpError::UnexpectedResponse(_))) => None,
+            Err(fail) => return Err(fail.classify("SIZE", op)),
+        }
+    } else {
+        None
+    };
     let opened = timed(
         op,
         p.f.read_response_in(&[Status::AboutToSend, Status::AlreadyOpen]),
@@ -286,6 +307,7 @@ where
     .await
     .map_err(|fail| fail.classify("RETR", op))?;
     let announced = announced_size(&String::from_utf8_lossy(&opened.body));
+    announces.learn(announced.is_some());
     let received = receive(p, pipelined, reset, data, out, buf).await;
     if received.is_err() {
         if let Some(pl) = pipelined {
@@ -294,12 +316,7 @@ where
         }
     }
     let (total, early) = received?;
-    if let Some(size) = announced.filter(|&size| size != total) {
-        return Err(TransferError::new(
-            ErrorCode::IoError,
-            format!("RETR {path}: the server announced {size} bytes and sent {total}"),
-        ));
-    }
+    crate::session::check_announced(path, announced.or(size), total, offset)?;
     let next = match pipelined {
         None => Ok(()),
         Some(_) => p.read_ahead(early).await,
@@ -390,22 +407,23 @@ pub(crate) async fn stor<R>(
     early_data: bool,
     input: &mut R,
     path: &str,
+    verb: &str,
     buf: &mut [u8],
 ) -> Result<u64, TransferError>
 where
     R: AsyncRead + Unpin,
 {
     let op = p.op;
-    let mut data = p.data_connection("STOR").await?;
+    let mut data = p.data_connection(verb).await?;
     let _ = data.set_nodelay(true);
     let f = &mut *p.f;
-    timed(op, send_raw(f, &format!("STOR {path}\r\n")))
+    timed(op, send_raw(f, &format!("{verb} {path}\r\n")))
         .await
-        .map_err(|fail| fail.classify("STOR", op))?;
+        .map_err(|fail| fail.classify(verb, op))?;
     let preliminary = [Status::AboutToSend, Status::AlreadyOpen];
     let read = |e: std::io::Error| TransferError::local_io("read source", &e);
     let written = |e: std::io::Error| {
-        TransferError::new(ErrorCode::ConnectionError, format!("STOR data: {e}"))
+        TransferError::new(ErrorCode::ConnectionError, format!("{verb} data: {e}"))
     };
     // Ahead of the 150 (servers that take it): whole chunks, while the socket takes them
     // without waiting. Without `early_data` nothing goes ahead, and all of the file
@@ -441,17 +459,17 @@ where
         drop(data);
         timed(op, f.read_response_in(&preliminary))
             .await
-            .map_err(|fail| fail.classify("STOR", op))?;
+            .map_err(|fail| fail.classify(verb, op))?;
         shut.map_err(written)?;
     } else {
         // A file larger than what the socket took at once (or a server that gets no
         // data ahead): the rest once the server has accepted the STOR.
         timed(op, f.read_response_in(&preliminary))
             .await
-            .map_err(|fail| fail.classify("STOR", op))?;
-        data_io("STOR", op, data.write_all(&buf[rest])).await?;
+            .map_err(|fail| fail.classify(verb, op))?;
+        data_io(verb, op, data.write_all(&buf[rest])).await?;
         total += send_rest(input, &mut data, op, buf).await?;
-        data_io("STOR", op, data.shutdown()).await?;
+        data_io(verb, op, data.shutdown()).await?;
         drop(data);
     }
     timed(
@@ -459,7 +477,7 @@ where
         f.read_response_in(&[Status::ClosingDataConnection, Status::RequestedFileActionOk]),
     )
     .await
-    .map_err(|fail| fail.classify("STOR", op))?;
+    .map_err(|fail| fail.classify(verb, op))?;
     Ok(total)
 }
 

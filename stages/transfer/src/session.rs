@@ -67,6 +67,9 @@ pub struct SessionOptions {
     active: Option<ActiveOptions>,
     /// Whether downloads carry the next transfer's EPSV ([`crate::plain`]).
     pipelining: Pipelining,
+    /// Whether the server announces a download's size in its 150 reply (else plain
+    /// sessions ask SIZE with the RETR).
+    announces: Announces,
     /// `transfer.verify_server_checksum`: learn at login (FEAT) which digests the server
     /// offers ([`crate::server_digest`]).
     pub(crate) verify_server_checksum: bool,
@@ -84,6 +87,7 @@ impl SessionOptions {
             reset_data: Arc::new(AtomicBool::new(true)),
             active: ActiveOptions::for_connection(conn),
             pipelining: Pipelining::default(),
+            announces: Announces::default(),
             verify_server_checksum: transfer.verify_server_checksum,
         }
     }
@@ -135,6 +139,8 @@ pub struct FtpSession {
     /// The digests the server offers (FEAT at login; none unless
     /// `transfer.verify_server_checksum`).
     pub(crate) digests: ServerDigests,
+    /// The offset of a REST the server accepted, for the next RETR (0: none).
+    pub(crate) restart: u64,
 }
 
 impl std::fmt::Debug for FtpSession {
@@ -177,6 +183,7 @@ impl FtpSession {
             ahead: None,
             holds_commands: false,
             digests: ServerDigests::default(),
+            restart: 0,
         };
         let user = conn.user.clone();
         let password: Secret = conn.password.clone();
@@ -353,6 +360,7 @@ impl FtpSession {
     ) -> Result<u64, TransferError> {
         let path = self.remote_path(path)?;
         self.guard("RETR")?;
+        let offset = std::mem::take(&mut self.restart);
         let op = self.opts.op_timeout;
         self.ensure_buffer();
         let reset = &self.opts.reset_data;
@@ -360,6 +368,7 @@ impl FtpSession {
         let r = match &self.opts.active {
             Some(a) => {
                 with_ftp!(self, f => active::retr(f, &mut self.extended, a, tls, &path, out, op, &mut self.buf).await)
+                    .map(|(n, announced)| (n, announced, false))
             }
             None => match &mut self.ftp {
                 Ftp::Plain(f) => {
@@ -370,10 +379,12 @@ impl FtpSession {
                         op,
                     };
                     let pipelining = self.holds_commands.then_some(&self.opts.pipelining);
-                    match crate::plain::retr(&mut p, pipelining, reset, &path, out, &mut self.buf)
+                    let announces = &self.opts.announces;
+                    match crate::plain::retr(&mut p, pipelining, reset, &path, offset, announces, out, &mut self.buf)
                         .await
                     {
-                        Ok((n, Ok(()))) => Ok(n),
+                        // Checked against the size, announced or asked, already.
+                        Ok((n, Ok(()))) => Ok((n, None, true)),
                         Ok((n, Err(e))) => {
                             tracing::debug!(error = %e, "no data connection ahead; the session is discarded");
                             self.poisoned = true;
@@ -382,15 +393,38 @@ impl FtpSession {
                         Err(e) => Err(e),
                     }
                 }
-                Ftp::Tls(f) => {
-                    retr(f, &mut self.extended, reset, &path, out, op, &mut self.buf).await
-                }
+                Ftp::Tls(f) => retr(f, &mut self.extended, reset, &path, out, op, &mut self.buf)
+                    .await
+                    .map(|(n, announced)| (n, announced, false)),
             },
         };
-        if r.is_err() {
-            self.poisoned = true;
+        let (total, announced, checked) = match r {
+            Ok(r) => r,
+            Err(e) => {
+                self.poisoned = true;
+                return Err(e);
+            }
+        };
+        if checked {
+            return Ok(total);
         }
-        r
+        // A size the 150 did not announce is asked: a download cut short with a 226 all
+        // the same is found out.
+        let size = match announced {
+            Some(n) => Some(n),
+            None => {
+                let r = with_ftp!(self, f => timed(op, f.size(path.as_str())).await);
+                match r {
+                    Ok(n) => Some(n as u64),
+                    Err(Fail::Ftp(FtpError::UnexpectedResponse(_))) => None,
+                    Err(fail) => {
+                        self.poisoned = true;
+                        return Err(fail.classify("SIZE", op));
+                    }
+                }
+            }
+        };
+        check_announced(&path, size, total, offset).inspect_err(|_| self.poisoned = true)
     }
 
     /// STOR `in` to `path`, streaming; returns the bytes sent. Any failure poisons.
@@ -399,14 +433,33 @@ impl FtpSession {
         input: &mut R,
         path: &str,
     ) -> Result<u64, TransferError> {
+        self.store(input, path, DataCmd::Stor).await
+    }
+
+    /// APPE `in` to `path`: continues the file (a resumed upload). As [`Self::upload`].
+    pub async fn append<R: AsyncRead + Unpin>(
+        &mut self,
+        input: &mut R,
+        path: &str,
+    ) -> Result<u64, TransferError> {
+        self.store(input, path, DataCmd::Appe).await
+    }
+
+    async fn store<R: AsyncRead + Unpin>(
+        &mut self,
+        input: &mut R,
+        path: &str,
+        cmd: DataCmd,
+    ) -> Result<u64, TransferError> {
         let path = self.remote_path(path)?;
-        self.guard("STOR")?;
+        self.guard(cmd.verb())?;
+        self.restart = 0;
         let op = self.opts.op_timeout;
         self.ensure_buffer();
         let tls = self.data_tls.as_ref();
         let r = match &self.opts.active {
             Some(a) => {
-                with_ftp!(self, f => active::stor(f, &mut self.extended, a, tls, input, &path, op, &mut self.buf).await)
+                with_ftp!(self, f => active::stor(f, &mut self.extended, a, tls, input, &path, cmd.verb(), op, &mut self.buf).await)
             }
             None => match &mut self.ftp {
                 Ftp::Plain(f) => {
@@ -416,10 +469,19 @@ impl FtpSession {
                         ahead: &mut self.ahead,
                         op,
                     };
-                    crate::plain::stor(&mut p, self.holds_commands, input, &path, &mut self.buf)
-                        .await
+                    crate::plain::stor(
+                        &mut p,
+                        self.holds_commands,
+                        input,
+                        &path,
+                        cmd.verb(),
+                        &mut self.buf,
+                    )
+                    .await
                 }
-                Ftp::Tls(f) => stor(f, &mut self.extended, input, &path, op, &mut self.buf).await,
+                Ftp::Tls(f) => {
+                    stor(f, &mut self.extended, input, &path, cmd, op, &mut self.buf).await
+                }
             },
         };
         if r.is_err() {
@@ -547,9 +609,21 @@ pub(crate) fn epsv_refused(e: &FtpError) -> bool {
 }
 
 #[derive(Clone, Copy)]
-enum DataCmd {
+pub(crate) enum DataCmd {
     Retr,
     Stor,
+    /// APPE: an upload that continues a partial file ([`FtpSession::upload`]).
+    Appe,
+}
+
+impl DataCmd {
+    pub(crate) fn verb(self) -> &'static str {
+        match self {
+            DataCmd::Retr => "RETR",
+            DataCmd::Stor => "STOR",
+            DataCmd::Appe => "APPE",
+        }
+    }
 }
 
 /// Opens a data transfer (RETR or STOR): EPSV, or PASV for good once the server has
@@ -583,6 +657,9 @@ where
             DataCmd::Stor => timed(op, f.put_with_stream(path))
                 .await
                 .map(|stream| (stream, None)),
+            DataCmd::Appe => timed(op, f.append_with_stream(path))
+                .await
+                .map(|stream| (stream, None)),
         };
         match opened {
             Err(Fail::Ftp(e)) if *epsv == Extended::Untried && epsv_refused(&e) => {
@@ -590,17 +667,50 @@ where
                 f.set_mode(Mode::Passive);
             }
             opened => {
-                let name = match cmd {
-                    DataCmd::Retr => "RETR",
-                    DataCmd::Stor => "STOR",
-                };
-                let opened = opened.map_err(|fail| fail.classify(name, op))?;
+                let opened = opened.map_err(|fail| fail.classify(cmd.verb(), op))?;
                 if *epsv == Extended::Untried {
                     *epsv = Extended::Works;
                 }
                 return Ok(opened);
             }
         }
+    }
+}
+
+/// Whether a connection's server announces a download's size in its 150 reply ("(4096
+/// bytes)": vsftpd and proftpd do; pure-ftpd and pyftpdlib do not), learned from its
+/// replies and shared by the connection's sessions: unknown, yes or no.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Announces(Arc<std::sync::atomic::AtomicU8>);
+
+impl Announces {
+    /// Known to announce: no need to ask SIZE.
+    pub(crate) fn known(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == 1
+    }
+
+    pub(crate) fn learn(&self, announced: bool) {
+        self.0
+            .store(if announced { 1 } else { 2 }, Ordering::Relaxed);
+    }
+}
+
+/// The bytes a download received, checked against the size its 150 reply announced (if
+/// it did): a server that announces one size and sends another (a download cut short
+/// with a 226 all the same) fails the attempt (IO_ERROR, retried). After a REST, servers
+/// announce either the whole file or what remains of it: both pass.
+pub(crate) fn check_announced(
+    path: &str,
+    announced: Option<u64>,
+    total: u64,
+    offset: u64,
+) -> Result<u64, TransferError> {
+    match announced {
+        Some(size) if size != total && size != total + offset => Err(TransferError::new(
+            ErrorCode::IoError,
+            format!("RETR {path}: the server announced {size} bytes and sent {total}"),
+        )),
+        _ => Ok(total),
     }
 }
 
@@ -612,6 +722,8 @@ pub(crate) fn announced_size(reply: &str) -> Option<u64> {
     reply[start..end].parse().ok()
 }
 
+/// RETR through suppaftp (TLS sessions); returns the bytes written and the size the 150
+/// reply announced, if it did (the caller checks them).
 async fn retr<T, W>(
     f: &mut ImplAsyncFtpStream<T>,
     epsv: &mut Extended,
@@ -620,7 +732,7 @@ async fn retr<T, W>(
     out: &mut W,
     op: Duration,
     buf: &mut [u8],
-) -> Result<u64, TransferError>
+) -> Result<(u64, Option<u64>), TransferError>
 where
     T: TokioTlsStream + Send,
     W: AsyncWrite + Unpin,
@@ -644,13 +756,7 @@ where
         tracing::warn!(path, "the server failed a download whose data connection was reset after EOF; closing data connections with a FIN from now on");
     }
     finished.map_err(|fail| fail.classify("RETR", op))?;
-    match announced {
-        Some(size) if size != total => Err(TransferError::new(
-            ErrorCode::IoError,
-            format!("RETR {path}: the server announced {size} bytes and sent {total}"),
-        )),
-        _ => Ok(total),
-    }
+    Ok((total, announced))
 }
 
 /// Streams a download's data connection into `out` until EOF; returns the bytes. The
@@ -685,6 +791,7 @@ async fn stor<T, R>(
     epsv: &mut Extended,
     input: &mut R,
     path: &str,
+    cmd: DataCmd,
     op: Duration,
     buf: &mut [u8],
 ) -> Result<u64, TransferError>
@@ -692,11 +799,11 @@ where
     T: TokioTlsStream + Send,
     R: AsyncRead + Unpin,
 {
-    let (mut stream, _) = open_data(f, epsv, DataCmd::Stor, path, op).await?;
+    let (mut stream, _) = open_data(f, epsv, cmd, path, op).await?;
     let total = send_rest(input, &mut stream, op, buf).await?;
     timed(op, stream.finish())
         .await
-        .map_err(|fail| fail.classify("STOR", op))?;
+        .map_err(|fail| fail.classify(cmd.verb(), op))?;
     Ok(total)
 }
 

@@ -7,7 +7,7 @@
 //! usable and means "not available", never a pass; a timeout or an I/O error poisons the
 //! session, as everywhere.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use ftp_pooler_contract::{Checksum, ChecksumAlgorithm};
 use suppaftp::{FtpError, Status};
@@ -96,6 +96,63 @@ impl FtpSession {
                     fail => fail.classify(&what, op),
                 })
             }
+        }
+    }
+}
+
+impl FtpSession {
+    /// REST `offset`: the next RETR starts there. False when the server refuses it (the
+    /// session stays usable: the transfer goes from the start).
+    pub async fn rest(&mut self, offset: u64) -> Result<bool, TransferError> {
+        self.guard_usable("REST")?;
+        let op = self.opts.op_timeout;
+        let line = format!("REST {offset}");
+        let r = with_ftp!(self, f => timed(op, f.custom_command(line.as_str(), &[Status::RequestFilePending])).await);
+        match r {
+            Ok(_) => {
+                self.restart = offset;
+                Ok(true)
+            }
+            Err(Fail::Ftp(FtpError::UnexpectedResponse(r))) => {
+                tracing::debug!(reply = %String::from_utf8_lossy(&r.body).trim(), "REST refused; the transfer starts from zero");
+                Ok(false)
+            }
+            Err(fail) => {
+                self.poisoned = true;
+                Err(fail.classify("REST", op))
+            }
+        }
+    }
+
+    /// MDTM of `path`: its modification time as the server tells it (UTC, seconds), None
+    /// when the server does not say.
+    pub async fn mdtm(&mut self, path: &str) -> Result<Option<SystemTime>, TransferError> {
+        let path = self.remote_path(path)?;
+        self.guard_usable("MDTM")?;
+        let op = self.opts.op_timeout;
+        let line = format!("MDTM {path}");
+        let r =
+            with_ftp!(self, f => timed(op, f.custom_command(line.as_str(), &[Status::File])).await);
+        match r {
+            Ok(reply) => Ok(crate::resume::parse_mdtm(&String::from_utf8_lossy(
+                &reply.body,
+            ))),
+            Err(Fail::Ftp(FtpError::UnexpectedResponse(_))) => Ok(None),
+            Err(fail) => {
+                self.poisoned = true;
+                Err(fail.classify("MDTM", op))
+            }
+        }
+    }
+
+    fn guard_usable(&self, op: &str) -> Result<(), TransferError> {
+        if self.poisoned {
+            Err(TransferError::new(
+                ftp_pooler_contract::ErrorCode::ConnectionError,
+                format!("{op}: session is no longer usable"),
+            ))
+        } else {
+            Ok(())
         }
     }
 }

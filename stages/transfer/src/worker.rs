@@ -197,7 +197,7 @@ pub async fn run(
     tracing::info!(connection = %connection_id, sessions = limit, "transfer worker ready");
     let metrics = WorkerMetrics::new(
         &connection_id,
-        &worker.engine.retries,
+        &[&worker.engine.retries, &worker.engine.resumes],
         &worker.engine.session_wait,
     );
     let reporter = {
@@ -277,7 +277,7 @@ struct WorkerMetrics {
 impl WorkerMetrics {
     fn new(
         connection_id: &str,
-        retries: &prometheus::IntCounter,
+        counters: &[&prometheus::IntCounter],
         session_wait: &prometheus::HistogramVec,
     ) -> WorkerMetrics {
         use prometheus::{IntGauge, Opts};
@@ -304,9 +304,11 @@ impl WorkerMetrics {
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
         }
-        m.registry
-            .register(Box::new(retries.clone()))
-            .expect("unique metric");
+        for c in counters {
+            m.registry
+                .register(Box::new((*c).clone()))
+                .expect("unique metric");
+        }
         m.registry
             .register(Box::new(session_wait.clone()))
             .expect("unique metric");

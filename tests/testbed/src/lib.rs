@@ -149,7 +149,8 @@ impl FtpServer {
     /// As [`FtpServer::start`], with extra server options: vsftpd's (`max_per_ip=2`,
     /// `idle_session_timeout=2`, ...), pyftpdlib's `noepsv` (EPSV answered with 500),
     /// `digests` (HASH, XSHA256, XMD5), `lie` (every digest wrong) or `truncate=N` (every
-    /// RETR cut after N bytes, still 226), proftpd's `digests` (mod_digest).
+    /// RETR cut after N bytes, still 226), `norest` (REST refused), proftpd's `digests`
+    /// (mod_digest) or `restart` (APPE allowed: `AllowStoreRestart on`).
     pub fn start_with(kind: FtpKind, tls: bool, vsftpd_options: &[&str]) -> FtpServer {
         Self::start_full(kind, tls, vsftpd_options, false)
     }
@@ -164,13 +165,13 @@ impl FtpServer {
         let allowed = |o: &&str| match kind {
             FtpKind::Vsftpd => true,
             FtpKind::Pyftpdlib => {
-                ["noepsv", "digests", "lie"].contains(o) || o.starts_with("truncate=")
+                ["noepsv", "norest", "digests", "lie"].contains(o) || o.starts_with("truncate=")
             }
-            FtpKind::Proftpd => *o == "digests",
+            FtpKind::Proftpd => ["digests", "restart"].contains(o),
             FtpKind::PureFtpd => false,
         };
         assert!(
-            vsftpd_options.iter().all(|o| allowed(o)),
+            vsftpd_options.iter().all(allowed),
             "options {vsftpd_options:?} not for {}: see scripts/testbed/serve",
             kind.name()
         );

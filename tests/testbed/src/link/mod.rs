@@ -42,8 +42,11 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use ftp::{Lines, Passive, Segment};
-use pipe::{Filter, Pacer, Way};
+use pipe::{Filter, Pacer, Tap, Way};
+use tokio::sync::watch;
 
 /// The address the proxy listens on (Linux routes all of 127/8 to lo).
 pub const LINK_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
@@ -84,6 +87,25 @@ struct Link {
     /// Client to server, server to client.
     up: Option<Arc<Pacer>>,
     down: Option<Arc<Pacer>>,
+    /// Bytes relayed client to server, server to client (control and data).
+    sent_up: Arc<AtomicU64>,
+    sent_down: Arc<AtomicU64>,
+    /// Bumped by [`LinkProxy::cut`]: every relayed connection ends.
+    cut: watch::Sender<u64>,
+}
+
+impl Link {
+    /// The taps of a relay's two directions: near to far, far to near.
+    fn taps(&self, side: Accepted) -> (Tap, Tap) {
+        let tap = |bytes: &Arc<AtomicU64>| Tap {
+            bytes: bytes.clone(),
+            cut: self.cut.subscribe(),
+        };
+        match side {
+            Accepted::Client => (tap(&self.sent_up), tap(&self.sent_down)),
+            Accepted::Server => (tap(&self.sent_down), tap(&self.sent_up)),
+        }
+    }
 }
 
 /// Which end of a relay accepted: the client (passive data, control) or the server
@@ -125,6 +147,9 @@ impl LinkProxy {
             spec,
             up: spec.bandwidth.map(|b| Arc::new(Pacer::new(b))),
             down: spec.bandwidth.map(|b| Arc::new(Pacer::new(b))),
+            sent_up: Arc::default(),
+            sent_down: Arc::default(),
+            cut: watch::channel(0).0,
         });
         let listener = bind(SocketAddrV4::new(LINK_IP, 0));
         let addr = listener.local_addr().expect("the link proxy's address");
@@ -171,6 +196,21 @@ impl LinkProxy {
     pub fn spec(&self) -> LinkSpec {
         self.link.spec
     }
+
+    /// Cuts the link: every connection relayed now (control and data) ends at once, with
+    /// a reset; new connections are relayed as before.
+    pub fn cut(&self) {
+        self.link.cut.send_modify(|n| *n += 1);
+    }
+
+    /// The bytes relayed so far, client to server and server to client (payload of
+    /// control and data connections).
+    pub fn relayed(&self) -> (u64, u64) {
+        (
+            self.link.sent_up.load(Ordering::Relaxed),
+            self.link.sent_down.load(Ordering::Relaxed),
+        )
+    }
 }
 
 impl Drop for LinkProxy {
@@ -206,12 +246,14 @@ async fn relay(near: TcpStream, target: SocketAddr, link: Arc<Link>, side: Accep
         pacer: near_to_far,
         not_before: accepted + rtt,
     };
+    let (out_tap, back_tap) = link.taps(side);
     let filter = ftp.then(|| commands(link.clone(), target));
     tokio::spawn(pipe::run(
         near_read,
         async move { far_write.await.ok() },
         out,
         filter,
+        out_tap,
     ));
     tokio::time::sleep_until(accepted + rtt * 3 / 2).await;
     let Ok(far) = TcpStream::connect(target).await else {
@@ -228,7 +270,14 @@ async fn relay(near: TcpStream, target: SocketAddr, link: Arc<Link>, side: Accep
         not_before: accepted,
     };
     let filter = ftp.then(|| replies(link.clone(), target.ip()));
-    pipe::run(far_read, async move { Some(near_write) }, back, filter).await;
+    pipe::run(
+        far_read,
+        async move { Some(near_write) },
+        back,
+        filter,
+        back_tap,
+    )
+    .await;
 }
 
 /// The filter of a control channel's replies: a 227/229 opens a data relay first.

@@ -13,13 +13,17 @@
 //! - The end of the stream (or a read error) is passed on like data, after the delay, as
 //!   a TCP FIN (`shutdown`). A write error ends the writer; the reader then stops at its
 //!   next chunk.
+//! - A [`Tap`] counts the bytes read, and cuts the direction when the link is cut
+//!   ([`crate::link::LinkProxy::cut`]): the reader stops at once and resets its socket
+//!   (SO_LINGER 0), the writer drops what it still holds.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// The bytes in flight per direction and connection at most.
@@ -94,18 +98,33 @@ pub type Filter = Box<dyn FnMut(&[u8]) -> Vec<u8> + Send>;
 /// A chunk on its way: its due time, the bytes (empty: the end), its share of the window.
 type Chunk = (Instant, Vec<u8>, Option<OwnedSemaphorePermit>);
 
+/// A direction's byte count and the link's cut signal.
+#[derive(Clone)]
+pub struct Tap {
+    pub bytes: Arc<AtomicU64>,
+    pub cut: watch::Receiver<u64>,
+}
+
 /// Carries `from` to the write half `to` yields (None: nowhere; the bytes are dropped)
-/// through `way`, until the end of `from` or a write error.
-pub async fn run<T>(mut from: OwnedReadHalf, to: T, way: Way, mut filter: Option<Filter>)
+/// through `way`, until the end of `from`, a write error or a cut of the link.
+pub async fn run<T>(mut from: OwnedReadHalf, to: T, way: Way, mut filter: Option<Filter>, tap: Tap)
 where
     T: std::future::Future<Output = Option<OwnedWriteHalf>> + Send + 'static,
 {
     let (tx, rx) = mpsc::unbounded_channel::<Chunk>();
-    tokio::spawn(write(to, rx));
+    tokio::spawn(write(to, rx, tap.cut.clone()));
+    let mut cut = tap.cut;
     let window = Arc::new(Semaphore::new(WINDOW));
     let mut buf = vec![0u8; way.pacer.as_ref().map_or(64 << 10, |p| p.chunk())];
     loop {
-        let n = from.read(&mut buf).await.unwrap_or(0);
+        let n = tokio::select! {
+            r = from.read(&mut buf) => r.unwrap_or(0),
+            _ = cut.changed() => {
+                let _ = from.as_ref().set_zero_linger();
+                return;
+            }
+        };
+        tap.bytes.fetch_add(n as u64, Ordering::Relaxed);
         let bytes = match (&mut filter, n) {
             (_, 0) => Vec::new(),
             (Some(f), _) => f(&buf[..n]),
@@ -141,21 +160,42 @@ async fn wait_until(t: Instant) {
     }
 }
 
-/// The writer task: each chunk at its due time; the end as a FIN.
-async fn write<T>(to: T, mut rx: mpsc::UnboundedReceiver<Chunk>)
+/// The writer task: each chunk at its due time; the end as a FIN; nothing more once the
+/// link is cut.
+async fn write<T>(to: T, mut rx: mpsc::UnboundedReceiver<Chunk>, mut cut: watch::Receiver<u64>)
 where
     T: std::future::Future<Output = Option<OwnedWriteHalf>>,
 {
     let Some(mut to) = to.await else { return };
-    while let Some((due, bytes, _permit)) = rx.recv().await {
-        wait_until(due).await;
+    let cut_off = loop {
+        let next = tokio::select! {
+            c = rx.recv() => c,
+            _ = cut.changed() => break true,
+        };
+        let Some((due, bytes, _permit)) = next else {
+            break false;
+        };
+        tokio::select! {
+            _ = wait_until(due) => {}
+            _ = cut.changed() => break true,
+        }
         if bytes.is_empty() {
             let _ = to.shutdown().await;
-            return;
+            break false;
         }
-        if to.write_all(&bytes).await.is_err() {
-            return;
+        let failed = tokio::select! {
+            r = to.write_all(&bytes) => r.is_err(),
+            _ = cut.changed() => break true,
+        };
+        if failed {
+            break false;
         }
+    };
+    if cut_off {
+        // A reset, not a FIN: the far end must not take the cut for the end of a file.
+        // `forget`: dropping the half would shut it down first (a FIN).
+        let _ = to.as_ref().set_zero_linger();
+        to.forget();
     }
 }
 

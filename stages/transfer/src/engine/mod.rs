@@ -22,7 +22,7 @@
 //!   fast (CONNECTION_ERROR) without touching the server.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -30,12 +30,14 @@ use ftp_pooler_channel::{Direction, Route};
 use ftp_pooler_config::{Config, ConnectionKind};
 use ftp_pooler_contract::{Checksum, ChecksumAlgorithm, ErrorCode, TransferResult, TransferTask};
 
+mod download;
+mod upload;
+
 use crate::breaker::{BreakerState, CircuitBreaker};
 use crate::claim::Claims;
 use crate::commit::Committer;
-use crate::digest::Hashed;
-use crate::local::{self, split_remote, temp_name};
 use crate::pool::Pool;
+use crate::resume::Carry;
 use crate::tls::TlsContext;
 use crate::{SessionOptions, TransferError};
 
@@ -77,8 +79,15 @@ pub struct Engine {
     claims: Claims,
     /// `transfer.checksum`: the digest every transfer computes (None: `none`).
     checksum: Option<ChecksumAlgorithm>,
+    /// `transfer.resume`: retries continue interrupted transfers ([`crate::resume`]).
+    resume: bool,
+    /// The server refused an APPE: uploads on this connection are not resumed.
+    append_refused: std::sync::atomic::AtomicBool,
     /// `ftp_transfer_retries_total{connection_id}` (registered by the worker).
     pub retries: prometheus::IntCounter,
+    /// `ftp_transfer_resumes_total{connection_id}`: retries that continued where the
+    /// failed attempt stopped (registered by the worker).
+    pub resumes: prometheus::IntCounter,
     /// `ftp_session_wait_seconds{connection_id,outcome}`: a task's wait for a session of
     /// the pool (registered by the worker, observed by the pool).
     pub session_wait: prometheus::HistogramVec,
@@ -170,6 +179,16 @@ impl Engine {
             transfer_timeout: Duration::from_secs(s.transfer.transfer_timeout_seconds),
             known_dirs: Mutex::new(HashSet::new()),
             known_local_dirs: Mutex::new(HashSet::new()),
+            resume: s.transfer.resume,
+            append_refused: Default::default(),
+            resumes: prometheus::IntCounter::with_opts(
+                prometheus::Opts::new(
+                    "ftp_transfer_resumes_total",
+                    "Retried transfers that continued where the failed attempt stopped",
+                )
+                .const_label("connection_id", connection_id),
+            )
+            .expect("a valid metric"),
             breaker: Mutex::new(CircuitBreaker::new(&s.circuit_breaker)),
             health: Mutex::new(Health {
                 healthy: true,
@@ -217,6 +236,7 @@ impl Engine {
         &self,
         task: &TransferTask,
         route: &Route,
+        carry: &mut Carry,
     ) -> Result<Done, TransferError> {
         if let Err(wait) = self
             .breaker
@@ -233,7 +253,9 @@ impl Engine {
                 ),
             ));
         }
-        let r = match tokio::time::timeout(self.transfer_timeout, self.attempt(task, route)).await {
+        let r = match tokio::time::timeout(self.transfer_timeout, self.attempt(task, route, carry))
+            .await
+        {
             Ok(r) => r,
             Err(_) => Err(TransferError::timeout(
                 &format!("{} {}", route.direction.as_str(), route.remote_path),
@@ -268,9 +290,11 @@ impl Engine {
     pub async fn run(&self, task: &TransferTask, route: &Route) -> TransferResult {
         let start = Instant::now();
         let mut attempts = 0u32;
+        // What a failed attempt leaves for the next (a partial file to resume).
+        let mut carry = Carry::default();
         loop {
             attempts += 1;
-            let outcome = self.guarded_attempt(task, route).await;
+            let outcome = self.guarded_attempt(task, route, &mut carry).await;
             let ms = start.elapsed().as_millis() as u64;
             match outcome {
                 Ok(Done { bytes, checksum }) => {
@@ -284,6 +308,7 @@ impl Engine {
                     tokio::time::sleep(pause).await;
                 }
                 Err(e) => {
+                    self.discard(&mut carry).await;
                     let retryable = e.is_retryable();
                     return TransferResult::failure(task, e.code, e.message, ms, attempts)
                         .with_retryable(retryable);
@@ -292,7 +317,22 @@ impl Engine {
         }
     }
 
-    async fn attempt(&self, task: &TransferTask, route: &Route) -> Result<Done, TransferError> {
+    /// Removes what the attempts of a run that gave up kept for a resume.
+    async fn discard(&self, carry: &mut Carry) {
+        if let Some(tmp) = carry.local_tmp.take() {
+            let _ = std::fs::remove_file(tmp);
+        }
+        if let Some(tmp) = carry.remote_tmp.take() {
+            self.remove_remote_temp(&tmp).await;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        task: &TransferTask,
+        route: &Route,
+        carry: &mut Carry,
+    ) -> Result<Done, TransferError> {
         let base = self.locals.get(&route.local_id).ok_or_else(|| {
             TransferError::new(
                 ErrorCode::InvalidConfig,
@@ -300,8 +340,8 @@ impl Engine {
             )
         })?;
         match route.direction {
-            Direction::Download => self.download(task, route, base).await,
-            Direction::Upload => self.upload(task, route, base).await,
+            Direction::Download => self.download(task, route, base, carry).await,
+            Direction::Upload => self.upload(task, route, base, carry).await,
         }
     }
 
@@ -311,161 +351,6 @@ impl Engine {
             .as_ref()
             .map(|c| c.algorithm)
             .or(self.checksum)
-    }
-
-    async fn download(
-        &self,
-        task: &TransferTask,
-        route: &Route,
-        base: &Path,
-    ) -> Result<Done, TransferError> {
-        let dest = local::resolve(base, &route.local_path)?;
-        let tmp = local::temp_path(&dest, &task.task_id);
-        if let Some(dir) = dest.parent() {
-            let known = self
-                .known_local_dirs
-                .lock()
-                .expect("dirs lock")
-                .contains(dir);
-            if !known {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    TransferError::local_io(&format!("create {}", dir.display()), &e)
-                })?;
-                self.known_local_dirs
-                    .lock()
-                    .expect("dirs lock")
-                    .insert(dir.to_path_buf());
-            }
-        }
-        // Another run of this task (a duplicate) may be using the same temporary name:
-        // wait for it. The claim goes with the file to the committer.
-        let claim = self.claims.claim(format!("local:{}", tmp.display())).await;
-        let guard = TempFile(Some(tmp.clone()));
-        let file = std::fs::File::create(&tmp).map_err(|e| {
-            // A directory removed behind our back: forget it, the retry recreates it.
-            if let Some(dir) = dest.parent() {
-                self.known_local_dirs.lock().expect("dirs lock").remove(dir);
-            }
-            TransferError::local_io(&format!("create {}", tmp.display()), &e)
-        })?;
-        // The session is taken only now: it is not held while the local file is created.
-        let mut lease = self.pool.acquire(self.transfer_timeout).await?;
-        let mut sink = Hashed::new(crate::localio::SyncFile::new(file), self.algorithm(task));
-        let session = lease.session();
-        let got = session.download(&route.remote_path, &mut sink).await;
-        let checksum = sink.take_checksum();
-        let checked = match &got {
-            Ok(bytes) => {
-                self.against_server(session, &route.remote_path, checksum.as_ref(), *bytes)
-                    .await
-            }
-            Err(_) => Ok(()),
-        };
-        lease.release();
-        let bytes = got?;
-        checked?;
-        // Before the rename: other bytes than the producer expected are never put in
-        // place (the guard removes the temporary file).
-        expected(task, checksum.as_ref())?;
-        // The step that waits for the device (see commit.rs), off the runtime threads.
-        self.committer
-            .commit(sink.into_inner().into_inner(), &tmp, &dest, claim)
-            .await
-            .map_err(|e| TransferError::local_io("commit", &e))?;
-        guard.disarm();
-        Ok(Done { bytes, checksum })
-    }
-
-    async fn upload(
-        &self,
-        task: &TransferTask,
-        route: &Route,
-        base: &Path,
-    ) -> Result<Done, TransferError> {
-        let src = local::resolve(base, &route.local_path)?;
-        let mut file = match std::fs::File::open(&src) {
-            Ok(f) => Hashed::new(crate::localio::SyncFile::new(f), self.algorithm(task)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(TransferError::new(
-                    ErrorCode::FileNotFound,
-                    format!("local source {} does not exist", route.local_path),
-                ))
-            }
-            Err(e) => {
-                return Err(TransferError::local_io(
-                    &format!("open {}", src.display()),
-                    &e,
-                ))
-            }
-        };
-        // One attempt at a time on this task's remote temporary name (a duplicate of the
-        // task waits), claimed before a session is taken.
-        let _claim = self
-            .claims
-            .claim(format!("remote:{}:{}", task.task_id, route.remote_path))
-            .await;
-        let mut lease = self.pool.acquire(self.transfer_timeout).await?;
-        let session = lease.session();
-        let remote = session.remote_path(&route.remote_path)?;
-        let (dir, name) = split_remote(&remote);
-        if name.is_empty() {
-            lease.release();
-            return Err(TransferError::new(
-                ErrorCode::InvalidConfig,
-                format!("remote path {remote:?} names a directory, not a file"),
-            ));
-        }
-        let dir = dir.to_string();
-        let tmp = format!(
-            "{}/{}",
-            dir.trim_end_matches('/'),
-            temp_name(name, &task.task_id)
-        );
-        let known = self.known_dirs.lock().expect("dirs lock").contains(&dir);
-        let r = async {
-            if !known {
-                session.mkdir_all(&dir).await?;
-                self.known_dirs
-                    .lock()
-                    .expect("dirs lock")
-                    .insert(dir.clone());
-            }
-            let sent = session.upload(&mut file, &tmp).await?;
-            let size = session.size(&tmp).await?;
-            if size != sent {
-                return Err(TransferError::new(
-                    ErrorCode::IoError,
-                    format!("server has {size} bytes of {tmp}, {sent} were sent"),
-                ));
-            }
-            // The bytes sent are the bytes read: checked before the rename, so other bytes
-            // than the producer expected never take the remote name.
-            let checksum = file.take_checksum();
-            expected(task, checksum.as_ref())?;
-            self.against_server(session, &tmp, checksum.as_ref(), sent)
-                .await?;
-            session.rename(&tmp, &remote).await?;
-            Ok(Done {
-                bytes: sent,
-                checksum,
-            })
-        }
-        .await;
-        if r.is_err() {
-            self.known_dirs.lock().expect("dirs lock").remove(&dir);
-            if !session.is_poisoned() {
-                let _ = session.delete(&tmp).await;
-                lease.release();
-            } else {
-                // The session is gone; remove the temporary file over another one, if the
-                // server answers soon (a retry of this task would overwrite it anyway).
-                drop(lease);
-                self.remove_remote_temp(&tmp).await;
-            }
-            return r;
-        }
-        lease.release();
-        r
     }
 
     /// CHECKSUM_MISMATCH, retried, when the server offers its digest of `path` (the file
@@ -511,14 +396,14 @@ impl Engine {
 }
 
 /// What a successful attempt moved.
-struct Done {
+pub(super) struct Done {
     bytes: u64,
     checksum: Option<Checksum>,
 }
 
 /// `CHECKSUM_MISMATCH` unless the task expected no digest or this one (a digest that
 /// could not be computed, its thread lost, is an `IO_ERROR`, retried).
-fn expected(task: &TransferTask, got: Option<&Checksum>) -> Result<(), TransferError> {
+pub(super) fn expected(task: &TransferTask, got: Option<&Checksum>) -> Result<(), TransferError> {
     match (&task.checksum, got) {
         (Some(want), Some(got)) if want != got => Err(TransferError::new(
             ErrorCode::ChecksumMismatch,
@@ -544,18 +429,44 @@ fn counts_against_server(e: &TransferError) -> bool {
     ) && !e.is_too_many_connections()
 }
 
-/// Removes a local temporary file unless disarmed (failed or cancelled attempts).
-struct TempFile(Option<PathBuf>);
+/// Failures after which a partial file is worth keeping for the next attempt to resume:
+/// the link's (the bytes that arrived are the source's, as far as they go).
+pub(super) fn keeps_partial(e: &TransferError) -> bool {
+    matches!(
+        e.code,
+        ErrorCode::ConnectionError | ErrorCode::TransferTimeout
+    )
+}
+
+/// A download's local temporary file: removed when dropped (a failed or cancelled
+/// attempt) unless disarmed (renamed into place) or kept for a resume (`keep`: the
+/// attempt's own error path removes it when the failure leaves nothing worth keeping).
+pub(super) struct TempFile {
+    path: Option<PathBuf>,
+    keep: bool,
+}
 
 impl TempFile {
-    fn disarm(mut self) {
-        self.0 = None;
+    pub(super) fn new(path: PathBuf, keep: bool) -> Self {
+        TempFile {
+            path: Some(path),
+            keep,
+        }
+    }
+
+    pub(super) fn disarm(mut self) {
+        self.path = None;
+    }
+
+    /// Removes the file now.
+    pub(super) fn remove(mut self) {
+        self.keep = false;
     }
 }
 
 impl Drop for TempFile {
     fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
+        if let Some(p) = self.path.take().filter(|_| !self.keep) {
             let _ = std::fs::remove_file(p);
         }
     }
