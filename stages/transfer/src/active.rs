@@ -41,7 +41,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::time::timeout;
 
-use crate::session::{announced_size, data_io, timed, Extended, Fail};
+use crate::data::{announced_size, data_io, timed, Fail};
+use crate::session::Extended;
 use crate::TransferError;
 
 /// A connection's active-mode settings (`passive = false`).

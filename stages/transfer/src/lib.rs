@@ -2,7 +2,8 @@
 //!
 //! Owns everything that speaks FTP: [`FtpSession`] (one logged-in control connection,
 //! plain, explicit or implicit FTPS; passive or [`active`]-mode data connections; plain
-//! passive transfers pipelined, their data connections opened ahead: [`plain`]), its TLS
+//! passive transfers pipelined, their data connections opened ahead: [`plain`]; what the
+//! transfer paths share: `data`), its TLS
 //! setup ([`tls`]), and the mapping of FTP and I/O failures to the contract's error codes
 //! ([`TransferError`]), the session [`pool`],
 //! local path confinement ([`local`]), the digest of the bytes as they pass ([`digest`]),
@@ -22,6 +23,7 @@ pub mod active;
 pub mod breaker;
 pub mod claim;
 pub mod commit;
+mod data;
 pub mod digest;
 pub mod engine;
 mod error;

@@ -48,10 +48,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use crate::session::{
+use crate::data::{
     announced_size, data_io, epsv_refused, read_to_eof, reset_after_eof, send_rest, timed,
-    Announces, Extended, Fail,
+    Announces, Fail,
 };
+use crate::session::Extended;
 use crate::TransferError;
 
 /// A data connection opened ahead is not used after this long: servers close idle data
@@ -316,7 +317,7 @@ where
         }
     }
     let (total, early) = received?;
-    crate::session::check_announced(path, announced.or(size), total, offset)?;
+    crate::data::check_announced(path, announced.or(size), total, offset)?;
     let next = match pipelined {
         None => Ok(()),
         Some(_) => p.read_ahead(early).await,

@@ -12,8 +12,9 @@ use std::time::{Duration, SystemTime};
 use ftp_pooler_contract::{Checksum, ChecksumAlgorithm};
 use suppaftp::{FtpError, Status};
 
+use crate::data::{timed, Fail};
 use crate::server_digest::{digest_in_reply, DigestCommand, ServerDigests};
-use crate::session::{timed, with_ftp, Fail, FtpSession};
+use crate::session::{with_ftp, FtpSession};
 use crate::TransferError;
 
 /// The rate a server is assumed to read a file at least while it computes a digest:

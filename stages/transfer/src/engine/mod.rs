@@ -155,7 +155,7 @@ impl Engine {
             .iter()
             .filter_map(|c| match &c.kind {
                 ConnectionKind::Local(l) => Some((c.id.clone(), l.base_path.clone())),
-                ConnectionKind::Ftp(_) => None,
+                _ => None,
             })
             .collect();
         let committer = Committer::new(s.transfer.per_file_fsync() == Some(true))

@@ -11,13 +11,15 @@
 //! test bed and over explicit FTPS ([`servers`]); the time from start to the first
 //! result ([`startup`]); small files through a simulated WAN link of 10 and 50 ms round
 //! trip against lftp ([`wan`]), and a large file through a bandwidth-capped link, as a
-//! ratio to the cap, curl beside it ([`capped`]). Not in the report: `--only ab --ab EXE`
+//! ratio to the cap, curl beside it ([`capped`]); a large file whose link is cut at 50 %
+//! and 90 %, resumed against sent again from zero ([`resume`]). Not in the report: `--only ab --ab EXE`
 //! compares two builds of the service (small uploads and downloads, alternating).
 //! `--replot` draws the chart again from the report `--out` names ([`chart`]), and runs
 //! nothing.
 
 mod capped;
 mod chart;
+mod resume;
 mod servers;
 mod startup;
 mod wan;
@@ -62,6 +64,9 @@ struct Args {
     /// `capped`: the file's size (MiB) and the link's cap (MB/s, 10^6 bytes per second).
     capped_mib: u64,
     capped_mbps: u64,
+    /// `--only resume`: the file's MiB and the link's cap (MB/s).
+    resume_mib: u64,
+    resume_mbps: u64,
 }
 
 impl Args {
@@ -95,6 +100,8 @@ fn args() -> Args {
         wan_server: FtpKind::Proftpd,
         capped_mib: 1024,
         capped_mbps: 50,
+        resume_mib: 1024,
+        resume_mbps: 200,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -133,6 +140,8 @@ fn args() -> Args {
             }
             "--capped-mib" => a.capped_mib = v().parse().expect("--capped-mib N"),
             "--capped-mbps" => a.capped_mbps = v().parse().expect("--capped-mbps MB/s"),
+            "--resume-mib" => a.resume_mib = v().parse().expect("--resume-mib N"),
+            "--resume-mbps" => a.resume_mbps = v().parse().expect("--resume-mbps MB/s"),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -1358,6 +1367,9 @@ async fn main() {
     if a.wants("capped") {
         capped::capped(&a, &bench, &mut rows, &mut notes).await;
     }
+    if a.wants("resume") {
+        resume::resume(&a, &bench, &mut rows, &mut notes).await;
+    }
 
     write_report(&a, &rows, &notes, &scale);
     log(&format!(
@@ -1435,7 +1447,7 @@ fn write_report(a: &Args, rows: &[Row], notes: &[String], scale: &[(usize, f64)]
     } else {
         ""
     };
-    let link = if a.wants("wan") || a.wants("capped") {
+    let link = if a.wants("wan") || a.wants("capped") || a.wants("resume") {
         "; the rows through a link reach it through the test bed's link simulator on 127.0.0.2"
     } else {
         ""
