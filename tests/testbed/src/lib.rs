@@ -12,6 +12,8 @@
 //!   explicit FTPS, accepting passive and active mode, with its own root directory, owned
 //!   by the test and stopped when dropped. [`FtpServer::start_logging_transfers`] adds
 //!   the server's transfer log (vsftpd and pyftpdlib), read by [`xferlog`].
+//! - [`SftpServer::start`]: OpenSSH's sshd serving SFTP only, password and key logins,
+//!   the test bed's host key, the user's files under `/files` of a chroot ([`sftp`]).
 //!
 //! - [`scripted_server`]: a fake FTP server, for behaviours no real server shows on
 //!   demand (a short download, a refused upload); unit-level only.
@@ -37,6 +39,7 @@ pub mod promql;
 pub mod sasl_front;
 pub mod scenario;
 pub mod service;
+pub mod sftp;
 pub mod two_servers;
 pub mod xferlog;
 
@@ -45,6 +48,9 @@ pub use kafka::{
 };
 pub use process::{
     free_port, free_port_range, release_port_range, unique, workspace_root, ServerProcess,
+};
+pub use sftp::{
+    ssh_client_key, ssh_client_key_encrypted, SftpServer, SFTP_FILES_DIR, SSH_KEY_PASSPHRASE,
 };
 
 use std::io::{BufRead, BufReader};
@@ -379,6 +385,18 @@ fn chown_to_ftp_user(path: &Path) {
 /// Waits until the server on `port` answers with its `220` greeting (or, when not
 /// `greets`, just accepts connections).
 fn wait_for_greeting(port: u16, process: &ServerProcess, limit: Duration, greets: bool) {
+    wait_for_line(port, process, limit, greets.then_some("220"))
+}
+
+/// Waits until the server on `port` sends a first line starting with `prefix` (sshd's
+/// `SSH-2.0-`).
+pub(crate) fn wait_for_banner(port: u16, process: &ServerProcess, limit: Duration, prefix: &str) {
+    wait_for_line(port, process, limit, Some(prefix))
+}
+
+/// Waits until the server on `port` accepts connections and, with `prefix`, sends a
+/// first line starting with it.
+fn wait_for_line(port: u16, process: &ServerProcess, limit: Duration, prefix: Option<&str>) {
     let start = Instant::now();
     let mut last = String::new();
     while start.elapsed() < limit {
@@ -389,24 +407,25 @@ fn wait_for_greeting(port: u16, process: &ServerProcess, limit: Duration, greets
                 process.output()
             );
         }
-        match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(_) if !greets => return,
-            Ok(s) => {
+        match (TcpStream::connect(("127.0.0.1", port)), prefix) {
+            (Ok(_), None) => return,
+            (Ok(s), Some(prefix)) => {
                 s.set_read_timeout(Some(Duration::from_secs(2))).ok();
                 let mut line = String::new();
                 match BufReader::new(s).read_line(&mut line) {
-                    Ok(_) if line.starts_with("220") => return,
+                    Ok(_) if line.starts_with(prefix) => return,
                     Ok(_) => last = format!("greeting {line:?}"),
                     Err(e) => last = e.to_string(),
                 }
             }
-            Err(e) => last = e.to_string(),
+            (Err(e), _) => last = e.to_string(),
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!(
-        "{} gave no 220 greeting on 127.0.0.1:{port} within {limit:?} (last: {last}); output:\n{}",
+        "{} gave no {} greeting on 127.0.0.1:{port} within {limit:?} (last: {last}); output:\n{}",
         process.name(),
+        prefix.unwrap_or("(connection)"),
         process.output()
     );
 }
