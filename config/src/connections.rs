@@ -1,6 +1,6 @@
 //! `connections.ini`: the connection registry.
 //!
-//! One section per connection id; `type = ftp` (host, port, user, `pass` or `password`,
+//! One section per connection id; `type = sftp` (see [`crate::sftp`]), `type = ftp` (host, port, user, `pass` or `password`,
 //! passive, timeout, tls, tls_ca_file, tls_insecure, max_sessions, and for active mode
 //! (`passive = false`) active_address and active_port_range) or `type = local`
 //! (base_path). The active-mode keys with passive mode are an error, not ignored. Keys are case-insensitive, as in Python's configparser. Every problem of
@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::active::{parse_active_address, PortRange};
 use crate::error::{ConfigError, ConfigErrors, Place};
 use crate::schema::unknown;
+use crate::sftp::{parse_sftp, HostKeyCheck, SftpAuth, SftpConnection, SFTP_KEYS};
 
 /// A password: shown as `***` by `Debug` and `Display`; read it with [`Secret::expose`].
 /// It serialises as itself: the supervisor hands the configuration in force to its
@@ -108,6 +109,7 @@ pub struct LocalConnection {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConnectionKind {
     Ftp(FtpConnection),
+    Sftp(SftpConnection),
     Local(LocalConnection),
 }
 
@@ -124,13 +126,31 @@ impl Connection {
     pub fn as_ftp(&self) -> Option<&FtpConnection> {
         match &self.kind {
             ConnectionKind::Ftp(f) => Some(f),
-            ConnectionKind::Local(_) => None,
+            _ => None,
+        }
+    }
+    pub fn as_sftp(&self) -> Option<&SftpConnection> {
+        match &self.kind {
+            ConnectionKind::Sftp(f) => Some(f),
+            _ => None,
         }
     }
     pub fn as_local(&self) -> Option<&LocalConnection> {
         match &self.kind {
             ConnectionKind::Local(l) => Some(l),
-            ConnectionKind::Ftp(_) => None,
+            _ => None,
+        }
+    }
+    /// A server (FTP or SFTP): one transfer worker each.
+    pub fn is_remote(&self) -> bool {
+        !self.is_local()
+    }
+    /// The connection's own `max_sessions`, for a server.
+    pub fn max_sessions(&self) -> Option<u64> {
+        match &self.kind {
+            ConnectionKind::Ftp(f) => f.max_sessions,
+            ConnectionKind::Sftp(f) => f.max_sessions,
+            ConnectionKind::Local(_) => None,
         }
     }
 
@@ -161,6 +181,25 @@ impl Connection {
                 }
                 if f.tls_insecure {
                     s.push_str(" tls_insecure=true");
+                }
+                s
+            }
+            ConnectionKind::Sftp(f) => {
+                let auth = match &f.auth {
+                    SftpAuth::Password(_) => "password".to_string(),
+                    SftpAuth::Key { file, .. } => format!("key={}", file.display()),
+                };
+                let host_key = match &f.host_key {
+                    HostKeyCheck::KnownHosts(p) => format!("known_hosts={}", p.display()),
+                    HostKeyCheck::Fingerprint(fp) => format!("host_key={fp}"),
+                    HostKeyCheck::InsecureAcceptAny => "host_key=ANY (insecure)".to_string(),
+                };
+                let mut s = format!(
+                    "{:<20} sftp   {}@{}:{} {auth} {host_key}",
+                    self.id, f.user, f.host, f.port
+                );
+                if let Some(m) = f.max_sessions {
+                    s.push_str(&format!(" max_sessions={m}"));
                 }
                 s
             }
@@ -284,7 +323,7 @@ impl Registry {
             };
             let kind = match keys.get("type").map(|t| t.to_ascii_lowercase()) {
                 None => {
-                    bad("type", "missing: set type = ftp or type = local".into());
+                    bad("type", "missing: set type = ftp, sftp or local".into());
                     continue;
                 }
                 Some(t) if t == "ftp" => {
@@ -298,6 +337,11 @@ impl Registry {
                     });
                     parse_ftp(&keys, &mut bad)
                 }
+                Some(t) if t == "sftp" => {
+                    keys.retain(|k, _| own.contains(k) || SFTP_KEYS.contains(&k.as_str()));
+                    check_unknown(&keys, SFTP_KEYS, &mut bad);
+                    parse_sftp(&keys, &mut bad).map(ConnectionKind::Sftp)
+                }
                 Some(t) if t == "local" => {
                     keys.retain(|k, _| own.contains(k) || LOCAL_KEYS.contains(&k.as_str()));
                     parse_local(&keys, &mut bad)
@@ -305,7 +349,7 @@ impl Registry {
                 Some(t) => {
                     bad(
                         "type",
-                        format!("{t:?} is not a connection type (ftp or local)"),
+                        format!("{t:?} is not a connection type (ftp, sftp or local)"),
                     );
                     continue;
                 }
@@ -336,10 +380,12 @@ impl Registry {
         self.order.iter().map(|id| &self.connections[id])
     }
 
-    /// The FTP connections, in file order: one transfer worker each.
-    pub fn ftp(&self) -> impl Iterator<Item = (&str, &FtpConnection)> {
+    /// The servers (FTP and SFTP connections) with their ids, in file order: one
+    /// transfer worker each.
+    pub fn servers(&self) -> impl Iterator<Item = (&str, &Connection)> {
         self.iter()
-            .filter_map(|c| c.as_ftp().map(|f| (c.id.as_str(), f)))
+            .filter(|c| c.is_remote())
+            .map(|c| (c.id.as_str(), c))
     }
 
     pub fn len(&self) -> usize {
@@ -583,7 +629,7 @@ fn tempfile_probe(dir: &Path) -> std::io::Result<()> {
     std::fs::remove_file(&probe)
 }
 
-fn positive(
+pub(crate) fn positive(
     keys: &BTreeMap<String, String>,
     key: &str,
     fail: &mut dyn FnMut(&str, String),
@@ -599,7 +645,7 @@ fn positive(
 }
 
 /// Booleans as Python's configparser reads them.
-fn parse_bool(v: &str) -> Option<bool> {
+pub(crate) fn parse_bool(v: &str) -> Option<bool> {
     match v.to_ascii_lowercase().as_str() {
         "1" | "yes" | "true" | "on" => Some(true),
         "0" | "no" | "false" | "off" => Some(false),

@@ -17,6 +17,7 @@ mod kafka;
 pub mod references;
 mod schema;
 mod settings;
+pub mod sftp;
 mod watched;
 
 pub use active::{PortRange, MIN_ACTIVE_PORT};
@@ -33,6 +34,7 @@ pub use settings::{
     ApiSettings, CircuitBreakerSettings, KafkaSettings, LoggingSettings, MetricsSettings,
     PoolSettings, Settings, ShutdownSettings, SupervisorSettings, TransferSettings,
 };
+pub use sftp::{HostKeyCheck, SftpAuth, SftpConnection};
 
 use std::path::{Path, PathBuf};
 
@@ -145,7 +147,7 @@ pub fn load_settings(
     settings::load(file, env, &no_kafka_check)
 }
 
-/// The session budget of each ftp connection (DESIGN.md section 5): its own limit
+/// The session budget of each server (ftp or sftp connection) (DESIGN.md section 5): its own limit
 /// (`max_sessions`, else `pool.max_sessions_per_connection`), scaled down when the sum
 /// exceeds `pool.max_sessions_per_pod`, every connection keeping at least one session.
 /// Deterministic: every process computes the same budget from the same files, so the
@@ -157,10 +159,10 @@ pub fn session_budget(
     use std::collections::BTreeMap;
     let pool = &settings.pool;
     let wants: BTreeMap<String, u64> = registry
-        .ftp()
+        .servers()
         .map(|(id, c)| {
             let want = c
-                .max_sessions
+                .max_sessions()
                 .unwrap_or(pool.max_sessions_per_connection)
                 .max(1);
             (id.to_string(), want)

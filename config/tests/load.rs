@@ -340,7 +340,7 @@ base_path = {}
         r.get("local").unwrap().kind,
         ConnectionKind::Local(_)
     ));
-    assert_eq!(r.ftp().count(), 2);
+    assert_eq!(r.servers().count(), 2);
 }
 
 #[test]
@@ -374,7 +374,7 @@ type = local
 base_path = relative/dir
 
 [c]
-type = sftp
+type = smb
 
 [d]
 host = h
@@ -395,7 +395,7 @@ base_path = /definitely/not/here
         "connections.ini: [a] colour: unknown key \"colour\"",
         "connections.ini: [a]: duplicate section",
         "connections.ini: [b] base_path: \"relative/dir\" is not an absolute path",
-        "connections.ini: [c] type: \"sftp\" is not a connection type (ftp or local)",
+        "connections.ini: [c] type: \"smb\" is not a connection type (ftp, sftp or local)",
         "connections.ini: [d] type: missing",
         "connections.ini: [e] host: missing",
         "connections.ini: [e] password: both pass and password are given",

@@ -218,7 +218,7 @@ fn pool_stats_value(o: &Observed, config: &Config) -> Value {
     let mut pools = Map::new();
     let mut breakers = Map::new();
     let (mut total, mut active) = (0, 0);
-    for (id, _) in config.registry.ftp() {
+    for (id, _) in config.registry.servers() {
         let Some(t) = o.transfer(id) else { continue };
         total += t.total_sessions;
         active += t.active_sessions;
@@ -325,7 +325,7 @@ async fn stats(State(s): State<ApiState>) -> Json<Value> {
         .map(|p| json!({"dlq_messages_sent": p.dlq_messages_sent, "dlq_topic": k.dlq_topic}));
     let transfers: Vec<&TransferDetail> = config
         .registry
-        .ftp()
+        .servers()
         .filter_map(|(id, _)| o.transfer(id))
         .collect();
     let transfer = (!transfers.is_empty()).then(|| {
@@ -357,7 +357,7 @@ async fn pool_health(State(s): State<ApiState>) -> Json<Value> {
     let o = s.observed.lock().expect("observed");
     let body: Map<String, Value> = config
         .registry
-        .ftp()
+        .servers()
         .filter_map(|(id, _)| {
             o.transfer(id)
                 .map(|t| (id.to_string(), connection_health_value(id, t)))
@@ -376,6 +376,10 @@ async fn connections(State(s): State<ApiState>) -> Json<Value> {
             ConnectionKind::Ftp(f) => json!({
                 "id": c.id, "type": "ftp", "host": f.host, "port": f.port, "user": f.user,
                 "passive": f.passive, "tls": f.tls.as_str(),
+                "max_sessions": f.max_sessions.unwrap_or(config.settings.pool.max_sessions_per_connection),
+            }),
+            ConnectionKind::Sftp(f) => json!({
+                "id": c.id, "type": "sftp", "host": f.host, "port": f.port, "user": f.user,
                 "max_sessions": f.max_sessions.unwrap_or(config.settings.pool.max_sessions_per_connection),
             }),
             ConnectionKind::Local(l) => json!({

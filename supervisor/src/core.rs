@@ -104,7 +104,7 @@ impl Core {
         let timings = Timings::from_config(&config);
         let mut children = BTreeMap::new();
         children.insert(StageId::Publish, Child::new(now));
-        for (id, _) in config.registry.ftp() {
+        for (id, _) in config.registry.servers() {
             if let Ok(id) = id.parse::<ConnectionId>() {
                 children.insert(StageId::Transfer(id), Child::new(now));
             }

@@ -110,9 +110,9 @@ fn reads(stage: &StageId, section: &str) -> bool {
     }
 }
 
-fn ftp_ids(c: &Config) -> BTreeMap<ConnectionId, &ftp_pooler_config::FtpConnection> {
+fn ftp_ids(c: &Config) -> BTreeMap<ConnectionId, &ftp_pooler_config::Connection> {
     c.registry
-        .ftp()
+        .servers()
         .filter_map(|(id, f)| id.parse().ok().map(|id| (id, f)))
         .collect()
 }

@@ -357,7 +357,7 @@ impl Shell {
                         .pool_size
                         .set(s.pool.max_sessions_per_pod as i64);
                     self.metrics.generation.set(c.generation as i64);
-                    for (id, _) in c.config.registry.ftp() {
+                    for (id, _) in c.config.registry.servers() {
                         self.metrics.restarts.with_label_values(&[&format!(
                             "{}",
                             StageId::Transfer(

@@ -24,7 +24,7 @@ use tokio::net::UnixStream;
 /// First bytes of every connection.
 pub const MAGIC: [u8; 8] = *b"FTPPOOLR";
 /// Bumped on any change to the frame format or to a message type.
-pub const PROTOCOL_VERSION: u16 = 9;
+pub const PROTOCOL_VERSION: u16 = 10;
 /// Largest payload accepted (a DLQ record keeps a whole original message).
 pub const MAX_FRAME: u32 = 64 * 1024 * 1024;
 /// How long a peer may take to send its handshake.

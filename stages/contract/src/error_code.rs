@@ -19,12 +19,17 @@ pub enum ErrorCode {
     TransferTimeout,
     UnknownError,
     /// The bytes' digest is not the one expected: the task's `checksum` (not retried: the
-    /// source is not what its producer expected) or, later, the server's own digest.
+    /// source is not what its producer expected) or the server's own digest (retried).
     ChecksumMismatch,
+    /// SFTP: the server's host key is not the one configured (not retried: nothing is
+    /// sent to a server that may not be the one meant, no password either).
+    HostKeyMismatch,
+    /// The server refused access to the file or directory (SFTP's PERMISSION_DENIED).
+    PermissionDenied,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::InvalidMessage,
         ErrorCode::InvalidConfig,
         ErrorCode::PathNotAllowed,
@@ -35,6 +40,8 @@ impl ErrorCode {
         ErrorCode::TransferTimeout,
         ErrorCode::UnknownError,
         ErrorCode::ChecksumMismatch,
+        ErrorCode::HostKeyMismatch,
+        ErrorCode::PermissionDenied,
     ];
 
     /// Retried with backoff before the failure is published.
@@ -58,6 +65,8 @@ impl ErrorCode {
             ErrorCode::TransferTimeout => "TRANSFER_TIMEOUT",
             ErrorCode::UnknownError => "UNKNOWN_ERROR",
             ErrorCode::ChecksumMismatch => "CHECKSUM_MISMATCH",
+            ErrorCode::HostKeyMismatch => "HOST_KEY_MISMATCH",
+            ErrorCode::PermissionDenied => "PERMISSION_DENIED",
         }
     }
 }

@@ -426,7 +426,7 @@ pub async fn run(supervisor: SupervisorLink, paths: RuntimePaths) -> Result<(), 
 
     let mut links = Vec::new();
     let mut transfer_links: HashMap<String, TransferLink> = HashMap::new();
-    for (conn, _) in config.registry.ftp() {
+    for (conn, _) in config.registry.servers() {
         transfer_links.insert(
             conn.to_string(),
             TransferLink::spawn(&shared, &paths, &hello, conn),
@@ -654,7 +654,7 @@ fn report(shared: &Shared) -> StageReport {
         .registry
         .read()
         .expect("registry")
-        .ftp()
+        .servers()
         .map(|(id, _)| id.to_string())
         .collect();
     detail.tracked = tracked;

@@ -1,4 +1,4 @@
-//! The session pool of one FTP connection.
+//! The session pool of one server (an FTP or SFTP connection).
 //!
 //! Owns every session of its connection. Invariants:
 //! - at most `cap` sessions exist at once, `cap <= limit` (the connection's share of the
@@ -28,18 +28,17 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ftp_pooler_config::FtpConnection;
 use ftp_pooler_contract::ErrorCode;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::tls::TlsContext;
-use crate::{FtpSession, SessionOptions, TransferError};
+use crate::remote::{Remote, Session};
+use crate::{SessionOptions, TransferError};
 
 /// An idle session older than this is checked with NOOP before reuse.
 pub const NOOP_AFTER: Duration = Duration::from_secs(2);
 
 struct Idle {
-    session: FtpSession,
+    session: Session,
     since: Instant,
 }
 
@@ -54,8 +53,7 @@ struct Shared {
 }
 
 struct Inner {
-    conn: FtpConnection,
-    tls: Option<TlsContext>,
+    remote: Remote,
     opts: SessionOptions,
     limit: usize,
     idle_timeout: Duration,
@@ -116,18 +114,11 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(
-        conn: FtpConnection,
-        tls: Option<TlsContext>,
-        opts: SessionOptions,
-        limit: usize,
-        idle_timeout: Duration,
-    ) -> Pool {
+    pub fn new(remote: Remote, opts: SessionOptions, limit: usize, idle_timeout: Duration) -> Pool {
         let limit = limit.max(1);
         Pool {
             inner: Arc::new(Inner {
-                conn,
-                tls,
+                remote,
                 opts,
                 limit,
                 idle_timeout,
@@ -223,13 +214,7 @@ impl Pool {
             if let Some(session) = self.take_idle().await {
                 return Ok((self.lease(session, permit), Got::Reused));
             }
-            match FtpSession::connect(
-                &self.inner.conn,
-                self.inner.tls.as_ref(),
-                self.inner.opts.clone(),
-            )
-            .await
-            {
+            match Session::connect(&self.inner.remote, self.inner.opts.clone()).await {
                 Ok(session) => {
                     self.inner.open.fetch_add(1, Ordering::SeqCst);
                     self.inner.logins.fetch_add(1, Ordering::Relaxed);
@@ -260,7 +245,7 @@ impl Pool {
     }
 
     /// An idle session that is still fit for use, if any.
-    async fn take_idle(&self) -> Option<FtpSession> {
+    async fn take_idle(&self) -> Option<Session> {
         loop {
             let idle = self.inner.shared.lock().expect("pool lock").idle.pop();
             let Idle { mut session, since } = idle?;
@@ -342,7 +327,7 @@ impl Pool {
         give_back(&self.inner, permit);
     }
 
-    fn lease(&self, session: FtpSession, permit: OwnedSemaphorePermit) -> Lease {
+    fn lease(&self, session: Session, permit: OwnedSemaphorePermit) -> Lease {
         Lease {
             session: Some(session),
             inner: self.inner.clone(),
@@ -350,7 +335,7 @@ impl Pool {
         }
     }
 
-    async fn close(&self, session: FtpSession) {
+    async fn close(&self, session: Session) {
         self.inner.open.fetch_sub(1, Ordering::Relaxed);
         session.quit().await;
     }
@@ -398,13 +383,13 @@ fn give_back(inner: &Inner, permit: OwnedSemaphorePermit) {
 
 /// A session on loan to one task; [`Lease::release`] returns it, dropping discards it.
 pub struct Lease {
-    session: Option<FtpSession>,
+    session: Option<Session>,
     inner: Arc<Inner>,
     permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Lease {
-    pub fn session(&mut self) -> &mut FtpSession {
+    pub fn session(&mut self) -> &mut Session {
         self.session
             .as_mut()
             .expect("a lease holds its session until dropped")

@@ -76,6 +76,22 @@ pub struct SessionOptions {
 }
 
 impl SessionOptions {
+    /// An SFTP connection's: its own `timeout`, else `transfer.connect_timeout_seconds`.
+    pub fn for_sftp(conn: &ftp_pooler_config::SftpConnection, transfer: &TransferSettings) -> Self {
+        let secs = conn
+            .timeout_seconds
+            .unwrap_or(transfer.connect_timeout_seconds);
+        SessionOptions {
+            connect_timeout: Duration::from_secs(secs),
+            op_timeout: Duration::from_secs(secs),
+            reset_data: Arc::new(AtomicBool::new(true)),
+            active: None,
+            pipelining: Pipelining::default(),
+            announces: Announces::default(),
+            verify_server_checksum: false,
+        }
+    }
+
     /// The connection's own `timeout`, else `transfer.connect_timeout_seconds`, for both.
     pub fn for_connection(conn: &FtpConnection, transfer: &TransferSettings) -> Self {
         let secs = conn

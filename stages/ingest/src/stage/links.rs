@@ -130,7 +130,7 @@ pub(super) fn reload(
 ) {
     let registry = config.registry.clone();
     let new: std::collections::BTreeSet<String> =
-        registry.ftp().map(|(id, _)| id.to_string()).collect();
+        registry.servers().map(|(id, _)| id.to_string()).collect();
     let old: std::collections::BTreeSet<String> = links.keys().cloned().collect();
     for id in new.difference(&old) {
         links.insert(id.clone(), TransferLink::spawn(shared, paths, hello, id));

@@ -17,8 +17,9 @@ use ftp_pooler_contract::{ChecksumAlgorithm, TransferTask};
 use super::{expected, keeps_partial, Done, Engine, TempFile};
 use crate::digest::{Digester, Hashed};
 use crate::local;
+use crate::remote::Session;
 use crate::resume::{plan_download, read_range, rehash_prefix, Carry, Overlap, Plan};
-use crate::{FtpSession, TransferError};
+use crate::TransferError;
 
 /// Where a resumed download goes on from.
 struct Resumed {
@@ -214,7 +215,7 @@ impl Engine {
     /// its digest and its last bytes (off the runtime threads).
     async fn resume_point(
         &self,
-        session: &mut FtpSession,
+        session: &mut Session,
         remote: &str,
         tmp: &Path,
         kept: u64,

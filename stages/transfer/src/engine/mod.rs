@@ -37,9 +37,9 @@ use crate::breaker::{BreakerState, CircuitBreaker};
 use crate::claim::Claims;
 use crate::commit::Committer;
 use crate::pool::Pool;
+use crate::remote::{Remote, Session};
 use crate::resume::Carry;
-use crate::tls::TlsContext;
-use crate::{SessionOptions, TransferError};
+use crate::TransferError;
 
 /// Exponential backoff with jitter between attempts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,26 +112,21 @@ pub struct Health {
 impl Engine {
     /// The engine of `connection_id` (an ftp connection of `config`'s registry).
     pub fn new(config: &Config, connection_id: &str) -> Result<Engine, TransferError> {
-        let invalid = |m: String| TransferError::new(ErrorCode::InvalidConfig, m);
-        let conn = config
-            .registry
-            .get(connection_id)
-            .and_then(|c| c.as_ftp())
-            .ok_or_else(|| invalid(format!("{connection_id:?} is not an ftp connection")))?
-            .clone();
-        let tls = match conn.tls {
-            ftp_pooler_config::TlsMode::None => None,
-            _ => Some(TlsContext::for_connection(&conn).map_err(invalid)?),
-        };
+        let conn = config.registry.get(connection_id).ok_or_else(|| {
+            TransferError::new(
+                ErrorCode::InvalidConfig,
+                format!("{connection_id:?} is not a connection"),
+            )
+        })?;
+        let remote = Remote::for_connection(conn)?;
         let s = &config.settings;
         let limit = ftp_pooler_config::session_budget(s, &config.registry)
             .get(connection_id)
             .copied()
             .unwrap_or(1) as usize;
-        let opts = SessionOptions::for_connection(&conn, &s.transfer);
+        let opts = remote.session_options(&s.transfer);
         let mut pool = Pool::new(
-            conn,
-            tls,
+            remote,
             opts,
             limit,
             Duration::from_secs(s.pool.session_timeout_seconds),
@@ -360,7 +355,7 @@ impl Engine {
     /// `transfer.verify_server_checksum: false`) passes.
     async fn against_server(
         &self,
-        session: &mut crate::FtpSession,
+        session: &mut Session,
         path: &str,
         ours: Option<&Checksum>,
         bytes: u64,

@@ -16,8 +16,9 @@ use ftp_pooler_contract::{ChecksumAlgorithm, ErrorCode, TransferTask};
 use super::{expected, keeps_partial, Done, Engine};
 use crate::digest::{Digester, Hashed};
 use crate::local::{self, split_remote, temp_name};
+use crate::remote::Session;
 use crate::resume::{plan_upload, read_range, rehash_prefix, Carry, Plan};
-use crate::{FtpSession, TransferError};
+use crate::TransferError;
 
 impl Engine {
     pub(super) async fn upload(
@@ -190,7 +191,7 @@ impl Engine {
     /// `kept` bytes, kept)) to resume, the source positioned at `kept`.
     async fn upload_resume_point(
         &self,
-        session: &mut FtpSession,
+        session: &mut Session,
         tmp: &str,
         raw: &mut std::fs::File,
         then: (u64, SystemTime),
