@@ -357,3 +357,74 @@ fn active_mode_keys_show_in_the_summary_and_fail_with_passive_mode() {
         "{stderr}"
     );
 }
+
+/// SFTP connections (issue 22): a missing key file, an unreadable known_hosts file, a
+/// malformed fingerprint, a passphrase variable that is not set, no way to verify the
+/// host: exit 2 naming each key; a valid one is summarised without its secrets.
+#[test]
+fn sftp_connections_are_checked_key_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("storage");
+    std::fs::create_dir(&storage).unwrap();
+    let key = dir.path().join("id_ed25519");
+    std::fs::write(&key, "not read here").unwrap();
+    let conns = dir.path().join("connections.ini");
+    std::fs::write(
+        &conns,
+        format!(
+            "[a]\ntype = sftp\nhost = h\nuser = u\nprivate_key_file = /no/such/key\nhost_key_fingerprint = SHA256:short\n\n\
+             [b]\ntype = sftp\nhost = h\nuser = u\npassword = pw-b-secret\nknown_hosts_file = /no/such/known_hosts\n\n\
+             [c]\ntype = sftp\nhost = h\nuser = u\nprivate_key_file = {}\nprivate_key_passphrase_env = FTP_POOLER_TEST_UNSET_PASSPHRASE\ninsecure_accept_any_host_key = true\n\n\
+             [d]\ntype = sftp\nhost = h\nuser = u\npassword = pw\n\n\
+             [e]\ntype = sftp\nhost = h\nuser = u\npassword = pw\ntls = explicit\nhost_key_fingerprint = SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s\n\n\
+             [local]\ntype = local\nbase_path = {}\n",
+            key.display(),
+            storage.display()
+        ),
+    )
+    .unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/config.yaml");
+    let out = ftp_pooler()
+        .args(["check-config", "--config", example])
+        .env("FTP_POOLER_CONNECTIONS", &conns)
+        .env_remove("FTP_POOLER_TEST_UNSET_PASSPHRASE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for want in [
+        "[a] private_key_file: cannot read /no/such/key",
+        "[a] host_key_fingerprint: \"SHA256:short\" is not a SHA256 fingerprint",
+        "[b] known_hosts_file: cannot read /no/such/known_hosts",
+        "[c] private_key_passphrase_env: the environment variable \"FTP_POOLER_TEST_UNSET_PASSPHRASE\" is not set",
+        "[d] known_hosts_file: missing",
+        "[e] tls: unknown key",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
+    }
+    assert!(!stderr.contains("pw-b-secret"), "{stderr}");
+
+    // A valid one: summarised, its password not shown.
+    std::fs::write(
+        &conns,
+        format!(
+            "[partner]\ntype = sftp\nhost = sftp.example.com\nuser = u\npassword = pw-secret\nhost_key_fingerprint = SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s\n\n[local]\ntype = local\nbase_path = {}\n",
+            storage.display()
+        ),
+    )
+    .unwrap();
+    let out = ftp_pooler()
+        .args(["check-config", "--config", example])
+        .env("FTP_POOLER_CONNECTIONS", &conns)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("sftp   u@sftp.example.com:22"), "{stdout}");
+    assert!(!stdout.contains("pw-secret"), "{stdout}");
+}

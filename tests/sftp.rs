@@ -6,6 +6,7 @@
 //! wrong host key is HOST_KEY_MISMATCH at once (no retry, nothing sent), a wrong password
 //! AUTH_ERROR, a missing file FILE_NOT_FOUND.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -207,4 +208,109 @@ async fn a_wrong_host_key_fails_fast_and_other_failures_have_their_codes() {
     assert_eq!(r.error_code, Some(ErrorCode::PermissionDenied), "{r:?}");
     assert!(!r.retryable);
     assert!(temp_files(bed4.storage.path()).is_empty());
+}
+
+/// The pipeline's guarantees hold for SFTP (the service end to end, Kafka in and out):
+/// the SFTP connection's transfer worker is killed (SIGKILL) mid-run; every task still
+/// gets its result, every file is whole where it landed, and no temporary file is left
+/// on either side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_sftp_worker_loses_nothing_and_leaves_nothing_partial() {
+    use ftp_pooler_testbed::engine_bed::TEMP_SUFFIX;
+    use ftp_pooler_testbed::service::{files_ending_with, produce, Service, Topics, Watcher};
+    const EXE: &str = env!("CARGO_BIN_EXE_ftp-pooler");
+    const N: usize = 120;
+    let server = SftpServer::start();
+    let storage = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ini = format!(
+        "{}\n[local]\ntype = local\nbase_path = {}\n",
+        section(
+            &server,
+            &format!(
+                "password = {}\nhost_key_fingerprint = {}\nmax_sessions = 4\n",
+                server.password(),
+                server.host_key_fingerprint()
+            )
+        ),
+        storage.path().display()
+    );
+    let size = |i: usize| if i % 10 == 0 { 4_000_000 } else { 20_000 };
+    let mut payloads = Vec::new();
+    for i in 0..N {
+        let id = format!("sftp-{i}");
+        let task = if i % 2 == 0 {
+            server.put(&format!("out/f{i}"), &data(i, size(i)));
+            serde_json::json!({"task_id": id, "src_id": "s", "src_path": format!("/files/out/f{i}"),
+                "dst_id": "local", "dst_path": format!("down/f{i}")})
+        } else {
+            std::fs::create_dir_all(storage.path().join("up")).unwrap();
+            std::fs::write(storage.path().join(format!("up/f{i}")), data(i, size(i))).unwrap();
+            serde_json::json!({"task_id": id, "src_id": "local", "src_path": format!("up/f{i}"),
+                "dst_id": "s", "dst_path": format!("/files/in/f{i}")})
+        };
+        payloads.push((Some(id), serde_json::to_vec(&task).unwrap()));
+    }
+    let topics = Topics::create(2).await;
+    let watcher = Watcher::start(&topics).await;
+    let mut svc = Service::start(Path::new(EXE), dir.path(), &topics.config_yaml(""), &ini);
+    let pids = svc.wait_ready(Duration::from_secs(60)).await;
+    produce(&topics.tasks, &payloads).await;
+    watcher
+        .wait_for(
+            Duration::from_secs(60),
+            "some results",
+            |s| s.results() >= 20,
+            || svc.log(),
+        )
+        .await;
+    let victim = pids["transfer:s"];
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let seen = watcher
+        .wait_for(
+            Duration::from_secs(120),
+            "a result for every task",
+            |s| s.by_task.len() >= N,
+            || svc.log(),
+        )
+        .await;
+    for i in 0..N {
+        let id = format!("sftp-{i}");
+        let results = &seen.by_task[&id];
+        assert!(
+            results.iter().all(|r| r.value["status"] == "success"),
+            "{id}: {:?}",
+            results.iter().map(|r| &r.value).collect::<Vec<_>>()
+        );
+        let landed = if i % 2 == 0 {
+            storage.path().join(format!("down/f{i}"))
+        } else {
+            server.root().join(format!("in/f{i}"))
+        };
+        assert!(
+            std::fs::read(&landed).unwrap() == data(i, size(i)),
+            "{id} is whole"
+        );
+    }
+    eprintln!(
+        "SIGKILL of transfer:s after 20+ results: {N} tasks, {} results, {} duplicates",
+        seen.results(),
+        seen.duplicates()
+    );
+    let after = svc.wait_ready(Duration::from_secs(30)).await;
+    assert_ne!(after["transfer:s"], victim, "restarted");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let temps = loop {
+        let mut temps = files_ending_with(storage.path(), TEMP_SUFFIX);
+        temps.extend(files_ending_with(&server.root(), TEMP_SUFFIX));
+        if temps.is_empty() || Instant::now() >= deadline {
+            break temps;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(temps.is_empty(), "temporary files left: {temps:?}");
 }
