@@ -235,7 +235,7 @@ async fn a_killed_sftp_worker_loses_nothing_and_leaves_nothing_partial() {
         ),
         storage.path().display()
     );
-    let size = |i: usize| if i % 10 == 0 { 4_000_000 } else { 20_000 };
+    let size = |i: usize| if i.is_multiple_of(10) { 4_000_000 } else { 20_000 };
     let mut payloads = Vec::new();
     for i in 0..N {
         let id = format!("sftp-{i}");
@@ -313,4 +313,78 @@ async fn a_killed_sftp_worker_loses_nothing_and_leaves_nothing_partial() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(temps.is_empty(), "temporary files left: {temps:?}");
+}
+
+/// Resume over SFTP (issue 21 for issue 22): a 16 MiB download and upload through the link
+/// simulator, the link cut at half way; the retry continues from where the cut left it
+/// (a read offset; an append), the file is whole and its digest the whole file's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_sftp_transfer_resumes() {
+    use ftp_pooler_testbed::link::{LinkProxy, LinkSpec};
+    const SIZE: usize = 16 << 20;
+    let server = SftpServer::start();
+    let content = data(9, SIZE);
+    let src = server.put("big.bin", &content);
+    let f = std::fs::File::options().write(true).open(&src).unwrap();
+    f.set_modified(std::time::SystemTime::now() - Duration::from_secs(60))
+        .unwrap();
+    for upload in [false, true] {
+        let link = LinkProxy::start_tcp(
+            std::net::SocketAddr::from(([127, 0, 0, 1], server.port)),
+            LinkSpec::rtt_ms(0).with_bandwidth(16 << 20),
+        );
+        let section = format!(
+            "[s]\ntype = sftp\nhost = 127.0.0.2\nport = {}\nuser = {}\ntimeout = 10\npassword = {}\nhost_key_fingerprint = {}\n",
+            link.addr().port(),
+            server.user(),
+            server.password(),
+            server.host_key_fingerprint()
+        );
+        let bed = engine_bed(&section);
+        let (task, watch) = if upload {
+            std::fs::write(bed.local("up.bin"), &content).unwrap();
+            (
+                bed.task("up", ("local", "up.bin"), ("s", "/files/in/up.bin")),
+                server.root(),
+            )
+        } else {
+            (
+                bed.task("down", ("s", "/files/big.bin"), ("local", "big.bin")),
+                bed.storage.path().to_path_buf(),
+            )
+        };
+        let engine = Arc::new(bed.engine("s"));
+        let e = engine.clone();
+        let run = tokio::spawn(async move { e.run(&task.0, &task.1).await });
+        let mut cut = false;
+        while !run.is_finished() {
+            let size = temp_files(&watch)
+                .first()
+                .and_then(|p| std::fs::metadata(p).ok())
+                .map_or(0, |m| m.len());
+            if size >= SIZE as u64 / 2 {
+                link.cut();
+                cut = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let r = run.await.unwrap();
+        assert!(cut, "upload {upload}: ended before the cut: {r:?}");
+        assert!(r.is_success(), "upload {upload}: {r:?}");
+        assert_eq!(r.attempts, 2, "{r:?}");
+        assert_eq!(r.checksum, Some(sha256(&content)));
+        let landed = if upload {
+            server.root().join("in/up.bin")
+        } else {
+            bed.local("big.bin")
+        };
+        assert!(std::fs::read(landed).unwrap() == content);
+        let (up, down) = link.relayed();
+        let moved = if upload { up } else { down };
+        let again = moved.saturating_sub(SIZE as u64);
+        eprintln!("sftp upload {upload}: {again} bytes sent again of {SIZE}");
+        assert!(again < SIZE as u64 / 10, "{again} bytes sent again");
+        assert_eq!(engine.resumes.get(), 1, "resumed once");
+    }
 }
