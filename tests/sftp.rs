@@ -235,7 +235,13 @@ async fn a_killed_sftp_worker_loses_nothing_and_leaves_nothing_partial() {
         ),
         storage.path().display()
     );
-    let size = |i: usize| if i.is_multiple_of(10) { 4_000_000 } else { 20_000 };
+    let size = |i: usize| {
+        if i.is_multiple_of(10) {
+            4_000_000
+        } else {
+            20_000
+        }
+    };
     let mut payloads = Vec::new();
     for i in 0..N {
         let id = format!("sftp-{i}");
@@ -303,6 +309,20 @@ async fn a_killed_sftp_worker_loses_nothing_and_leaves_nothing_partial() {
     );
     let after = svc.wait_ready(Duration::from_secs(30)).await;
     assert_ne!(after["transfer:s"], victim, "restarted");
+    // The pool's routes and metrics show the SFTP connection as any other.
+    let (code, health) = ftp_pooler_testbed::http::get_json(svc.api_port, "/pool/health").await;
+    assert_eq!(code, 200);
+    assert!(health.get("s").is_some(), "{health}");
+    let (code, conns) = ftp_pooler_testbed::http::get_json(svc.api_port, "/pool/connections").await;
+    assert_eq!(code, 200);
+    assert!(conns.to_string().contains("\"type\":\"sftp\""), "{conns}");
+    let (_, metrics) = ftp_pooler_testbed::http::request(svc.metrics_port, "GET", "/metrics")
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ftp_sessions_total{connection_id=\"s\"}"),
+        "{metrics}"
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     let temps = loop {
         let mut temps = files_ending_with(storage.path(), TEMP_SUFFIX);

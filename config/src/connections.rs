@@ -463,29 +463,13 @@ fn parse_ftp(
         ok = false;
         bad(key, problem)
     };
-    let host = match keys.get("host").filter(|h| !h.is_empty()) {
-        Some(h) => h.clone(),
-        None => {
-            fail("host", "missing: an ftp connection needs host".into());
-            String::new()
-        }
-    };
+    let host = required(keys, "host", "an ftp connection", &mut fail);
     // As in the Python version: no user means anonymous FTP.
     let user = match keys.get("user").filter(|u| !u.is_empty()) {
         Some(u) => u.clone(),
         None => "anonymous".to_string(),
     };
-    let password = match (keys.get("pass"), keys.get("password")) {
-        (Some(_), Some(_)) => {
-            fail(
-                "password",
-                "both pass and password are given: keep one".into(),
-            );
-            Secret::default()
-        }
-        (Some(p), None) | (None, Some(p)) => Secret::new(p.clone()),
-        (None, None) => Secret::default(),
-    };
+    let password = password(keys, &mut fail).unwrap_or_default();
     // None: an invalid value (already reported).
     let tls = match keys.get("tls").map(|t| t.to_ascii_lowercase()) {
         None => Some(TlsMode::None),
@@ -507,16 +491,7 @@ fn parse_ftp(
     } else {
         21
     };
-    let port = match keys.get("port") {
-        None => default_port,
-        Some(p) => match p.parse::<u32>() {
-            Ok(n) if (1..=65535).contains(&n) => n as u16,
-            _ => {
-                fail("port", format!("{p:?} is not a TCP port (1-65535)"));
-                default_port
-            }
-        },
-    };
+    let port = port(keys, default_port, &mut fail);
     let passive = match keys.get("passive") {
         None => true,
         Some(v) => parse_bool(v).unwrap_or_else(|| {
@@ -627,6 +602,58 @@ fn tempfile_probe(dir: &Path) -> std::io::Result<()> {
         .create_new(true)
         .open(&probe)?;
     std::fs::remove_file(&probe)
+}
+
+/// A key that must be given and not empty ("missing: `whose` needs `key`" otherwise).
+pub(crate) fn required(
+    keys: &BTreeMap<String, String>,
+    key: &str,
+    whose: &str,
+    fail: &mut dyn FnMut(&str, String),
+) -> String {
+    match keys.get(key).filter(|v| !v.is_empty()) {
+        Some(v) => v.clone(),
+        None => {
+            fail(key, format!("missing: {whose} needs {key}"));
+            String::new()
+        }
+    }
+}
+
+/// `port`: a TCP port, `default` when absent (or invalid, reported).
+pub(crate) fn port(
+    keys: &BTreeMap<String, String>,
+    default: u16,
+    fail: &mut dyn FnMut(&str, String),
+) -> u16 {
+    match keys.get("port") {
+        None => default,
+        Some(p) => match p.parse::<u32>() {
+            Ok(n) if (1..=65535).contains(&n) => n as u16,
+            _ => {
+                fail("port", format!("{p:?} is not a TCP port (1-65535)"));
+                default
+            }
+        },
+    }
+}
+
+/// `pass` or `password` (one of them; both is an error).
+pub(crate) fn password(
+    keys: &BTreeMap<String, String>,
+    fail: &mut dyn FnMut(&str, String),
+) -> Option<Secret> {
+    match (keys.get("pass"), keys.get("password")) {
+        (Some(_), Some(_)) => {
+            fail(
+                "password",
+                "both pass and password are given: keep one".into(),
+            );
+            None
+        }
+        (Some(p), None) | (None, Some(p)) => Some(Secret::new(p.clone())),
+        (None, None) => None,
+    }
 }
 
 pub(crate) fn positive(

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::connections::{parse_bool, positive, Secret};
+use crate::connections::{parse_bool, password, port, positive, required, Secret};
 
 /// The keys of an sftp section.
 pub(crate) const SFTP_KEYS: &[&str] = &[
@@ -97,41 +97,10 @@ pub(crate) fn parse_sftp(
         ok = false;
         fail(key, problem)
     };
-    let host = match keys.get("host").filter(|h| !h.is_empty()) {
-        Some(h) => h.clone(),
-        None => {
-            fail("host", "missing: an sftp connection needs host".into());
-            String::new()
-        }
-    };
-    let user = match keys.get("user").filter(|u| !u.is_empty()) {
-        Some(u) => u.clone(),
-        None => {
-            fail("user", "missing: an sftp connection needs user".into());
-            String::new()
-        }
-    };
-    let port = match keys.get("port") {
-        None => 22,
-        Some(p) => match p.parse::<u32>() {
-            Ok(n) if (1..=65535).contains(&n) => n as u16,
-            _ => {
-                fail("port", format!("{p:?} is not a TCP port (1-65535)"));
-                22
-            }
-        },
-    };
-    let password = match (keys.get("pass"), keys.get("password")) {
-        (Some(_), Some(_)) => {
-            fail(
-                "password",
-                "both pass and password are given: keep one".into(),
-            );
-            None
-        }
-        (Some(p), None) | (None, Some(p)) => Some(Secret::new(p.clone())),
-        (None, None) => None,
-    };
+    let host = required(keys, "host", "an sftp connection", &mut fail);
+    let user = required(keys, "user", "an sftp connection", &mut fail);
+    let port = port(keys, 22, &mut fail);
+    let password = password(keys, &mut fail);
     let key_file = keys.get("private_key_file").map(PathBuf::from);
     if let Some(f) = &key_file {
         if let Err(e) = std::fs::read(f) {

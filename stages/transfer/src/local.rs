@@ -107,6 +107,26 @@ pub fn temp_path(dest: &Path, task_id: &str) -> PathBuf {
     dest.with_file_name(temp_name(&name, task_id))
 }
 
+/// A task's remote path as sent to a server whose login directory is `home`: a relative
+/// path is taken under `home`; CR, LF and NUL (command injection over FTP; never a
+/// name over SFTP) are refused.
+pub fn remote_path(home: &str, path: &str) -> Result<String, TransferError> {
+    if path.contains(['\r', '\n', '\0']) {
+        return Err(TransferError::new(
+            ErrorCode::PathNotAllowed,
+            format!(
+                "remote path {:?} contains CR, LF or NUL",
+                excerpt(path, 512)
+            ),
+        ));
+    }
+    if path.starts_with('/') {
+        Ok(path.to_string())
+    } else {
+        Ok(format!("{}/{}", home.trim_end_matches('/'), path))
+    }
+}
+
 /// Splits a remote path into (directory, file name); the directory is "/" at the top.
 pub fn split_remote(path: &str) -> (&str, &str) {
     match path.rfind('/') {

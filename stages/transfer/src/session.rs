@@ -27,7 +27,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ftp_pooler_config::{FtpConnection, Secret, TlsMode, TransferSettings};
-use ftp_pooler_contract::limits::excerpt;
 use ftp_pooler_contract::ErrorCode;
 use suppaftp::tokio::{
     AsyncFtpStream, AsyncRustlsConnector, AsyncRustlsFtpStream, ImplAsyncFtpStream,
@@ -270,23 +269,9 @@ impl FtpSession {
         &self.home
     }
 
-    /// A remote path as sent to the server: relative paths are taken under the login
-    /// directory; CR, LF and NUL (command injection) are refused.
+    /// A remote path as sent to the server ([`crate::local::remote_path`]).
     pub fn remote_path(&self, path: &str) -> Result<String, TransferError> {
-        if path.contains(['\r', '\n', '\0']) {
-            return Err(TransferError::new(
-                ErrorCode::PathNotAllowed,
-                format!(
-                    "remote path {:?} contains CR, LF or NUL",
-                    excerpt(path, 512)
-                ),
-            ));
-        }
-        if path.starts_with('/') {
-            Ok(path.to_string())
-        } else {
-            Ok(format!("{}/{}", self.home.trim_end_matches('/'), path))
-        }
+        crate::local::remote_path(&self.home, path)
     }
 
     /// NOOP: proves the session alive. An idle session's data connection opened ahead is

@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use ftp_pooler_config::{HostKeyCheck, SftpAuth, SftpConnection};
-use ftp_pooler_contract::limits::excerpt;
 use ftp_pooler_contract::ErrorCode;
 use russh::client::{self, AuthResult, Handle};
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
@@ -288,23 +287,9 @@ impl SftpSession {
         &self.home
     }
 
-    /// A remote path as sent to the server: relative paths under the login directory;
-    /// CR, LF and NUL refused (as for FTP).
+    /// A remote path as sent to the server ([`crate::local::remote_path`]).
     pub fn remote_path(&self, path: &str) -> Result<String, TransferError> {
-        if path.contains(['\r', '\n', '\0']) {
-            return Err(TransferError::new(
-                ErrorCode::PathNotAllowed,
-                format!(
-                    "remote path {:?} contains CR, LF or NUL",
-                    excerpt(path, 512)
-                ),
-            ));
-        }
-        if path.starts_with('/') {
-            Ok(path.to_string())
-        } else {
-            Ok(format!("{}/{}", self.home.trim_end_matches('/'), path))
-        }
+        crate::local::remote_path(&self.home, path)
     }
 
     fn guard(&self, op: &str) -> Result<(), TransferError> {

@@ -12,7 +12,8 @@
 //! result ([`startup`]); small files through a simulated WAN link of 10 and 50 ms round
 //! trip against lftp ([`wan`]), and a large file through a bandwidth-capped link, as a
 //! ratio to the cap, curl beside it ([`capped`]); a large file whose link is cut at 50 %
-//! and 90 %, resumed against sent again from zero ([`resume`]). Not in the report: `--only ab --ab EXE`
+//! and 90 %, resumed against sent again from zero ([`resume`]); SFTP small files and a
+//! large file against OpenSSH's `sftp -b` ([`sftp`]). Not in the report: `--only ab --ab EXE`
 //! compares two builds of the service (small uploads and downloads, alternating).
 //! `--replot` draws the chart again from the report `--out` names ([`chart`]), and runs
 //! nothing.
@@ -21,6 +22,7 @@ mod capped;
 mod chart;
 mod resume;
 mod servers;
+mod sftp;
 mod startup;
 mod wan;
 
@@ -67,6 +69,9 @@ struct Args {
     /// `--only resume`: the file's MiB and the link's cap (MB/s).
     resume_mib: u64,
     resume_mbps: u64,
+    /// `--only sftp`: small files per round, and the large file's MiB.
+    sftp_files: usize,
+    sftp_mib: u64,
 }
 
 impl Args {
@@ -102,6 +107,8 @@ fn args() -> Args {
         capped_mbps: 50,
         resume_mib: 1024,
         resume_mbps: 200,
+        sftp_files: 1000,
+        sftp_mib: 1024,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -142,6 +149,8 @@ fn args() -> Args {
             "--capped-mbps" => a.capped_mbps = v().parse().expect("--capped-mbps MB/s"),
             "--resume-mib" => a.resume_mib = v().parse().expect("--resume-mib N"),
             "--resume-mbps" => a.resume_mbps = v().parse().expect("--resume-mbps MB/s"),
+            "--sftp-files" => a.sftp_files = v().parse().expect("--sftp-files N"),
+            "--sftp-mib" => a.sftp_mib = v().parse().expect("--sftp-mib N"),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -1369,6 +1378,9 @@ async fn main() {
     }
     if a.wants("resume") {
         resume::resume(&a, &bench, &mut rows, &mut notes).await;
+    }
+    if a.wants("sftp") {
+        sftp::sftp(&a, &bench, &mut rows, &mut notes).await;
     }
 
     write_report(&a, &rows, &notes, &scale);

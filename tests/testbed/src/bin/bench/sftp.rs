@@ -1,0 +1,268 @@
+//! `--only sftp`: SFTP (issue 22) against OpenSSH's own client, on the test bed's sshd
+//! (an SFTP-only chrooted user; key login, the host key checked by fingerprint).
+//!
+//! - small files (`--sftp-files`, 4 KiB each) down and up: the service with [`SESSIONS`]
+//!   sessions (one SSH connection each) against [`SESSIONS`] `sftp -b` processes run at
+//!   once, each with its share of the files in its batch (one connection each): the same
+//!   number of connections. The service's time runs from the first task produced to the
+//!   last result read; sftp's from the first process started to the last one ended
+//!   (their logins included: the service's sessions are logged in before the clock);
+//! - one large file (`--sftp-mib`, default 1024) down and up: the service's one task
+//!   against one `sftp -b` get or put; and the transfer worker's peak RSS for it.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ftp_pooler_testbed::service::{Service, Topics, Watcher};
+use ftp_pooler_testbed::SftpServer;
+
+use super::{log, median, paired_ratio, peak_rss_kib, round_ratios, settle, task, timed_run};
+use super::{Args, Bench, Row};
+
+/// Sessions of the service, and `sftp` processes of the baseline.
+const SESSIONS: u64 = 4;
+
+/// `--only sftp`: see the module header. `bench` gives the service's binary, its local
+/// storage and its work directory.
+pub(super) async fn sftp(a: &Args, bench: &Bench, rows: &mut Vec<Row>, notes: &mut Vec<String>) {
+    let server = SftpServer::start();
+    let n = a.sftp_files;
+    log(&format!("sftp: preparing {n} files of 4 KiB on each side"));
+    let local = bench.storage.path();
+    for i in 0..n {
+        server.put(&format!("small/f{i:05}.bin"), &vec![(i % 251) as u8; 4096]);
+        let up = local.join(format!("sftp-up/f{i:05}.bin"));
+        std::fs::create_dir_all(up.parent().unwrap()).unwrap();
+        std::fs::write(up, vec![(i % 241) as u8; 4096]).unwrap();
+    }
+    let known_hosts = bench.work.path().join("sftp-known_hosts");
+    std::fs::write(&known_hosts, format!("{}\n", server.known_hosts_line())).unwrap();
+    let ini = format!(
+        "[sftp]\ntype = sftp\nhost = 127.0.0.1\nport = {}\nuser = {}\nprivate_key_file = {}\nhost_key_fingerprint = {}\n\n[local]\ntype = local\nbase_path = {}\n",
+        server.port,
+        server.user(),
+        server.client_key().display(),
+        server.host_key_fingerprint(),
+        local.display()
+    );
+    let topics = Topics::create(3).await;
+    let watcher = Watcher::start(&topics).await;
+    let mut svc = Service::start(
+        &bench.exe,
+        &bench.work.path().join("sftp"),
+        &bench.yaml(&topics, SESSIONS, true),
+        &ini,
+    );
+    svc.wait_ready(Duration::from_secs(120)).await;
+    server.put("warm.bin", b"warm");
+    timed_run(
+        &topics,
+        &watcher,
+        &[task(
+            "sftp-warm",
+            ("sftp", "/files/warm.bin"),
+            ("local", "sftp-warm.bin"),
+        )],
+    )
+    .await;
+    let sftp_cmd = |batch: &Path| {
+        let mut c = Command::new("sftp");
+        c.args(["-q", "-b"])
+            .arg(batch)
+            .arg("-i")
+            .arg(server.client_key())
+            .args(["-o", "StrictHostKeyChecking=yes", "-o"])
+            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+            .args(["-o", "BatchMode=yes", "-P"])
+            .arg(server.port.to_string())
+            .arg(format!("{}@127.0.0.1", server.user()))
+            .stdout(std::process::Stdio::null());
+        c
+    };
+    // `SESSIONS` sftp processes at once, process k with lines k, k+S, ...; seconds.
+    let parallel_sftp = |lines: &[String], tag: &str| -> f64 {
+        let mut batches = Vec::new();
+        for k in 0..SESSIONS as usize {
+            let batch = bench.work.path().join(format!("sftp-{tag}-{k}.batch"));
+            let mine: Vec<&str> = lines
+                .iter()
+                .skip(k)
+                .step_by(SESSIONS as usize)
+                .map(String::as_str)
+                .collect();
+            std::fs::write(&batch, mine.join("\n") + "\n").unwrap();
+            batches.push(batch);
+        }
+        let t0 = Instant::now();
+        let children: Vec<_> = batches
+            .iter()
+            .map(|b| sftp_cmd(b).spawn().expect("sftp"))
+            .collect();
+        for mut c in children {
+            let status = c.wait().unwrap();
+            assert!(status.success(), "sftp -b failed: {status}");
+        }
+        t0.elapsed().as_secs_f64()
+    };
+    let (mut down, mut up, mut base_down, mut base_up) = (vec![], vec![], vec![], vec![]);
+    let rounds = a.repeats.clamp(1, 5);
+    for r in 0..rounds {
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                task(
+                    &format!("sftp-d{r}-{i}"),
+                    ("sftp", &format!("/files/small/f{i:05}.bin")),
+                    ("local", &format!("sftp-down{r}/f{i:05}.bin")),
+                )
+            })
+            .collect();
+        settle();
+        down.push(n as f64 / timed_run(&topics, &watcher, &tasks).await);
+        let dir = local.join(format!("sftp-base-down{r}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let gets: Vec<String> = (0..n)
+            .map(|i| format!("get /files/small/f{i:05}.bin {}/f{i:05}.bin", dir.display()))
+            .collect();
+        settle();
+        base_down.push(n as f64 / parallel_sftp(&gets, "get"));
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                task(
+                    &format!("sftp-u{r}-{i}"),
+                    ("local", &format!("sftp-up/f{i:05}.bin")),
+                    ("sftp", &format!("/files/svc-up{r}/f{i:05}.bin")),
+                )
+            })
+            .collect();
+        settle();
+        up.push(n as f64 / timed_run(&topics, &watcher, &tasks).await);
+        let remote_dir = format!("/files/base-up{r}");
+        // The directory, owned by the SFTP user (put makes it so).
+        let keep = server.put(&format!("base-up{r}/.keep"), b"");
+        std::fs::remove_file(keep).ok();
+        let puts: Vec<String> = (0..n)
+            .map(|i| {
+                format!(
+                    "put {}/sftp-up/f{i:05}.bin {remote_dir}/f{i:05}.bin",
+                    local.display()
+                )
+            })
+            .collect();
+        settle();
+        base_up.push(n as f64 / parallel_sftp(&puts, "put"));
+        log(&format!(
+            "sftp small round {r}: down {:.0} files/s vs sftp {:.0}, up {:.0} vs sftp {:.0}",
+            down[r], base_down[r], up[r], base_up[r]
+        ));
+        std::fs::remove_dir_all(local.join(format!("sftp-down{r}"))).ok();
+        std::fs::remove_dir_all(&dir).ok();
+    }
+    for (what, ours, base) in [("downloads", &down, &base_down), ("uploads", &up, &base_up)] {
+        rows.push(Row {
+            scenario: format!("SFTP: {n} x 4 KiB {what}, {SESSIONS} connections (files/s)"),
+            ours: format!("{:.0}", median(ours.clone())),
+            baseline: format!(
+                "{SESSIONS} x sftp -b (OpenSSH): {:.0}",
+                median(base.clone())
+            ),
+            ratio: paired_ratio(ours, base),
+            goal: Some(1.0),
+        });
+    }
+
+    // One large file, and the worker's peak RSS.
+    let mib = a.sftp_mib;
+    let bytes = mib * 1024 * 1024;
+    let big = server.put("large.bin", b"");
+    std::fs::File::options()
+        .write(true)
+        .open(&big)
+        .unwrap()
+        .set_len(bytes)
+        .unwrap();
+    svc.restart_stage("transfer:sftp").await;
+    let worker = svc
+        .stage_processes()
+        .into_iter()
+        .find(|(_, c)| c == "ftp-pooler stage transfer sftp")
+        .map(|(p, _)| p)
+        .expect("the sftp worker");
+    let (mut big_down, mut big_up, mut sftp_down, mut sftp_up) = (vec![], vec![], vec![], vec![]);
+    let rounds = a.repeats.clamp(1, 3);
+    for r in 0..rounds {
+        settle();
+        let s = timed_run(
+            &topics,
+            &watcher,
+            &[task(
+                &format!("sftp-big-d{r}"),
+                ("sftp", "/files/large.bin"),
+                ("local", "sftp-large.bin"),
+            )],
+        )
+        .await;
+        big_down.push(bytes as f64 / 1e6 / s);
+        settle();
+        let s = timed_run(
+            &topics,
+            &watcher,
+            &[task(
+                &format!("sftp-big-u{r}"),
+                ("local", "sftp-large.bin"),
+                ("sftp", "/files/svc-large.bin"),
+            )],
+        )
+        .await;
+        big_up.push(bytes as f64 / 1e6 / s);
+        let dest = local.join("sftp-base-large.bin");
+        let batch = bench.work.path().join("sftp-large.batch");
+        std::fs::write(&batch, format!("get /files/large.bin {}\n", dest.display())).unwrap();
+        settle();
+        let t0 = Instant::now();
+        assert!(sftp_cmd(&batch).status().unwrap().success());
+        sftp_down.push(bytes as f64 / 1e6 / t0.elapsed().as_secs_f64());
+        std::fs::write(
+            &batch,
+            format!("put {} /files/base-large.bin\n", dest.display()),
+        )
+        .unwrap();
+        settle();
+        let t0 = Instant::now();
+        assert!(sftp_cmd(&batch).status().unwrap().success());
+        sftp_up.push(bytes as f64 / 1e6 / t0.elapsed().as_secs_f64());
+        for p in [dest, local.join("sftp-large.bin")] {
+            std::fs::remove_file(p).ok();
+        }
+        for p in ["svc-large.bin", "base-large.bin"] {
+            std::fs::remove_file(server.root().join(p)).ok();
+        }
+        log(&format!(
+            "sftp large round {r}: down {:.0} MB/s vs sftp {:.0}, up {:.0} vs sftp {:.0}",
+            big_down[r], sftp_down[r], big_up[r], sftp_up[r]
+        ));
+    }
+    let rss = peak_rss_kib(worker) as f64 / 1024.0;
+    for (what, ours, base) in [
+        ("download", &big_down, &sftp_down),
+        ("upload", &big_up, &sftp_up),
+    ] {
+        rows.push(Row {
+            scenario: format!("SFTP: {mib} MiB {what} (MB/s)"),
+            ours: format!("{:.0}", median(ours.clone())),
+            baseline: format!("sftp -b (OpenSSH): {:.0}", median(base.clone())),
+            ratio: paired_ratio(ours, base),
+            goal: Some(0.9),
+        });
+    }
+    drop(svc);
+    let line = format!(
+        "SFTP (issue 22): OpenSSH's sshd of the test bed (internal-sftp, chrooted user, key login); the service with {SESSIONS} sessions, one SSH connection each (russh, chacha20-poly1305 or aes-gcm as negotiated), against OpenSSH's sftp client with as many connections. Small files: {n} x 4 KiB per round, the rounds' ratios down {}, up {}. Large file: {mib} MiB (sparse on the server), ratios down {}, up {}. The transfer worker's peak RSS (VmHWM, a fresh worker) after the large downloads and uploads: {rss:.1} MiB.",
+        round_ratios(&down, &base_down),
+        round_ratios(&up, &base_up),
+        round_ratios(&big_down, &sftp_down),
+        round_ratios(&big_up, &sftp_up),
+    );
+    log(&line);
+    notes.push(line);
+}
