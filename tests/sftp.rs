@@ -70,6 +70,11 @@ async fn files_go_both_ways_with_every_login_and_host_key_check() {
             passphrase.display(),
             server.host_key_fingerprint()
         ),
+        // Tests only: any host key (the worker warns at every connect).
+        format!(
+            "password = {}\ninsecure_accept_any_host_key = true\n",
+            server.password()
+        ),
     ];
     for (n, login) in logins.iter().enumerate() {
         let bed = engine_bed(&section(&server, login));

@@ -135,7 +135,8 @@ fn sftp_error(what: &str, e: SftpError) -> (TransferError, bool) {
 }
 
 pub struct SftpSession {
-    handle: Handle<Verifier>,
+    /// The SSH connection, shared by the sessions [`Self::open_channel`] made on it.
+    handle: Arc<Handle<Verifier>>,
     sftp: Sftp,
     /// A second SFTP channel for extended requests (posix-rename), opened at the first
     /// rename; with the server's extensions.
@@ -268,12 +269,33 @@ impl SftpSession {
             .map_err(|_| TransferError::timeout("SFTP realpath", limit.as_secs_f64()))?
             .map_err(|e| sftp_error("SFTP realpath", e).0)?;
         Ok(SftpSession {
-            handle,
+            handle: Arc::new(handle),
             sftp,
             raw: None,
             home,
             poisoned: false,
             opts,
+            restart: 0,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Another session on this one's SSH connection: a channel of its own with the SFTP
+    /// subsystem. Not what the pool does (one connection per session, docs/NOTES.md);
+    /// here to measure the difference (`scripts/bench --only sftp`).
+    pub async fn open_channel(&self) -> Result<SftpSession, TransferError> {
+        let limit = self.opts.connect_timeout;
+        let sftp = tokio::time::timeout(limit, open_sftp(&self.handle))
+            .await
+            .map_err(|_| TransferError::timeout("SFTP subsystem", limit.as_secs_f64()))??;
+        sftp.set_timeout(self.opts.op_timeout.as_secs().max(1));
+        Ok(SftpSession {
+            handle: self.handle.clone(),
+            sftp,
+            raw: None,
+            home: self.home.clone(),
+            poisoned: false,
+            opts: self.opts.clone(),
             restart: 0,
             buf: Vec::new(),
         })
@@ -321,8 +343,12 @@ impl SftpSession {
         }
     }
 
+    /// Closes the channel, and the connection when no other session shares it.
     pub async fn quit(self) {
         let _ = self.sftp.close().await;
+        if Arc::strong_count(&self.handle) > 1 {
+            return;
+        }
         let _ = tokio::time::timeout(
             Duration::from_secs(2),
             self.handle

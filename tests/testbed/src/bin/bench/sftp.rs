@@ -171,6 +171,8 @@ pub(super) async fn sftp(a: &Args, bench: &Bench, rows: &mut Vec<Row>, notes: &m
         });
     }
 
+    channels(a, &server, rows, notes).await;
+
     // One large file, and the worker's peak RSS.
     let mib = a.sftp_mib;
     let bytes = mib * 1024 * 1024;
@@ -262,6 +264,127 @@ pub(super) async fn sftp(a: &Args, bench: &Bench, rows: &mut Vec<Row>, notes: &m
         round_ratios(&up, &base_up),
         round_ratios(&big_down, &sftp_down),
         round_ratios(&big_up, &sftp_up),
+    );
+    log(&line);
+    notes.push(line);
+}
+
+/// Small files through [`SESSIONS`] SFTP sessions, below the service: each session an SSH
+/// connection of its own (what the pool does) against [`SESSIONS`] channels of one
+/// connection ([`SftpSession::open_channel`]), in alternating rounds. Downloads into
+/// memory, uploads from memory; every session takes every `SESSIONS`th file.
+async fn channels(a: &Args, server: &SftpServer, rows: &mut Vec<Row>, notes: &mut Vec<String>) {
+    use ftp_pooler_config::{HostKeyCheck, SftpAuth, SftpConnection, TransferSettings};
+    use ftp_pooler_transfer::{SessionOptions, SftpSession};
+    let conn = SftpConnection {
+        host: "127.0.0.1".into(),
+        port: server.port,
+        user: server.user(),
+        auth: SftpAuth::Key {
+            file: server.client_key(),
+            passphrase: None,
+        },
+        host_key: HostKeyCheck::Fingerprint(server.host_key_fingerprint()),
+        timeout_seconds: Some(30),
+        max_sessions: None,
+    };
+    let opts = SessionOptions::for_sftp(&conn, &TransferSettings::default());
+    let n = a.sftp_files;
+    // The sessions' work, all at once; files/s down and up.
+    async fn run(sessions: Vec<SftpSession>, n: usize, tag: &str) -> (f64, f64) {
+        let k = sessions.len();
+        let mut rates = [0.0; 2];
+        let mut sessions = sessions;
+        for (w, upload) in [false, true].into_iter().enumerate() {
+            let t0 = Instant::now();
+            let mut jobs = Vec::new();
+            for (j, mut s) in sessions.drain(..).enumerate() {
+                let tag = tag.to_string();
+                jobs.push(tokio::spawn(async move {
+                    for i in (j..n).step_by(k) {
+                        if upload {
+                            let data = vec![(i % 239) as u8; 4096];
+                            s.upload(
+                                &mut data.as_slice(),
+                                &format!("/files/ch-{tag}/f{i:05}.bin"),
+                            )
+                            .await
+                            .expect("sftp upload");
+                        } else {
+                            let mut out = Vec::with_capacity(4096);
+                            s.download(&format!("/files/small/f{i:05}.bin"), &mut out)
+                                .await
+                                .expect("sftp download");
+                        }
+                    }
+                    s
+                }));
+            }
+            for job in jobs {
+                sessions.push(job.await.expect("a session's work"));
+            }
+            rates[w] = n as f64 / t0.elapsed().as_secs_f64();
+        }
+        for s in sessions {
+            s.quit().await;
+        }
+        (rates[0], rates[1])
+    }
+    let (mut conn_rates, mut chan_rates) = (Vec::new(), Vec::new());
+    for r in 0..a.repeats.clamp(1, 5) {
+        for shared in [false, true] {
+            let tag = format!("{}{r}", if shared { "c" } else { "n" });
+            let keep = server.put(&format!("ch-{tag}/.keep"), b"");
+            std::fs::remove_file(keep).ok();
+            let mut sessions = Vec::new();
+            if shared {
+                let first = SftpSession::connect(&conn, opts.clone())
+                    .await
+                    .expect("sftp");
+                for _ in 1..SESSIONS {
+                    sessions.push(first.open_channel().await.expect("a channel"));
+                }
+                sessions.push(first);
+            } else {
+                for _ in 0..SESSIONS {
+                    sessions.push(
+                        SftpSession::connect(&conn, opts.clone())
+                            .await
+                            .expect("sftp"),
+                    );
+                }
+            }
+            let rates = run(sessions, n, &tag).await;
+            if shared {
+                chan_rates.push(rates);
+            } else {
+                conn_rates.push(rates);
+            }
+            std::fs::remove_dir_all(server.root().join(format!("ch-{tag}"))).ok();
+        }
+    }
+    let pick = |v: &[(f64, f64)], up: bool| -> Vec<f64> {
+        v.iter().map(|r| if up { r.1 } else { r.0 }).collect()
+    };
+    for (what, up) in [("downloads", false), ("uploads", true)] {
+        let (c, m) = (pick(&conn_rates, up), pick(&chan_rates, up));
+        rows.push(Row {
+            scenario: format!(
+                "SFTP sessions: {n} x 4 KiB {what} through {SESSIONS} channels of one SSH connection (files/s)"
+            ),
+            ours: format!("{:.0}", median(m.clone())),
+            baseline: format!(
+                "{SESSIONS} connections, one channel each (the pool's way): {:.0}",
+                median(c.clone())
+            ),
+            ratio: paired_ratio(&m, &c),
+            goal: None,
+        });
+    }
+    let line = format!(
+        "SFTP sessions (issue 22), below the service: {n} x 4 KiB files each way through {SESSIONS} sessions, as {SESSIONS} SSH connections (one channel each, the pool's way) or as {SESSIONS} channels of one connection, alternating rounds; channels over connections per round: downloads {}, uploads {}.",
+        round_ratios(&pick(&chan_rates, false), &pick(&conn_rates, false)),
+        round_ratios(&pick(&chan_rates, true), &pick(&conn_rates, true)),
     );
     log(&line);
     notes.push(line);
