@@ -14,7 +14,7 @@
 
 use std::path::Path;
 
-use ftp_pooler_config::{ConnectionKind, Registry, Secret};
+use ftp_pooler_config::{ConnectionKind, Registry, Secret, SftpAuth};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -29,8 +29,17 @@ fuzz_target!(|data: &[u8]| {
                 // The password never shows: the same connection with another password
                 // has the same summary and Debug output.
                 let mut other = c.clone();
-                if let ConnectionKind::Ftp(ftp) = &mut other.kind {
-                    ftp.password = Secret::new(format!("{}-other", ftp.password.expose()));
+                match &mut other.kind {
+                    ConnectionKind::Ftp(ftp) => {
+                        ftp.password = Secret::new(format!("{}-other", ftp.password.expose()));
+                    }
+                    ConnectionKind::Sftp(sftp) => match &mut sftp.auth {
+                        SftpAuth::Password(p) => *p = Secret::new(format!("{}-other", p.expose())),
+                        SftpAuth::Key { passphrase, .. } => {
+                            *passphrase = Some(Secret::new("other-passphrase"))
+                        }
+                    },
+                    ConnectionKind::Local(_) => {}
                 }
                 assert_eq!(c.summary(), other.summary(), "password in summary");
                 assert_eq!(format!("{c:?}"), format!("{other:?}"), "password in Debug");
