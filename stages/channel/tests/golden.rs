@@ -17,7 +17,7 @@ fn id() -> MessageId {
 #[test]
 fn handshake_bytes() {
     let h = Handshake::new(Role::Transfer).to_bytes();
-    assert_eq!(&h, b"FTPPOOLR\x00\x09\x03\x00");
+    assert_eq!(&h, b"FTPPOOLR\x00\x0a\x03\x00");
     assert_eq!(Handshake::parse(&h).unwrap().role, Role::Transfer);
 }
 

@@ -87,11 +87,21 @@ pub fn ssh_host_key_fingerprint() -> String {
     )
 }
 
+/// Where the SFTP chroots are made: `FTP_POOLER_TEST_SFTP_CHROOTS`, else
+/// `/var/lib/ftp-pooler-testbed/sftp` (every parent root-owned, as sshd requires,
+/// wherever the checkout is).
+pub fn chroots_dir() -> PathBuf {
+    std::env::var_os("FTP_POOLER_TEST_SFTP_CHROOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/ftp-pooler-testbed/sftp"))
+}
+
 /// A running sshd serving SFTP, with its own chroot; stopped when dropped.
 pub struct SftpServer {
     pub port: u16,
-    /// The chroot (root-owned; holds `files/`). Under the test bed's `run/sftp/`: sshd
-    /// refuses a chroot with a group- or world-writable parent, such as /tmp.
+    /// The chroot (root-owned; holds `files/`). Under [`chroots_dir`], not the checkout:
+    /// sshd refuses a chroot with a group- or world-writable parent, and a checkout may
+    /// live under /tmp.
     chroot: tempfile::TempDir,
     process: Option<ServerProcess>,
 }
@@ -99,9 +109,12 @@ pub struct SftpServer {
 impl SftpServer {
     /// Starts sshd on a free port and waits for its `SSH-2.0-` banner.
     pub fn start() -> SftpServer {
-        let parent = testbed_dir().join("run/sftp");
+        let parent = chroots_dir();
         std::fs::create_dir_all(&parent)
             .unwrap_or_else(|e| panic!("create {}: {e}", parent.display()));
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o755))
+            .unwrap_or_else(|e| panic!("chmod {}: {e}", parent.display()));
         let chroot = tempfile::Builder::new()
             .prefix("sftp-root-")
             .tempdir_in(&parent)
@@ -226,5 +239,7 @@ impl SftpServer {
 impl Drop for SftpServer {
     fn drop(&mut self) {
         self.stop();
+        // Written by `serve sshd` beside the chroot (see scripts/testbed/serve).
+        let _ = std::fs::remove_file(chroots_dir().join(format!("authorized_keys-{}", self.port)));
     }
 }
