@@ -716,6 +716,15 @@ async fn plain_downloads_leave_no_time_wait_on_the_servers_passive_ports() {
     // The server closes a download's data connection first; the session resets it after
     // EOF so that the server's socket does not linger 60 s in TIME_WAIT (session.rs).
     // Every server of the test bed takes the reset for what it is: a 226 each time.
+    // The transfer stage's debug lines go to the test's output, shown if it fails: why a
+    // session went (a retried attempt, or a pipelined EPSV left unanswered) is said there
+    // only. (It failed once in a clean-clone CI on proftpd, 5 logins, not reproduced.)
+    let _log = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_env_filter("ftp_pooler_transfer=debug")
+            .with_test_writer()
+            .finish(),
+    );
     for kind in FtpKind::ALL {
         let server = FtpServer::start(kind, false);
         let bed = bed(&[&server], |s, _| s.pool.max_sessions_per_connection = 4);
@@ -732,11 +741,12 @@ async fn plain_downloads_leave_no_time_wait_on_the_servers_passive_ports() {
             kind.name()
         );
         // A failed download (a server that took the reset badly) costs its session.
-        let logins = engine.pool().stats().logins;
+        let stats = engine.pool().stats();
         assert!(
-            logins <= 4,
-            "{}: {logins} logins for 4 sessions: a session was lost",
-            kind.name()
+            stats.logins <= 4,
+            "{}: {} logins for 4 sessions: a session was lost ({stats:?})",
+            kind.name(),
+            stats.logins
         );
     }
 }

@@ -4,7 +4,8 @@
 //! result, nothing partial left), logins by password, by key and by passphrase-protected
 //! key, host keys verified by fingerprint and by known_hosts, and the error codes: a
 //! wrong host key is HOST_KEY_MISMATCH at once (no retry, nothing sent), a wrong password
-//! AUTH_ERROR, a missing file FILE_NOT_FOUND.
+//! AUTH_ERROR, a missing file FILE_NOT_FOUND, a server that stops answering mid-transfer
+//! TRANSFER_TIMEOUT (retried on a fresh session).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -411,5 +412,147 @@ async fn a_cut_sftp_transfer_resumes() {
         eprintln!("sftp upload {upload}: {again} bytes sent again of {SIZE}");
         assert!(again < SIZE as u64 / 10, "{again} bytes sent again");
         assert_eq!(engine.resumes.get(), 1, "resumed once");
+    }
+}
+
+/// The processes below `pid` (children, their children, ...), from /proc.
+fn descendants(pid: u32) -> Vec<i32> {
+    let mut parents = vec![pid as i32];
+    let mut found = Vec::new();
+    while let Some(parent) = parents.pop() {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(child) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // "pid (comm) state ppid ...": the comm may hold spaces; the rest follows ')'.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            if ppid == Some(parent) {
+                found.push(child);
+                parents.push(child);
+            }
+        }
+    }
+    found
+}
+
+/// A server that stops answering mid-transfer (its session processes frozen with SIGSTOP;
+/// sshd's listener goes on) fails the attempt with TRANSFER_TIMEOUT after the connection's
+/// `timeout`, retryable, and leaves nothing partial in place; with retries left, the next
+/// attempt logs in afresh (the frozen session is discarded) and the transfer succeeds.
+/// Both ways: a read request and a write that get no answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_sftp_server_is_a_transfer_timeout_and_the_retry_succeeds() {
+    use ftp_pooler_testbed::link::{LinkProxy, LinkSpec};
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    const SIZE: usize = 8 << 20;
+    let server = SftpServer::start();
+    let content = data(4, SIZE);
+    server.put("stall.bin", &content);
+    for upload in [false, true] {
+        for retries in [0, 2] {
+            // Paced (8 MiB/s) so that the freeze comes mid-transfer.
+            let link = LinkProxy::start_tcp(
+                std::net::SocketAddr::from(([127, 0, 0, 1], server.port)),
+                LinkSpec::rtt_ms(0).with_bandwidth(8 << 20),
+            );
+            let mut settings = Settings::default();
+            settings.kafka.max_retries = retries;
+            settings.kafka.base_backoff_ms = 50;
+            settings.kafka.max_backoff_ms = 100;
+            settings.pool.prewarm_enabled = false;
+            let bed = EngineBed::new(
+                settings,
+                &format!(
+                    "[s]\ntype = sftp\nhost = 127.0.0.2\nport = {}\nuser = {}\ntimeout = 2\npassword = {}\nhost_key_fingerprint = {}\n",
+                    link.addr().port(),
+                    server.user(),
+                    server.password(),
+                    server.host_key_fingerprint()
+                ),
+            );
+            let name = format!("s{}{retries}", if upload { "u" } else { "d" });
+            let (task, watch, landed) = if upload {
+                std::fs::write(bed.local("up.bin"), &content).unwrap();
+                (
+                    bed.task(
+                        &name,
+                        ("local", "up.bin"),
+                        ("s", &format!("/files/{name}.bin")),
+                    ),
+                    server.root(),
+                    server.root().join(format!("{name}.bin")),
+                )
+            } else {
+                (
+                    bed.task(
+                        &name,
+                        ("s", "/files/stall.bin"),
+                        ("local", &format!("{name}.bin")),
+                    ),
+                    bed.storage.path().to_path_buf(),
+                    bed.local(&format!("{name}.bin")),
+                )
+            };
+            let engine = Arc::new(bed.engine("s"));
+            let e = engine.clone();
+            let t0 = Instant::now();
+            let run = tokio::spawn(async move { e.run(&task.0, &task.1).await });
+            let mut frozen = Vec::new();
+            while !run.is_finished() {
+                let size = temp_files(&watch)
+                    .first()
+                    .and_then(|p| std::fs::metadata(p).ok())
+                    .map_or(0, |m| m.len());
+                if size >= SIZE as u64 / 4 {
+                    frozen = descendants(server.pid().unwrap());
+                    for &p in &frozen {
+                        kill(Pid::from_raw(p), Signal::SIGSTOP).ok();
+                    }
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let r = run.await.unwrap();
+            let took = t0.elapsed();
+            for &p in &frozen {
+                kill(Pid::from_raw(p), Signal::SIGCONT).ok();
+            }
+            let what = format!("upload {upload}, {retries} retries");
+            assert!(!frozen.is_empty(), "{what}: ended before the freeze: {r:?}");
+            assert!(took >= Duration::from_secs(2), "{what}: {took:?} {r:?}");
+            if retries == 0 {
+                assert_eq!(
+                    r.error_code,
+                    Some(ErrorCode::TransferTimeout),
+                    "{what}: {r:?}"
+                );
+                assert!(r.retryable, "{what}: {r:?}");
+                assert_eq!(r.attempts, 1);
+                assert!(took < Duration::from_secs(10), "{what}: {took:?}");
+                assert!(!landed.exists(), "{what}: a partial file in place");
+                let temps = temp_files(&watch);
+                assert!(temps.is_empty(), "{what}: temporary files left: {temps:?}");
+            } else {
+                assert!(r.is_success(), "{what}: {r:?}");
+                assert_eq!(r.attempts, 2, "{what}: {r:?}");
+                assert_eq!(r.checksum, Some(sha256(&content)));
+                assert!(std::fs::read(&landed).unwrap() == content, "{what}");
+                assert!(
+                    temp_files(&watch).is_empty(),
+                    "{what}: temporary files left"
+                );
+            }
+            eprintln!(
+                "{what}: {:?} after {took:?}, {} attempts",
+                r.error_code, r.attempts
+            );
+        }
     }
 }
