@@ -1,23 +1,22 @@
 //! `connections.ini`: the connection registry.
 //!
-//! One section per connection id; `type = sftp` (see [`crate::sftp`]), `type = ftp` (host, port, user, `pass` or `password`,
-//! passive, timeout, tls, tls_ca_file, tls_insecure, max_sessions, and for active mode
-//! (`passive = false`) active_address and active_port_range) or `type = local`
-//! (base_path). The active-mode keys with passive mode are an error, not ignored. Keys are case-insensitive, as in Python's configparser. Every problem of
-//! the file is collected and named by file, section and key. A local base_path must be an
-//! absolute, existing, writable directory. Passwords are kept in [`Secret`].
+//! One section per connection id, by `type`: `ftp` (see [`crate::ftp`]), `sftp` (see
+//! [`crate::sftp`]) or `local` (base_path: an absolute, existing, writable directory).
+//! Keys are case-insensitive, as in Python's configparser, and a `[DEFAULT]` section's
+//! keys apply to every section of a kind that knows them. Every problem of the file is
+//! collected and named by file, section and key; key values are read by [`crate::keys`].
+//! Passwords are kept in [`Secret`].
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use ini::{Ini, ParseOption};
 use serde::{Deserialize, Serialize};
 
-use crate::active::{parse_active_address, PortRange};
 use crate::error::{ConfigError, ConfigErrors, Place};
-use crate::schema::unknown;
+use crate::ftp::{parse_ftp, FtpConnection, FTP_KEYS};
+use crate::keys::{check_unknown, parse_bool};
 use crate::sftp::{parse_sftp, HostKeyCheck, SftpAuth, SftpConnection, SFTP_KEYS};
 
 /// A password: shown as `***` by `Debug` and `Display`; read it with [`Secret::expose`].
@@ -50,54 +49,6 @@ impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
     }
-}
-
-/// How an FTP connection uses TLS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum TlsMode {
-    /// Plain FTP.
-    None,
-    /// AUTH TLS on the control connection, then PBSZ 0 / PROT P (FTPES).
-    Explicit,
-    /// TLS from the first byte (FTPS, usually port 990).
-    Implicit,
-}
-
-impl TlsMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TlsMode::None => "none",
-            TlsMode::Explicit => "explicit",
-            TlsMode::Implicit => "implicit",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FtpConnection {
-    pub host: String,
-    pub port: u16,
-    pub user: String,
-    pub password: Secret,
-    /// Passive mode (EPSV, then PASV; the default); `passive = false` is active mode
-    /// (EPRT, then PORT: the server connects back to a listener of ours).
-    pub passive: bool,
-    /// Active mode: the address announced to the server in EPRT/PORT instead of the
-    /// control connection's local address (NAT). Only with `passive = false`.
-    pub active_address: Option<IpAddr>,
-    /// Active mode: the local ports data listeners bind (a free one of them). Only with
-    /// `passive = false`.
-    pub active_port_range: Option<PortRange>,
-    /// Per-connection timeout for connecting and for each command, in seconds
-    /// (None: `transfer.connect_timeout_seconds`).
-    pub timeout_seconds: Option<u64>,
-    pub tls: TlsMode,
-    /// PEM file of CA certificates trusted in addition to the system roots.
-    pub tls_ca_file: Option<PathBuf>,
-    /// Accept any server certificate (self-signed servers). Off by default.
-    pub tls_insecure: bool,
-    /// Overrides `pool.max_sessions_per_connection` for this connection.
-    pub max_sessions: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,22 +170,6 @@ pub struct Registry {
     order: Vec<String>,
 }
 
-const FTP_KEYS: &[&str] = &[
-    "type",
-    "host",
-    "port",
-    "user",
-    "pass",
-    "password",
-    "passive",
-    "timeout",
-    "tls",
-    "tls_ca_file",
-    "tls_insecure",
-    "max_sessions",
-    "active_address",
-    "active_port_range",
-];
 const LOCAL_KEYS: &[&str] = &["type", "base_path"];
 /// configparser's section of defaults for every other section.
 const DEFAULT_SECTION: &str = "DEFAULT";
@@ -335,7 +270,7 @@ impl Registry {
                             || (FTP_KEYS.contains(&k.as_str())
                                 && !(passive && k.starts_with("active_")))
                     });
-                    parse_ftp(&keys, &mut bad)
+                    parse_ftp(&keys, &mut bad).map(ConnectionKind::Ftp)
                 }
                 Some(t) if t == "sftp" => {
                     keys.retain(|k, _| own.contains(k) || SFTP_KEYS.contains(&k.as_str()));
@@ -441,124 +376,6 @@ pub(crate) fn check_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_unknown(
-    keys: &BTreeMap<String, String>,
-    known: &[&str],
-    bad: &mut dyn FnMut(&str, String),
-) {
-    for k in keys.keys() {
-        if !known.contains(&k.as_str()) {
-            bad(k, unknown(k, known));
-        }
-    }
-}
-
-fn parse_ftp(
-    keys: &BTreeMap<String, String>,
-    bad: &mut dyn FnMut(&str, String),
-) -> Option<ConnectionKind> {
-    check_unknown(keys, FTP_KEYS, bad);
-    let mut ok = true;
-    let mut fail = |key: &str, problem: String| {
-        ok = false;
-        bad(key, problem)
-    };
-    let host = required(keys, "host", "an ftp connection", &mut fail);
-    // As in the Python version: no user means anonymous FTP.
-    let user = match keys.get("user").filter(|u| !u.is_empty()) {
-        Some(u) => u.clone(),
-        None => "anonymous".to_string(),
-    };
-    let password = password(keys, &mut fail).unwrap_or_default();
-    // None: an invalid value (already reported).
-    let tls = match keys.get("tls").map(|t| t.to_ascii_lowercase()) {
-        None => Some(TlsMode::None),
-        Some(t) => match t.as_str() {
-            "none" | "" => Some(TlsMode::None),
-            "explicit" => Some(TlsMode::Explicit),
-            "implicit" => Some(TlsMode::Implicit),
-            _ => {
-                fail(
-                    "tls",
-                    format!("{t:?} is not a TLS mode (none, explicit or implicit)"),
-                );
-                None
-            }
-        },
-    };
-    let default_port = if tls == Some(TlsMode::Implicit) {
-        990
-    } else {
-        21
-    };
-    let port = port(keys, default_port, &mut fail);
-    let passive = match keys.get("passive") {
-        None => true,
-        Some(v) => parse_bool(v).unwrap_or_else(|| {
-            fail(
-                "passive",
-                format!("{v:?} is not a boolean (true/false, yes/no, on/off, 1/0)"),
-            );
-            true
-        }),
-    };
-    let active_address = keys.get("active_address").and_then(|v| {
-        parse_active_address(v)
-            .map_err(|e| fail("active_address", e))
-            .ok()
-    });
-    let active_port_range = keys.get("active_port_range").and_then(|v| {
-        v.parse::<PortRange>()
-            .map_err(|e| fail("active_port_range", e))
-            .ok()
-    });
-    // Passive mode would silently ignore them: an operator who set them meant active mode.
-    for key in ["active_address", "active_port_range"] {
-        if passive && keys.contains_key(key) {
-            fail(
-                key,
-                "applies to active mode only, but passive is true (or absent): set passive = false, or remove it".into(),
-            );
-        }
-    }
-    let timeout_seconds = positive(keys, "timeout", &mut fail);
-    let max_sessions = positive(keys, "max_sessions", &mut fail);
-    let tls_insecure = match keys.get("tls_insecure") {
-        None => false,
-        Some(v) => parse_bool(v).unwrap_or_else(|| {
-            fail("tls_insecure", format!("{v:?} is not a boolean"));
-            false
-        }),
-    };
-    let tls_ca_file = keys.get("tls_ca_file").map(PathBuf::from);
-    if let Some(ca) = &tls_ca_file {
-        if let Err(e) = std::fs::File::open(ca) {
-            fail("tls_ca_file", format!("cannot read {}: {e}", ca.display()));
-        }
-    }
-    if tls == Some(TlsMode::None) && (tls_ca_file.is_some() || tls_insecure) {
-        fail(
-            "tls",
-            "tls_ca_file / tls_insecure are set but tls is none: set tls = explicit or implicit"
-                .into(),
-        );
-    }
-    ok.then_some(ConnectionKind::Ftp(FtpConnection {
-        host,
-        port,
-        user,
-        password,
-        passive,
-        active_address,
-        active_port_range,
-        timeout_seconds,
-        tls: tls.unwrap_or(TlsMode::None),
-        tls_ca_file,
-        tls_insecure,
-        max_sessions,
-    }))
-}
-
 fn parse_local(
     keys: &BTreeMap<String, String>,
     bad: &mut dyn FnMut(&str, String),
@@ -602,80 +419,4 @@ fn tempfile_probe(dir: &Path) -> std::io::Result<()> {
         .create_new(true)
         .open(&probe)?;
     std::fs::remove_file(&probe)
-}
-
-/// A key that must be given and not empty ("missing: `whose` needs `key`" otherwise).
-pub(crate) fn required(
-    keys: &BTreeMap<String, String>,
-    key: &str,
-    whose: &str,
-    fail: &mut dyn FnMut(&str, String),
-) -> String {
-    match keys.get(key).filter(|v| !v.is_empty()) {
-        Some(v) => v.clone(),
-        None => {
-            fail(key, format!("missing: {whose} needs {key}"));
-            String::new()
-        }
-    }
-}
-
-/// `port`: a TCP port, `default` when absent (or invalid, reported).
-pub(crate) fn port(
-    keys: &BTreeMap<String, String>,
-    default: u16,
-    fail: &mut dyn FnMut(&str, String),
-) -> u16 {
-    match keys.get("port") {
-        None => default,
-        Some(p) => match p.parse::<u32>() {
-            Ok(n) if (1..=65535).contains(&n) => n as u16,
-            _ => {
-                fail("port", format!("{p:?} is not a TCP port (1-65535)"));
-                default
-            }
-        },
-    }
-}
-
-/// `pass` or `password` (one of them; both is an error).
-pub(crate) fn password(
-    keys: &BTreeMap<String, String>,
-    fail: &mut dyn FnMut(&str, String),
-) -> Option<Secret> {
-    match (keys.get("pass"), keys.get("password")) {
-        (Some(_), Some(_)) => {
-            fail(
-                "password",
-                "both pass and password are given: keep one".into(),
-            );
-            None
-        }
-        (Some(p), None) | (None, Some(p)) => Some(Secret::new(p.clone())),
-        (None, None) => None,
-    }
-}
-
-pub(crate) fn positive(
-    keys: &BTreeMap<String, String>,
-    key: &str,
-    fail: &mut dyn FnMut(&str, String),
-) -> Option<u64> {
-    let v = keys.get(key)?;
-    match v.parse::<u64>() {
-        Ok(n) if n > 0 => Some(n),
-        _ => {
-            fail(key, format!("{v:?} is not a whole number >= 1"));
-            None
-        }
-    }
-}
-
-/// Booleans as Python's configparser reads them.
-pub(crate) fn parse_bool(v: &str) -> Option<bool> {
-    match v.to_ascii_lowercase().as_str() {
-        "1" | "yes" | "true" | "on" => Some(true),
-        "0" | "no" | "false" | "off" => Some(false),
-        _ => None,
-    }
 }

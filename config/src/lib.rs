@@ -12,8 +12,10 @@ mod active;
 pub mod admin_token;
 mod connections;
 mod error;
+mod ftp;
 mod id;
 mod kafka;
+mod keys;
 pub mod references;
 mod schema;
 mod settings;
@@ -21,10 +23,9 @@ pub mod sftp;
 mod watched;
 
 pub use active::{PortRange, MIN_ACTIVE_PORT};
-pub use connections::{
-    Connection, ConnectionKind, FtpConnection, LocalConnection, Registry, Secret, TlsMode,
-};
+pub use connections::{Connection, ConnectionKind, LocalConnection, Registry, Secret};
 pub use error::{ConfigError, ConfigErrors, Place};
+pub use ftp::{FtpConnection, TlsMode};
 pub use id::ConnectionId;
 pub use kafka::{
     group_instance_id_char, group_instance_id_problem, is_secret_property, no_kafka_check,

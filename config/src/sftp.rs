@@ -19,7 +19,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::connections::{parse_bool, password, port, positive, required, Secret};
+use crate::connections::Secret;
+use crate::keys::{parse_bool, password, port, positive, required};
 
 /// The keys of an sftp section.
 pub(crate) const SFTP_KEYS: &[&str] = &[
