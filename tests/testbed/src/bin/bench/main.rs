@@ -23,6 +23,7 @@ mod chart;
 mod resume;
 mod servers;
 mod sftp;
+mod sftp_others;
 mod startup;
 mod wan;
 

@@ -8,7 +8,9 @@
 //!   last result read; sftp's from the first process started to the last one ended
 //!   (their logins included: the service's sessions are logged in before the clock);
 //! - one large file (`--sftp-mib`, default 1024) down and up: the service's one task
-//!   against one `sftp -b` get or put; and the transfer worker's peak RSS for it.
+//!   against one `sftp -b` get or put; and the transfer worker's peak RSS for it;
+//! - the same, small and large, against lftp and rclone where installed
+//!   ([`super::sftp_others`]), in the same rounds.
 
 use std::path::Path;
 use std::process::Command;
@@ -17,11 +19,12 @@ use std::time::{Duration, Instant};
 use ftp_pooler_testbed::service::{Service, Topics, Watcher};
 use ftp_pooler_testbed::SftpServer;
 
+use super::sftp_others::{Clients, Tool};
 use super::{log, median, paired_ratio, peak_rss_kib, round_ratios, settle, task, timed_run};
 use super::{Args, Bench, Row};
 
 /// Sessions of the service, and `sftp` processes of the baseline.
-const SESSIONS: u64 = 4;
+pub(super) const SESSIONS: u64 = 4;
 
 /// `--only sftp`: see the module header. `bench` gives the service's binary, its local
 /// storage and its work directory.
@@ -38,6 +41,17 @@ pub(super) async fn sftp(a: &Args, bench: &Bench, rows: &mut Vec<Row>, notes: &m
     }
     let known_hosts = bench.work.path().join("sftp-known_hosts");
     std::fs::write(&known_hosts, format!("{}\n", server.known_hosts_line())).unwrap();
+    let tools = Clients::installed();
+    let clients = Clients {
+        port: server.port,
+        user: server.user(),
+        key: server.client_key(),
+        known_hosts: known_hosts.clone(),
+        connections: SESSIONS,
+    };
+    let tag = |tool: Tool| format!("{tool:?}").to_lowercase();
+    // Per other client: rounds' files/s (down, up), then large MB/s (down, up).
+    let mut others: Vec<[Vec<f64>; 4]> = vec![Default::default(); tools.len()];
     let ini = format!(
         "[sftp]\ntype = sftp\nhost = 127.0.0.1\nport = {}\nuser = {}\nprivate_key_file = {}\nhost_key_fingerprint = {}\n\n[local]\ntype = local\nbase_path = {}\n",
         server.port,
@@ -126,6 +140,12 @@ pub(super) async fn sftp(a: &Args, bench: &Bench, rows: &mut Vec<Row>, notes: &m
             .collect();
         settle();
         base_down.push(n as f64 / parallel_sftp(&gets, "get"));
+        for (t, &tool) in tools.iter().enumerate() {
+            let dir = local.join(format!("sftp-{}-down{r}", tag(tool)));
+            settle();
+            others[t][0].push(n as f64 / clients.get_dir(tool, "/files/small", &dir));
+            std::fs::remove_dir_all(&dir).ok();
+        }
         let tasks: Vec<_> = (0..n)
             .map(|i| {
                 task(
@@ -151,6 +171,12 @@ pub(super) async fn sftp(a: &Args, bench: &Bench, rows: &mut Vec<Row>, notes: &m
             .collect();
         settle();
         base_up.push(n as f64 / parallel_sftp(&puts, "put"));
+        for (t, &tool) in tools.iter().enumerate() {
+            let remote = format!("/files/{}-up{r}", tag(tool));
+            settle();
+            others[t][1].push(n as f64 / clients.put_dir(tool, &local.join("sftp-up"), &remote));
+            std::fs::remove_dir_all(server.root().join(&remote["/files/".len()..])).ok();
+        }
         log(&format!(
             "sftp small round {r}: down {:.0} files/s vs sftp {:.0}, up {:.0} vs sftp {:.0}",
             down[r], base_down[r], up[r], base_up[r]
@@ -233,6 +259,16 @@ pub(super) async fn sftp(a: &Args, bench: &Bench, rows: &mut Vec<Row>, notes: &m
         let t0 = Instant::now();
         assert!(sftp_cmd(&batch).status().unwrap().success());
         sftp_up.push(bytes as f64 / 1e6 / t0.elapsed().as_secs_f64());
+        for (t, &tool) in tools.iter().enumerate() {
+            let mine = local.join(format!("sftp-{}-large.bin", tag(tool)));
+            settle();
+            others[t][2].push(bytes as f64 / 1e6 / clients.get(tool, "/files/large.bin", &mine));
+            let remote = format!("/files/{}-large.bin", tag(tool));
+            settle();
+            others[t][3].push(bytes as f64 / 1e6 / clients.put(tool, &mine, &remote));
+            std::fs::remove_file(mine).ok();
+            std::fs::remove_file(server.root().join(&remote["/files/".len()..])).ok();
+        }
         for p in [dest, local.join("sftp-large.bin")] {
             std::fs::remove_file(p).ok();
         }
@@ -258,12 +294,51 @@ pub(super) async fn sftp(a: &Args, bench: &Bench, rows: &mut Vec<Row>, notes: &m
         });
     }
     drop(svc);
+    let mut other_ratios = Vec::new();
+    for (t, &tool) in tools.iter().enumerate() {
+        let label = |k: usize| tool.label((k < 2).then_some(SESSIONS));
+        let ours = [&down, &up, &big_down, &big_up];
+        for (k, what) in [
+            format!("SFTP: {n} x 4 KiB downloads, {SESSIONS} connections (files/s)"),
+            format!("SFTP: {n} x 4 KiB uploads, {SESSIONS} connections (files/s)"),
+            format!("SFTP: {mib} MiB download (MB/s)"),
+            format!("SFTP: {mib} MiB upload (MB/s)"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            rows.push(Row {
+                scenario: what,
+                ours: format!("{:.0}", median(ours[k].clone())),
+                baseline: format!("{}: {:.0}", label(k), median(others[t][k].clone())),
+                ratio: paired_ratio(ours[k], &others[t][k]),
+                goal: Some(if k < 2 { 1.0 } else { 0.9 }),
+            });
+        }
+        other_ratios.push(format!(
+            "{}: small down {}, up {}; large down {}, up {}",
+            label(0),
+            round_ratios(&down, &others[t][0]),
+            round_ratios(&up, &others[t][1]),
+            round_ratios(&big_down, &others[t][2]),
+            round_ratios(&big_up, &others[t][3]),
+        ));
+    }
+    let missing: Vec<_> = Tool::ALL
+        .iter()
+        .filter(|t| !tools.contains(t))
+        .map(|t| format!("{t:?}"))
+        .collect();
+    if !missing.is_empty() {
+        other_ratios.push(format!("not installed, left out: {}", missing.join(", ")));
+    }
     let line = format!(
-        "SFTP (issue 22): OpenSSH's sshd of the test bed (internal-sftp, chrooted user, key login); the service with {SESSIONS} sessions, one SSH connection each (russh, chacha20-poly1305 or aes-gcm as negotiated), against OpenSSH's sftp client with as many connections. Small files: {n} x 4 KiB per round, the rounds' ratios down {}, up {}. Large file: {mib} MiB (sparse on the server), ratios down {}, up {}. The transfer worker's peak RSS (VmHWM, a fresh worker) after the large downloads and uploads: {rss:.1} MiB.",
+        "SFTP (issue 22): OpenSSH's sshd of the test bed (internal-sftp, chrooted user, key login); the service with {SESSIONS} sessions, one SSH connection each (russh, chacha20-poly1305 or aes-gcm as negotiated), against OpenSSH's sftp client with as many connections. Small files: {n} x 4 KiB per round, the rounds' ratios down {}, up {}. Large file: {mib} MiB (sparse on the server), ratios down {}, up {}. The transfer worker's peak RSS (VmHWM, a fresh worker) after the large downloads and uploads: {rss:.1} MiB. Other clients, the service's ratio to each per round: {}.",
         round_ratios(&down, &base_down),
         round_ratios(&up, &base_up),
         round_ratios(&big_down, &sftp_down),
         round_ratios(&big_up, &sftp_up),
+        other_ratios.join("; "),
     );
     log(&line);
     notes.push(line);
