@@ -11,11 +11,11 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use ftp_pooler_config::Settings;
 use ftp_pooler_contract::{Checksum, ChecksumAlgorithm, ErrorCode, TransferResult};
-use ftp_pooler_testbed::engine_bed::{data, temp_files, EngineBed, TEMP_SUFFIX};
+use ftp_pooler_testbed::engine_bed::{data, temp_files, when_temp_reaches, EngineBed, TEMP_SUFFIX};
 use ftp_pooler_testbed::link::{LinkProxy, LinkSpec};
 use ftp_pooler_testbed::{FtpKind, FtpServer};
 use md5::Digest as _;
@@ -67,14 +67,6 @@ fn age(path: &Path) {
         .unwrap();
 }
 
-/// The size of the first temporary file under `root` (0 if none).
-fn temp_size(root: &Path) -> u64 {
-    temp_files(root)
-        .first()
-        .and_then(|p| std::fs::metadata(p).ok())
-        .map_or(0, |m| m.len())
-}
-
 /// Runs `task` on `engine` and cuts `link` once the temporary file under `watch` holds
 /// `fraction` of the file; returns the result and whether the cut happened.
 async fn run_and_cut(
@@ -88,16 +80,7 @@ async fn run_and_cut(
     let e = engine.clone();
     let run = tokio::spawn(async move { e.run(&task.0, &task.1).await });
     let at = (SIZE as f64 * fraction) as u64;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut cut = false;
-    while !run.is_finished() && Instant::now() < deadline {
-        if temp_size(&watch) >= at {
-            link.cut();
-            cut = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let cut = when_temp_reaches(&run, &watch, at, || link.cut()).await;
     let result = run.await.unwrap();
     (result, cut)
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use ftp_pooler_config::Settings;
 use ftp_pooler_contract::{Checksum, ChecksumAlgorithm, ErrorCode};
-use ftp_pooler_testbed::engine_bed::{data, temp_files, EngineBed};
+use ftp_pooler_testbed::engine_bed::{data, temp_files, when_temp_reaches, EngineBed};
 use ftp_pooler_testbed::SftpServer;
 use md5::Digest as _;
 
@@ -33,9 +33,30 @@ fn section(server: &SftpServer, extra: &str) -> String {
     )
 }
 
+/// A connections.ini section `[s]` for `server` reached through `link` (the link
+/// simulator, on 127.0.0.2), logging in by password, with the given `timeout`.
+fn section_via(
+    server: &SftpServer,
+    link: &ftp_pooler_testbed::link::LinkProxy,
+    timeout: u64,
+) -> String {
+    format!(
+        "[s]\ntype = sftp\nhost = 127.0.0.2\nport = {}\nuser = {}\ntimeout = {timeout}\npassword = {}\nhost_key_fingerprint = {}\n",
+        link.addr().port(),
+        server.user(),
+        server.password(),
+        server.host_key_fingerprint()
+    )
+}
+
 fn engine_bed(section: &str) -> EngineBed {
+    engine_bed_retrying(section, 2)
+}
+
+/// As [`engine_bed`], with `retries` retries of a failed attempt.
+fn engine_bed_retrying(section: &str, retries: u64) -> EngineBed {
     let mut settings = Settings::default();
-    settings.kafka.max_retries = 2;
+    settings.kafka.max_retries = retries;
     settings.kafka.base_backoff_ms = 50;
     settings.kafka.max_backoff_ms = 100;
     settings.pool.prewarm_enabled = false;
@@ -359,14 +380,7 @@ async fn a_cut_sftp_transfer_resumes() {
             std::net::SocketAddr::from(([127, 0, 0, 1], server.port)),
             LinkSpec::rtt_ms(0).with_bandwidth(16 << 20),
         );
-        let section = format!(
-            "[s]\ntype = sftp\nhost = 127.0.0.2\nport = {}\nuser = {}\ntimeout = 10\npassword = {}\nhost_key_fingerprint = {}\n",
-            link.addr().port(),
-            server.user(),
-            server.password(),
-            server.host_key_fingerprint()
-        );
-        let bed = engine_bed(&section);
+        let bed = engine_bed(&section_via(&server, &link, 10));
         let (task, watch) = if upload {
             std::fs::write(bed.local("up.bin"), &content).unwrap();
             (
@@ -382,19 +396,7 @@ async fn a_cut_sftp_transfer_resumes() {
         let engine = Arc::new(bed.engine("s"));
         let e = engine.clone();
         let run = tokio::spawn(async move { e.run(&task.0, &task.1).await });
-        let mut cut = false;
-        while !run.is_finished() {
-            let size = temp_files(&watch)
-                .first()
-                .and_then(|p| std::fs::metadata(p).ok())
-                .map_or(0, |m| m.len());
-            if size >= SIZE as u64 / 2 {
-                link.cut();
-                cut = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        let cut = when_temp_reaches(&run, &watch, SIZE as u64 / 2, || link.cut()).await;
         let r = run.await.unwrap();
         assert!(cut, "upload {upload}: ended before the cut: {r:?}");
         assert!(r.is_success(), "upload {upload}: {r:?}");
@@ -462,21 +464,7 @@ async fn a_stalled_sftp_server_is_a_transfer_timeout_and_the_retry_succeeds() {
                 std::net::SocketAddr::from(([127, 0, 0, 1], server.port)),
                 LinkSpec::rtt_ms(0).with_bandwidth(8 << 20),
             );
-            let mut settings = Settings::default();
-            settings.kafka.max_retries = retries;
-            settings.kafka.base_backoff_ms = 50;
-            settings.kafka.max_backoff_ms = 100;
-            settings.pool.prewarm_enabled = false;
-            let bed = EngineBed::new(
-                settings,
-                &format!(
-                    "[s]\ntype = sftp\nhost = 127.0.0.2\nport = {}\nuser = {}\ntimeout = 2\npassword = {}\nhost_key_fingerprint = {}\n",
-                    link.addr().port(),
-                    server.user(),
-                    server.password(),
-                    server.host_key_fingerprint()
-                ),
-            );
+            let bed = engine_bed_retrying(&section_via(&server, &link, 2), retries);
             let name = format!("s{}{retries}", if upload { "u" } else { "d" });
             let (task, watch, landed) = if upload {
                 std::fs::write(bed.local("up.bin"), &content).unwrap();
@@ -505,20 +493,13 @@ async fn a_stalled_sftp_server_is_a_transfer_timeout_and_the_retry_succeeds() {
             let t0 = Instant::now();
             let run = tokio::spawn(async move { e.run(&task.0, &task.1).await });
             let mut frozen = Vec::new();
-            while !run.is_finished() {
-                let size = temp_files(&watch)
-                    .first()
-                    .and_then(|p| std::fs::metadata(p).ok())
-                    .map_or(0, |m| m.len());
-                if size >= SIZE as u64 / 4 {
-                    frozen = descendants(server.pid().unwrap());
-                    for &p in &frozen {
-                        kill(Pid::from_raw(p), Signal::SIGSTOP).ok();
-                    }
-                    break;
+            when_temp_reaches(&run, &watch, SIZE as u64 / 4, || {
+                frozen = descendants(server.pid().unwrap());
+                for &p in &frozen {
+                    kill(Pid::from_raw(p), Signal::SIGSTOP).ok();
                 }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
+            })
+            .await;
             let r = run.await.unwrap();
             let took = t0.elapsed();
             for &p in &frozen {

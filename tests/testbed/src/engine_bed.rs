@@ -86,3 +86,31 @@ pub fn data(i: usize, size: usize) -> Vec<u8> {
 pub fn temp_files(root: &Path) -> Vec<PathBuf> {
     crate::service::files_ending_with(root, TEMP_SUFFIX)
 }
+
+/// The size of the first temporary file under `root` (0 if none).
+pub fn temp_size(root: &Path) -> u64 {
+    temp_files(root)
+        .first()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map_or(0, |m| m.len())
+}
+
+/// While `run` goes on, waits (at most 30 s) until the temporary file under `watch`
+/// holds `at` bytes, then does `then` (cut the link, freeze the server) and returns
+/// true; false if the run ended or the 30 s passed first.
+pub async fn when_temp_reaches<T>(
+    run: &tokio::task::JoinHandle<T>,
+    watch: &Path,
+    at: u64,
+    then: impl FnOnce(),
+) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !run.is_finished() && std::time::Instant::now() < deadline {
+        if temp_size(watch) >= at {
+            then();
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    false
+}
