@@ -184,18 +184,14 @@ pub(super) async fn sftp(a: &Args, bench: &Bench, rows: &mut Vec<Row>, notes: &m
         std::fs::remove_dir_all(local.join(format!("sftp-down{r}"))).ok();
         std::fs::remove_dir_all(&dir).ok();
     }
-    for (what, ours, base) in [("downloads", &down, &base_down), ("uploads", &up, &base_up)] {
-        rows.push(Row {
-            scenario: format!("SFTP: {n} x 4 KiB {what}, {SESSIONS} connections (files/s)"),
-            ours: format!("{:.0}", median(ours.clone())),
-            baseline: format!(
-                "{SESSIONS} x sftp -b (OpenSSH): {:.0}",
-                median(base.clone())
-            ),
-            ratio: paired_ratio(ours, base),
-            goal: Some(1.0),
-        });
-    }
+    push_rows(
+        rows,
+        (n, 0),
+        [&down, &up, &[], &[]],
+        [&base_down, &base_up, &[], &[]],
+        |_| format!("{SESSIONS} x sftp -b (OpenSSH)"),
+        0..2,
+    );
 
     channels(a, &server, rows, notes).await;
 
@@ -289,47 +285,34 @@ pub(super) async fn sftp(a: &Args, bench: &Bench, rows: &mut Vec<Row>, notes: &m
         ));
     }
     let rss = peak_rss_kib(worker) as f64 / 1024.0;
-    for (what, ours, base) in [
-        ("download", &big_down, &sftp_down),
-        ("upload", &big_up, &sftp_up),
-    ] {
-        rows.push(Row {
-            scenario: format!("SFTP: {mib} MiB {what} (MB/s)"),
-            ours: format!("{:.0}", median(ours.clone())),
-            baseline: format!("sftp -b (OpenSSH): {:.0}", median(base.clone())),
-            ratio: paired_ratio(ours, base),
-            goal: Some(0.9),
-        });
-    }
+    push_rows(
+        rows,
+        (n, mib),
+        [&down, &up, &big_down, &big_up],
+        [&base_down, &base_up, &sftp_down, &sftp_up],
+        |_| "sftp -b (OpenSSH)".to_string(),
+        2..4,
+    );
     drop(svc);
     let mut other_ratios = Vec::new();
     for (t, &tool) in tools.iter().enumerate() {
         let label = |k: usize| tool.label((k < 2).then_some(SESSIONS));
-        let ours = [&down, &up, &big_down, &big_up];
-        for (k, what) in [
-            format!("SFTP: {n} x 4 KiB downloads, {SESSIONS} connections (files/s)"),
-            format!("SFTP: {n} x 4 KiB uploads, {SESSIONS} connections (files/s)"),
-            format!("SFTP: {mib} MiB download (MB/s)"),
-            format!("SFTP: {mib} MiB upload (MB/s)"),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            rows.push(Row {
-                scenario: what,
-                ours: format!("{:.0}", median(ours[k].clone())),
-                baseline: format!("{}: {:.0}", label(k), median(others[t][k].clone())),
-                ratio: paired_ratio(ours[k], &others[t][k]),
-                goal: Some(if k < 2 { 1.0 } else { 0.9 }),
-            });
-        }
+        let [d, u, bd, bu] = &others[t];
+        push_rows(
+            rows,
+            (n, mib),
+            [&down, &up, &big_down, &big_up],
+            [d, u, bd, bu],
+            label,
+            0..4,
+        );
         other_ratios.push(format!(
             "{}: small down {}, up {}; large down {}, up {}",
             label(0),
-            round_ratios(&down, &others[t][0]),
-            round_ratios(&up, &others[t][1]),
-            round_ratios(&big_down, &others[t][2]),
-            round_ratios(&big_up, &others[t][3]),
+            round_ratios(&down, d),
+            round_ratios(&up, u),
+            round_ratios(&big_down, bd),
+            round_ratios(&big_up, bu),
         ));
     }
     let missing: Vec<_> = Tool::ALL
@@ -350,6 +333,35 @@ pub(super) async fn sftp(a: &Args, bench: &Bench, rows: &mut Vec<Row>, notes: &m
     );
     log(&line);
     notes.push(line);
+}
+
+/// Rows `ks` of the report for the service against one baseline, `label(k)` naming the
+/// baseline's way: 0 and 1 the small files (`files.0` of them) down and up, 2 and 3 the
+/// large file (`files.1` MiB) down and up; rounds' figures in `ours[k]` and `base[k]`.
+fn push_rows(
+    rows: &mut Vec<Row>,
+    files: (usize, u64),
+    ours: [&[f64]; 4],
+    base: [&[f64]; 4],
+    label: impl Fn(usize) -> String,
+    ks: std::ops::Range<usize>,
+) {
+    let (n, mib) = files;
+    for k in ks {
+        let scenario = match k {
+            0 => format!("SFTP: {n} x 4 KiB downloads, {SESSIONS} connections (files/s)"),
+            1 => format!("SFTP: {n} x 4 KiB uploads, {SESSIONS} connections (files/s)"),
+            2 => format!("SFTP: {mib} MiB download (MB/s)"),
+            _ => format!("SFTP: {mib} MiB upload (MB/s)"),
+        };
+        rows.push(Row {
+            scenario,
+            ours: format!("{:.0}", median(ours[k].to_vec())),
+            baseline: format!("{}: {:.0}", label(k), median(base[k].to_vec())),
+            ratio: paired_ratio(ours[k], base[k]),
+            goal: Some(if k < 2 { 1.0 } else { 0.9 }),
+        });
+    }
 }
 
 /// Small files through [`SESSIONS`] SFTP sessions, below the service: each session an SSH
